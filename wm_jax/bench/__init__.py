@@ -1,0 +1,43 @@
+"""``wm-jax bench <stage>``: throughput benchmarks that print one JSON object and write it to a file.
+
+Each stage module (``wm_jax.bench.<stage>``) exposes ``add_arguments(parser)`` and ``measure(args) -> dict``.
+Compile time is excluded, results are blocked on, and the conditions (device, sizes, versions) are included.
+The JSON is also written to ``benchmarks/<stage>.json`` (``--out`` to change), from which the README's
+tables are generated (``python -m wm_jax.bench.report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+STAGES = ("collect", "vae", "encode", "mdnrnn", "dream", "evaluate", "peak")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--out", default=None, help="JSON output file (default benchmarks/<stage>[_<env>].json)")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="stage options (see wm-jax bench <stage> --help)")
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"wm_jax.bench.{args.stage}")
+    sub = argparse.ArgumentParser(prog=f"wm-jax bench {args.stage}")
+    module.add_arguments(sub)
+    sargs = sub.parse_args(args.rest)
+    from wm_jax.sysinfo import conditions
+
+    result = {"stage": args.stage, **module.measure(sargs), **conditions()}
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    env = result.get("env")
+    out = Path(args.out) if args.out else Path("benchmarks") / (f"{args.stage}_{env}.json" if env else f"{args.stage}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,63 @@
+"""The ``wm-jax`` command line.
+
+Every command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
+its command runs, so ``wm-jax collect`` never initialises JAX. Commands that take a config accept
+``--config FILE`` and trailing dotted overrides (``data.episodes=200``), validated before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("wm_jax.data.collect", "random-policy rollouts from the real environment into shards"),
+    "train-vae": ("wm_jax.train.vae", "train V on the collected frames"),
+    "encode": ("wm_jax.train.encode", "write V's (mu, logvar) for every frame beside the data"),
+    "train-mdnrnn": ("wm_jax.train.mdnrnn", "train M on encoded sequences"),
+    "train-controller": ("wm_jax.train.controller", "train C with an evosax strategy (dream or real env)"),
+    "sweep-temperature": ("wm_jax.train.sweep", "train one controller per dream temperature, batched"),
+    "evaluate": ("wm_jax.evaluate", "score a run's controller in the real environment"),
+    "bench": ("wm_jax.bench", "throughput benchmarks (collect, vae, encode, mdnrnn, dream, evaluate, peak)"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--config FILE [key=value ...]`` arguments."""
+    parser.add_argument("--config", default=None, help="YAML config file (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. data.episodes=200")
+
+
+def config_from_args(args: argparse.Namespace):
+    from wm_jax.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    top = argparse.ArgumentParser(prog="wm-jax", description="World Models in JAX: V, M, C and the dream.")
+    top.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        top.parse_args(argv[:1] or ["--help"])
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"wm-jax {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    from wm_jax.config import ConfigError
+
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as e:
+        print(f"wm-jax {name}: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nwm-jax {name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

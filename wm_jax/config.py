@@ -1,0 +1,309 @@
+"""Configuration: frozen dataclasses, YAML files, dotted command-line overrides.
+
+A config is built in three layers, each validated before any work starts:
+
+1. the dataclass defaults below (each field says what it is and where its default comes from),
+2. a YAML file (``configs/*.yaml``) that may ``extends:`` another YAML file in the same folder,
+3. dotted overrides from the command line: ``data.episodes=200 vae.batch_size=50``.
+
+Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+Derived values (``run_dir``, ``action_dim``, ...) are properties, computed in one place and never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, or its value has the wrong type or range."""
+
+
+ENVS = ("carracing", "takecover")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    name: str = "takecover"  # "carracing" (gymnasium CarRacing-v3) or "takecover" (VizDoom).
+    frame_size: int = 64  # Frames are area-resized to frame_size x frame_size x 3 (paper: 64).
+    max_steps: int = 2100  # Episode cap; TakeCover has no timeout of its own (paper: 2100).
+    carracing_policy: str = "brownian"  # Collection policy for CarRacing: "brownian" or "random_linear".
+    doom_repeat_min: int = 1  # TakeCover random policy holds an action for 1..10 frames (original code).
+    doom_repeat_max: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    episodes: int = 200  # Random-policy episodes to collect (original: 10,000).
+    workers: int = 0  # Collection worker processes; 0 = one per CPU core.
+    seed: int = 0  # Base seed; episode i uses seed + i, so reruns reproduce and top up.
+    skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
+    min_length: int = 1  # Episodes shorter than this many steps are discarded at collection.
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    z_dim: int = 32  # Latent size (paper: 32 CarRacing, 64 Doom).
+    kl_tolerance: float = 0.5  # Free-bits floor: KL is max(KL, kl_tolerance * z_dim) (original).
+    learning_rate: float = 1e-4  # Adam (original).
+    batch_size: int = 100  # Original.
+    epochs: float = 1.0  # Passes over the collected frames (fractions allowed).
+    max_steps: int = 0  # If > 0, stop after this many steps whatever `epochs` says.
+    checkpoint_every: int = 500  # Steps between orbax checkpoints.
+    log_every: int = 50  # Steps between metric records.
+    holdout_episodes: int = 2  # Last episodes kept out of training, for reconstruction MSE.
+    encode_batch_size: int = 1000  # Frames per jitted call in `wm-jax encode`.
+
+
+@dataclasses.dataclass(frozen=True)
+class MDNRNNConfig:
+    hidden: int = 256  # LSTM units (paper: 256 CarRacing, 512 Doom).
+    mixtures: int = 5  # Gaussians per z dimension (paper: 5).
+    seq_len: int = 999  # Training window length (original CarRacing: 999).
+    batch_size: int = 100  # Original.
+    learning_rate: float = 1e-3  # Adam (original).
+    grad_clip: float = 1.0  # Global-norm gradient clipping (original).
+    steps: int = 4000  # Training steps.
+    done_pos_weight: float = 10.0  # Weight of the positive (episode end) class in the done BCE (original Doom).
+    reward_weight: float = 1.0  # Weight of the reward MSE in the loss.
+    done_weight: float = 1.0  # Weight of the done BCE in the loss.
+    restart_flag: bool = False  # Feed a restart flag as an extra input (original Doom model).
+    checkpoint_every: int = 500
+    log_every: int = 50
+    holdout_episodes: int = 2  # Last episodes kept out of training, for held-out NLL.
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    inputs: str = "zh"  # What C reads: "z", "zh" (paper CarRacing) or "zch" (paper Doom: z, cell, hidden).
+    hidden: int = 0  # Hidden tanh layer size; 0 = linear (paper's "z with a hidden layer" row: 40).
+    bias: bool = True  # Original Doom controller has no bias.
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    mode: str = "dream"  # Where C is trained: "dream" (M as the env) or "real".
+    strategy: str = "CMA_ES"  # Any evosax algorithm by class name.
+    population: int = 64  # Candidates per generation (paper: 64).
+    trials: int = 16  # Rollouts per candidate, averaged (paper: 16).
+    generations: int = 200  # Paper Doom: ~200 generations.
+    sigma_init: float = 0.1  # Initial search std.
+    weight_decay: float = 0.0  # L2 penalty on parameters added to the fitness (original option: 0.01).
+    temperature: float = 1.15  # Dream temperature tau (paper's best Doom: 1.15).
+    taus: tuple[float, ...] = (0.10, 0.50, 1.00, 1.15, 1.30)  # Sweep values (paper's table).
+    dream_max_steps: int = 2100  # Dream episode cap (paper Doom: 2100).
+    initial_states: int = 1000  # Real episode starts kept as the dream's initial-state bank (original).
+    done_mode: str = "threshold"  # Dream episode end: "threshold" (done logit > 0) or "bernoulli".
+    eval_every: int = 10  # Generations between evaluations of the ES mean.
+    eval_trials: int = 64  # Trials when evaluating the ES mean.
+    generations_per_call: int = 1  # Generations fused into one compiled call.
+    checkpoint_every: int = 1  # Generations between ES checkpoints.
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 100  # Paper: mean +- std over 100 episodes.
+    workers: int = 0  # Environment worker processes; 0 = one per CPU core.
+    envs_per_worker: int = 1  # Environments stepped by each worker.
+    seed: int = 10_000  # Evaluation seeds are disjoint from collection seeds.
+    gifs: bool = True  # Write GIFs of the best and worst episode.
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "default"  # Run name; the run folder is checkpoints/<name> unless `root` says otherwise.
+    root: str = "checkpoints"  # Folder that holds run folders.
+    seed: int = 0  # Master seed for model initialisation and training.
+    env: EnvConfig = EnvConfig()
+    data: DataConfig = DataConfig()
+    vae: VAEConfig = VAEConfig()
+    mdnrnn: MDNRNNConfig = MDNRNNConfig()
+    controller: ControllerConfig = ControllerConfig()
+    es: ESConfig = ESConfig()
+    eval: EvalConfig = EvalConfig()
+
+    # ---- derived values: computed here, never stored ----
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def action_dim(self) -> int:
+        """Action size as stored on disk and fed to M (CarRacing: steer, gas, brake; Doom: one value)."""
+        return 3 if self.env.name == "carracing" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> "Config":
+        """Return a copy with dotted overrides applied, e.g. ``cfg.replace(**{"vae.z_dim": 64})``."""
+        return _build(Config, _merge(self.to_dict(), _nest(overrides, "<replace>")), "")
+
+
+# ---------------------------------------------------------------- validation & building
+
+
+def _check_value(key: str, tp: Any, value: Any) -> Any:
+    """Coerce `value` to the annotated type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}' expects float, got {value!r} ({type(value).__name__})")
+    if tp in (int, str, bool):
+        if type(value) is not tp:
+            raise ConfigError(f"config key '{key}' expects {tp.__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    if origin is tuple:
+        (elem, _) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        return tuple(_check_value(f"{key}[{i}]", elem, v) for i, v in enumerate(value))
+    raise ConfigError(f"config key '{key}' has unsupported type {tp}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{prefix}{k}' (known keys here: {known})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        tp, v, key = hints[f.name], values[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key '{key}' is a section; expected a mapping, got {v!r}")
+            kwargs[f.name] = _build(tp, v, key + ".")
+        else:
+            kwargs[f.name] = _check_value(key, tp, v)
+    obj = cls(**kwargs)
+    if cls is Config:
+        _validate(obj)
+    return obj
+
+
+def _validate(cfg: Config) -> None:
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}': {why}")
+
+    need(cfg.env.name in ENVS, "env.name", f"must be one of {ENVS}, got {cfg.env.name!r}")
+    need(cfg.env.carracing_policy in ("brownian", "random_linear"), "env.carracing_policy",
+         "must be 'brownian' or 'random_linear'")
+    need(1 <= cfg.env.doom_repeat_min <= cfg.env.doom_repeat_max, "env.doom_repeat_min", "need 1 <= min <= max")
+    need(cfg.env.frame_size == 64, "env.frame_size", "the VAE architecture needs 64")
+    need(cfg.data.episodes >= 0, "data.episodes", "must be >= 0")
+    need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
+    need(cfg.vae.z_dim > 0, "vae.z_dim", "must be > 0")
+    need(cfg.vae.batch_size > 0, "vae.batch_size", "must be > 0")
+    need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")
+    need(cfg.controller.inputs in ("z", "zh", "zch"), "controller.inputs", "must be 'z', 'zh' or 'zch'")
+    need(cfg.es.mode in ("dream", "real"), "es.mode", "must be 'dream' or 'real'")
+    need(cfg.es.done_mode in ("threshold", "bernoulli"), "es.done_mode", "must be 'threshold' or 'bernoulli'")
+    need(cfg.es.population >= 2, "es.population", "must be >= 2")
+    need(cfg.es.trials >= 1, "es.trials", "must be >= 1")
+    need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
+    need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
+
+
+# ---------------------------------------------------------------- YAML & overrides
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _nest(flat: dict[str, Any], source: str) -> dict:
+    out: dict = {}
+    for dotted, v in flat.items():
+        parts = dotted.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{dotted}' from {source} conflicts with another override")
+        node[parts[-1]] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config file {path} extends itself")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        raw = _merge(_read_yaml(path.parent / parent, (*seen, path)), raw)
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'data.episodes=200'`` -> ``('data.episodes', 200)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. data.episodes=200)")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a validated Config from an optional YAML file and ``key=value`` overrides."""
+    values = _read_yaml(Path(path)) if path else {}
+    flat = dict(parse_override(o) for o in overrides)
+    values = _merge(values, _nest(flat, "the command line"))
+    return _build(Config, values, "")
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config saved by :func:`save_config` (or any nested mapping)."""
+    return _build(Config, values, "")
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as JSON (atomically: temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def load_saved_config(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"no saved config at {path}") from None

@@ -1,0 +1,95 @@
+"""Metrics: JSONL + TensorBoard for every training stage, and PNG training curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class MetricsWriter:
+    """Append metrics to ``<dir>/metrics.jsonl`` and TensorBoard event files in ``<dir>/tb``.
+
+    Records at or past `resume_step` from an earlier (killed) run are dropped on open, so a resumed run
+    does not write the same step twice.
+    """
+
+    def __init__(self, directory: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / "metrics.jsonl"
+        if self.path.exists():
+            keep = [r for r in read_jsonl(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.directory / "tb"), flush_secs=10)
+
+    def write(self, step: int, **values: Any) -> None:
+        rec = {"step": int(step)}
+        for k, v in values.items():
+            v = float(np.asarray(v))
+            rec[k] = v
+            if self._tb is not None and math.isfinite(v):
+                self._tb.add_scalar(k, v, int(step))
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill: stop there
+    return out
+
+
+def plot_curves(jsonl: str | os.PathLike, png: str | os.PathLike, keys: list[str], title: str = "") -> Path:
+    """Plot `keys` of a metrics.jsonl against step into a PNG (one panel per key)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_jsonl(jsonl)
+    keys = [k for k in keys if any(k in r for r in recs)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(r["step"], r[k]) for r in recs if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts])
+        ax.set_xlabel("step")
+        ax.set_title(k)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png

@@ -1,0 +1,73 @@
+"""Conditions every benchmark reports: device, versions, and the measured fp32 matmul peak."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import time
+from typing import Any, Callable
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "evosax", "orbax-checkpoint", "gymnasium", "vizdoom", "numpy")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    import jax
+
+    devs = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devs[0].device_kind,
+        "device_count": len(devs),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 3, min_seconds: float = 1.0) -> float:
+    """Best seconds per call of `fn` (which must block, e.g. end in block_until_ready); compile excluded.
+
+    `fn` runs once to warm up, then enough times to fill `min_seconds`, `repeats` times; best of repeats.
+    """
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds:
+                break
+        best = min(best, dt / n)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def peak_flops(n: int = 2048) -> float:
+    """Measured fp32 FLOP/s of a large jitted matmul on the default device (the 'limit' we compare to)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    sec = time_call(lambda: f(a, b).block_until_ready(), repeats=3, min_seconds=1.0)
+    return 2 * n**3 / sec
+
+
+def conditions() -> dict[str, Any]:
+    """Everything a benchmark JSON should carry besides its own figures."""
+    return {"device": device_info(), "versions": versions(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

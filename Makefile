@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/wm-jax bench mdnrnn
 	$(BIN)/wm-jax bench dream
 	$(BIN)/wm-jax bench dream --env takecover
-	$(BIN)/python -m wm_jax.bench.report
+	$(BIN)/python -m wm_jax.report
 
 clean-venv:
 	rm -rf $(VENV)

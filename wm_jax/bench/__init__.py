@@ -3,7 +3,7 @@
 Each stage module (``wm_jax.bench.<stage>``) exposes ``add_arguments(parser)`` and ``measure(args) -> dict``.
 Compile time is excluded, results are blocked on, and the conditions (device, sizes, versions) are included.
 The JSON is also written to ``benchmarks/<stage>.json`` (``--out`` to change), from which the README's
-tables are generated (``python -m wm_jax.bench.report``).
+tables are generated (``python -m wm_jax.report``).
 """
 
 from __future__ import annotations

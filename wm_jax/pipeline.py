@@ -1,0 +1,127 @@
+"""The whole pipeline as a sequence of CLI stages, for the experiment scripts.
+
+collect → train-vae → encode → train-mdnrnn → train-controller / sweep-temperature → evaluate.
+Every stage is the same ``wm-jax`` command a user would type, run in this process; each command is
+idempotent (it tops up, resumes from its checkpoint, or returns at once when its DONE marker exists), so an
+interrupted experiment resumes by running the same script again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wm_jax.checkpoint import write_json_atomic
+from wm_jax.config import Config, load_config
+
+
+class StageError(RuntimeError):
+    """A pipeline stage exited with a non-zero status."""
+
+
+@dataclass
+class Experiment:
+    """One experiment: a config file plus overrides, a results folder, and per-stage wall times."""
+
+    name: str
+    config_path: str
+    overrides: list[str] = field(default_factory=list)
+    results_root: Path = Path("results")
+    times: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
+        self.results_dir = Path(self.results_root) / self.name
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self._times_file = self.results_dir / "stage_seconds.json"
+        if self._times_file.exists():  # an interrupted earlier invocation: keep counting its time
+            self.times = json.loads(self._times_file.read_text())
+
+    def stage(self, label: str, command: str, *args: str, overrides: tuple[str, ...] = ()) -> None:
+        """Run ``wm-jax <command> --config F <args> <overrides>``; record its wall time under `label`."""
+        from wm_jax.cli import main
+
+        argv = [command, "--config", self.config_path, *args, *self.overrides, *overrides]
+        print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)
+        t = time.time()
+        code = main(argv)
+        self._record(label, time.time() - t)
+        if code != 0:
+            raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
+
+    def run_cli(self, label: str, argv: list[str]) -> None:
+        """Run a command that takes no --config (evaluate reads the run folder's saved config)."""
+        from wm_jax.cli import main
+
+        print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)
+        t = time.time()
+        code = main(argv)
+        self._record(label, time.time() - t)
+        if code != 0:
+            raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
+
+    def _record(self, label: str, seconds: float) -> None:
+        self.times[label] = self.times.get(label, 0.0) + seconds
+        write_json_atomic(self._times_file, self.times)
+
+    def world_model(self) -> None:
+        """collect → V → encode → M, each skipped or resumed by the command itself."""
+        self.stage("collect", "collect")
+        self.stage("train-vae", "train-vae")
+        self.stage("encode", "encode")
+        self.stage("train-mdnrnn", "train-mdnrnn")
+
+    def evaluate(self, label: str, out: Path, *extra: str) -> dict:
+        """Real-environment score, cached in `out` (a results.json); rerun only if missing."""
+        if out.exists():
+            print(f"=== [{self.name}] {label}: cached {out}")
+            return json.loads(out.read_text())
+        self.run_cli(label, ["evaluate", "--run", str(self.cfg.run_dir), "--episodes", str(self.cfg.eval.episodes),
+                             "--seed", str(self.cfg.eval.seed), "--out", str(out.parent), *extra])
+        return json.loads(out.read_text())
+
+    def finish(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], extra: dict | None = None) -> Path:
+        """Write results.json and table.md (and copy the run's plots) into results/<name>/."""
+        wall = sum(self.times.values())
+        rec = {
+            "experiment": self.name,
+            "config": self.config_path,
+            "overrides": self.overrides,
+            "scale": self.name.rsplit("_", 1)[-1],
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}",
+            "wall_time_h": wall / 3600,  # sum of stage times, over every (resumed) invocation
+            "stage_seconds": self.times,
+            "rows": rows,
+            **(extra or {}),
+        }
+        write_json_atomic(self.results_dir / "results.json", rec)
+        lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+        for r in rows:
+            lines.append("| " + " | ".join(_cell(r.get(key)) for key, _ in columns) + " |")
+        table = "\n".join(lines) + "\n"
+        (self.results_dir / "table.md").write_text(table)
+        plots = self.cfg.run_dir / "plots"
+        if plots.is_dir():
+            shutil.copytree(plots, self.results_dir / "plots", dirs_exist_ok=True)
+        print(f"\n{table}\nresults: {self.results_dir}/results.json, plots and GIFs: {self.results_dir}/plots/")
+        return self.results_dir
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    return str(v)
+
+
+def score(rec: dict) -> str:
+    """'mean ± std' of an evaluate results.json."""
+    return f"{rec['mean']:.0f} ± {rec['std']:.0f}"

@@ -1,0 +1,36 @@
+"""README tables are generated from benchmark/experiment JSON, never typed by hand."""
+
+import json
+
+import pytest
+
+from wm_jax import report
+
+
+def test_bench_table_reads_json_and_computes_fraction(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    rec = {"stage": "vae", "images_per_s": 432.1, "fraction_of_peak": 0.8612,
+           "device": {"backend": "cpu", "device_count": 1, "cpu_count": 2}, "time": "2026-11-21T10:00:00"}
+    (tmp_path / "benchmarks" / "vae.json").write_text(json.dumps(rec))
+    table = report.bench_table(tmp_path / "benchmarks")
+    row = table.splitlines()[2]
+    assert "| vae |" in row and "| 432 |" in row and "| 800 |" in row and "| 86% |" in row
+    assert "2026-11-21" in row
+
+
+def test_replace_section_rewrites_only_between_markers():
+    text = "a\n<!-- bench:start -->\nold\n<!-- bench:end -->\nb\n"
+    out = report.replace_section(text, "bench", "new table")
+    assert out == "a\n<!-- bench:start -->\nnew table\n<!-- bench:end -->\nb\n"
+    with pytest.raises(ValueError, match="results:start"):
+        report.replace_section(text, "results", "x")
+
+
+def test_results_section_lists_each_experiment(tmp_path):
+    d = tmp_path / "results" / "quick_quick"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"experiment": "quick_quick", "scale": "quick", "date": "2026-11-21",
+                                                "machine": "2 cores", "wall_time_h": 0.2}))
+    (d / "table.md").write_text("| agent | real |\n|---|---|\n| random | 210 ± 108 |\n")
+    out = report.results_section(tmp_path / "results")
+    assert "**quick_quick**" in out and "0.20 h" in out and "| random | 210 ± 108 |" in out

@@ -125,3 +125,30 @@ def _cell(v: Any) -> str:
 def score(rec: dict) -> str:
     """'mean ± std' of an evaluate results.json."""
     return f"{rec['mean']:.0f} ± {rec['std']:.0f}"
+
+
+def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
+    """The paper's TakeCover table: C trained in the dream at each τ (one batched program), scored for real.
+
+    Rows: the random policy, then one row per τ with its virtual (dream) score and real score.
+    """
+    run = exp.cfg.run_dir
+    exp.world_model()
+    exp.stage("sweep-temperature", "sweep-temperature", "--taus", ",".join(f"{t:g}" for t in taus))
+    virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
+    rows = []
+    rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "--policy", "random")
+    rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand)})
+    best = None
+    for t in taus:
+        rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json",
+                           "--controller", str(run / "sweep" / f"tau_{t:g}"))
+        rows.append({"agent": "C trained in the dream", "tau": f"{t:.2f}",
+                     "virtual": f"{virtual[f'{t:g}']['dream_eval_return']:.0f}", "real": score(rec)})
+        if best is None or rec["mean"] > best[1]["mean"]:
+            best = (t, rec)
+    extra = {"random_mean": rand["mean"], "best_tau": best[0], "best_real_mean": best[1]["mean"],
+             "best_real_std": best[1]["std"], "episodes": exp.cfg.eval.episodes}
+    columns = [("agent", "agent"), ("tau", "τ"), ("virtual", "virtual score"),
+               ("real", f"real score ({exp.cfg.eval.episodes} episodes)")]
+    return exp.finish(rows, columns, extra)

@@ -1,0 +1,19 @@
+"""The paper's TakeCover τ table: C trained only in the dream at τ ∈ {0.10, 0.50, 1.00, 1.15, 1.30} (one batched
+program), each scored over 100 real episodes, plus the random-policy row (paper: 210 ± 108; best 1092 ± 556).
+
+    python experiments/takecover_tau_table.py --scale {cpu,paper} [key=value ...]
+"""
+
+import argparse
+
+from wm_jax.pipeline import Experiment, tau_table
+
+CONFIGS = {"cpu": "configs/takecover_cpu.yaml", "paper": "configs/takecover.yaml"}
+TAUS = (0.10, 0.50, 1.00, 1.15, 1.30)
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
+    ap.add_argument("overrides", nargs="*", metavar="key=value")
+    args = ap.parse_args()
+    tau_table(Experiment(f"takecover_tau_table_{args.scale}", CONFIGS[args.scale], args.overrides), TAUS)

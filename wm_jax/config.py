@@ -37,6 +37,7 @@ class EnvConfig:
     carracing_policy: str = "brownian"  # Collection policy for CarRacing: "brownian" or "random_linear".
     doom_repeat_min: int = 1  # TakeCover random policy holds an action for 1..10 frames (original code).
     doom_repeat_max: int = 10
+    carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,7 @@ class DataConfig:
     seed: int = 0  # Base seed; episode i uses seed + i, so reruns reproduce and top up.
     skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
     min_length: int = 1  # Episodes shorter than this many steps are discarded at collection.
+    compress_level: int = 1  # Deflate level of episode shards (1: fastest; np.savez_compressed uses 6).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class MDNRNNConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     holdout_episodes: int = 2  # Last episodes kept out of training, for held-out NLL.
+    scan_unroll: int = 1  # lax.scan unroll factor of the LSTM (speed only; 1 was fastest in `wm-jax bench mdnrnn`).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ESConfig:
     generations_per_call: int = 1  # Generations fused into one compiled call.
     checkpoint_every: int = 1  # Generations between ES checkpoints.
     seed: int = 0
+    dream_chunk: int = 50  # Dream steps per early-exit check (while_loop over scanned chunks; our choice).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,9 @@ class EvalConfig:
     envs_per_worker: int = 1  # Environments stepped by each worker.
     seed: int = 10_000  # Evaluation seeds are disjoint from collection seeds.
     gifs: bool = True  # Write GIFs of the best and worst episode.
+    groups: int = 1  # Worker blocks stepped in turn (2 = host computes one block's actions while the other steps).
+    mdnrnn_untrained: bool = False  # Ablation: the agent's M keeps random initial weights (seed = cfg.seed).
+    vae_untrained: bool = False  # Smoke/bench only: the agent's V keeps random initial weights (seed = cfg.seed).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +219,9 @@ def _validate(cfg: Config) -> None:
     need(cfg.env.frame_size == 64, "env.frame_size", "the VAE architecture needs 64")
     need(cfg.data.episodes >= 0, "data.episodes", "must be >= 0")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
+    need(cfg.data.min_length >= 1, "data.min_length", "must be >= 1")
+    need(0 <= cfg.data.compress_level <= 9, "data.compress_level", "must be in 0..9")
+    need(cfg.env.max_steps >= 1, "env.max_steps", "must be >= 1")
     need(cfg.vae.z_dim > 0, "vae.z_dim", "must be > 0")
     need(cfg.vae.batch_size > 0, "vae.batch_size", "must be > 0")
     need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")

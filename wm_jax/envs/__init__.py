@@ -1,0 +1,43 @@
+"""Environments: host-side adapters of the real games (carracing.py, takecover.py) and M's dream (dream.py).
+
+Importing this package imports neither JAX nor the games; :func:`make_env` imports the one it needs, so
+collection workers stay free of JAX.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POLICY_STREAM = 0x5EED  # second word of the policy rng's seed, so it never equals the env's own stream
+
+
+def make_env(env_cfg):
+    """``EnvConfig`` -> adapter with ``reset(seed) -> uint8 [64, 64, 3]``,
+    ``step(action float32 [A]) -> (frame, reward, terminated, truncated)``, ``close()``, ``action_dim``."""
+    if env_cfg.name == "carracing":
+        from wm_jax.envs.carracing import CarRacingEnv
+
+        return CarRacingEnv(env_cfg.max_steps, env_cfg.carracing_fast_render, env_cfg.frame_size)
+    if env_cfg.name == "takecover":
+        from wm_jax.envs.takecover import TakeCoverEnv
+
+        return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size)
+    raise ValueError(f"unknown env.name {env_cfg.name!r}")
+
+
+def make_policy(env_cfg):
+    """The random collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``."""
+    if env_cfg.name == "carracing":
+        from wm_jax.envs.carracing import BrownianPolicy, RandomLinearPolicy
+
+        return BrownianPolicy() if env_cfg.carracing_policy == "brownian" else RandomLinearPolicy()
+    if env_cfg.name == "takecover":
+        from wm_jax.envs.takecover import RepeatPolicy
+
+        return RepeatPolicy(env_cfg.doom_repeat_min, env_cfg.doom_repeat_max)
+    raise ValueError(f"unknown env.name {env_cfg.name!r}")
+
+
+def policy_rng(seed: int) -> np.random.Generator:
+    """The collection policy's rng for the episode with environment seed `seed` (deterministic)."""
+    return np.random.default_rng([int(seed) % 2**63, POLICY_STREAM])

@@ -1,0 +1,84 @@
+"""Config loading: unknown keys and wrong types name the key, YAML extends, overrides, saved round trip."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wm_jax.config import Config, ConfigError, load_config, load_saved_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_and_derived_values():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.run_dir == Path("checkpoints/default") and cfg.data_dir == Path("checkpoints/default/data")
+    assert cfg.action_dim == 1
+    assert load_config(None, ["env.name=carracing"]).action_dim == 3
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.episodez'"):
+        load_config(None, ["data.episodez=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'nosection'"):
+        load_config(None, ["nosection.x=1"])
+
+
+def test_unknown_key_in_yaml_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("vae:\n  zdim: 3\n")
+    with pytest.raises(ConfigError, match=r"'vae\.zdim'"):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.episodes=abc", "data.episodes"),
+    ("data.episodes=1.5", "data.episodes"),
+    ("data.skip_corrupt=1", "data.skip_corrupt"),
+    ("env.carracing_fast_render=yes please", "env.carracing_fast_render"),
+    ("env=3", "env"),
+])
+def test_wrong_type_is_named(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("env.name=pong", "env.name"),
+    ("data.compress_level=10", "data.compress_level"),
+    ("data.min_length=0", "data.min_length"),
+    ("env.carracing_policy=uniform", "env.carracing_policy"),
+    ("env.max_steps=0", "env.max_steps"),
+])
+def test_invalid_value_is_named(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, [override])
+
+
+def test_yaml_extends_and_overrides():
+    cfg = load_config(CONFIGS / "quick.yaml")
+    assert cfg.name == "quick"  # quick.yaml's own value
+    assert cfg.data.episodes == 40  # quick.yaml overrides takecover.yaml's 10000
+    assert cfg.mdnrnn.restart_flag is True and cfg.controller.inputs == "zch"  # inherited from takecover.yaml
+    assert cfg.data.seed == 0  # dataclass default, set by neither file
+    cfg = load_config(CONFIGS / "quick.yaml", ["data.episodes=7", "es.taus=0.5,1.0", "vae.epochs=3"])
+    assert cfg.data.episodes == 7 and cfg.es.taus == (0.5, 1.0) and cfg.vae.epochs == 3.0
+
+
+def test_extends_cycle_and_missing_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_saved_config_round_trip(tmp_path):
+    cfg = load_config(CONFIGS / "carracing.yaml", ["data.episodes=5", "es.taus=0.1,2.0", "root=/x"])
+    save_config(cfg, tmp_path / "run" / "config.json")
+    assert not list((tmp_path / "run").glob("*.tmp*"))
+    assert load_saved_config(tmp_path / "run") == cfg
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["episodes"] == 5
+    with pytest.raises(ConfigError, match="no saved config"):
+        load_saved_config(tmp_path / "elsewhere")

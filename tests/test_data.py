@@ -1,0 +1,233 @@
+"""Data layer: preprocessing by hand, shard round trip and validation, corrupt shards, collection resume,
+the streaming loader's shuffling, determinism and memory bound."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+from wm_jax.cli import main as cli_main
+from wm_jax.config import ConfigError, load_config
+from wm_jax.data.collect import collect
+from wm_jax.data.dataset import frame_batches, open_dataset
+from wm_jax.data.preprocess import area_resize, area_weights, carracing_frame, doom_frame
+from wm_jax.data.shards import (CorruptShardError, Episode, episode_record, read_episode, shard_name,
+                                write_episode, write_manifest)
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def test_area_resize_2x2_blocks_by_hand():
+    img = np.zeros((4, 4, 1), np.uint8)
+    img[:2, :2, 0] = [[255, 255], [255, 254]]  # mean 254.75 -> 255 (the original's uint8 maths would wrap)
+    img[:2, 2:, 0] = [[0, 1], [1, 1]]  # 0.75 -> 1
+    img[2:, :2, 0] = [[0, 0], [0, 1]]  # 0.25 -> 0
+    img[2:, 2:, 0] = [[10, 11], [10, 11]]  # 10.5 -> 11 (half up)
+    assert area_resize(img, 2, 2)[..., 0].tolist() == [[255, 1], [0, 11]]
+
+
+def test_area_resize_fractional_by_hand():
+    # 3 -> 2 columns: output cell 0 covers pixel 0 and half of pixel 1; cell 1 the other half and pixel 2.
+    img = np.array([[[30], [90], [150]]], np.uint8)
+    assert area_resize(img, 1, 2)[0, :, 0].tolist() == [50, 130]  # (30 + 45) / 1.5, (45 + 150) / 1.5
+    assert np.allclose(area_weights(3, 2), [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+    for n_in, n_out in ((84, 64), (96, 64), (120, 64), (160, 64)):
+        w = area_weights(n_in, n_out)
+        assert np.allclose(w.sum(1), 1) and np.allclose(w.sum(0), n_out / n_in)
+
+
+def test_area_resize_matches_dense_weights():
+    # Dense reference with exact integer weights: 120 -> 64 rows in fifteenths, 160 -> 64 columns in fifths.
+    x = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    wy, wx = np.rint(area_weights(120, 64) * 15).astype(np.int64), np.rint(area_weights(160, 64) * 5).astype(np.int64)
+    num = np.einsum("hH,wW,HWc->hwc", wy, wx, x.astype(np.int64), optimize=True)
+    assert np.array_equal(doom_frame(x), (2 * num + 75) // 150)
+    assert np.abs(doom_frame(x) - np.einsum("hH,wW,HWc->hwc", area_weights(120, 64), area_weights(160, 64),
+                                            x.astype(np.float64))).max() <= 0.5 + 1e-9
+
+
+def test_carracing_frame_drops_indicator_strip():
+    obs = np.full((96, 96, 3), 200, np.uint8)
+    obs[84:] = 0  # the indicator strip must not bleed into the frame
+    out = carracing_frame(obs)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and (out == 200).all()
+    obs[83] = 0  # but row 83 is part of the image: the last output row covers rows 82.69..84
+    out = carracing_frame(obs)
+    assert (out[:63] == 200).all() and (out[63] == round(200 * (1 - 1 / 1.3125))).all()
+    with pytest.raises(ValueError, match="96, 96, 3"):
+        carracing_frame(np.zeros((64, 64, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- shards
+
+
+def make_episode(t: int, seed: int, tag: int = 0, a: int = 1) -> Episode:
+    """Synthetic episode whose frame k has pixel (0, 0) = (tag, k % 256, k // 256), the rest constant."""
+    frames = np.full((t + 1, 64, 64, 3), (tag * 7 + seed) % 256, np.uint8)
+    k = np.arange(t + 1)
+    frames[:, 0, 0] = np.stack([np.full(t + 1, tag % 256), k % 256, k // 256], 1)
+    term = np.zeros(t, bool)
+    term[-1] = True
+    rng = np.random.default_rng(seed)
+    return Episode(frames, rng.uniform(-1, 1, (t, a)).astype(np.float32), rng.normal(size=t).astype(np.float32),
+                   term, np.zeros(t, bool), seed)
+
+
+def write_dataset(root, n: int, t: int, env: str = "takecover") -> None:
+    (root / "episodes").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        ep = make_episode(t, seed=i, tag=i)
+        write_episode(root / "episodes" / shard_name(i), ep)
+        records.append(episode_record(i, ep))
+    write_manifest(root, env, 1, records)
+
+
+def test_shard_round_trip(tmp_path):
+    ep = make_episode(20, seed=3, a=3)
+    path = tmp_path / "ep.npz"
+    write_episode(path, ep, compresslevel=6)
+    back = read_episode(path, action_dim=3, length=20)
+    for a, b in zip(ep, back):
+        assert np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype
+    with np.load(path) as z:  # plain np.load reads it, with the DESIGN.md keys
+        assert sorted(z.files) == sorted(["frames", "actions", "rewards", "terminated", "truncated", "seed"])
+        assert z["seed"].shape == () and z["seed"].dtype == np.int64
+    assert os.listdir(tmp_path) == ["ep.npz"]  # no temp file left
+    with pytest.raises(CorruptShardError, match="action_dim=1"):
+        read_episode(path, action_dim=1)
+    with pytest.raises(CorruptShardError, match="length=21"):
+        read_episode(path, length=21)
+
+
+def test_invalid_episodes_rejected(tmp_path):
+    ep = make_episode(5, seed=0)
+    bad_term = ep._replace(terminated=np.array([True, False, False, False, True]))
+    for bad, msg in ((ep._replace(frames=ep.frames.astype(np.float32)), "'frames'"),
+                     (ep._replace(actions=ep.actions[:4]), "'actions'"),
+                     (ep._replace(rewards=ep.rewards.astype(np.float64)), "'rewards'"),
+                     (bad_term, "last step")):
+        with pytest.raises(CorruptShardError, match=msg):
+            write_episode(tmp_path / "x.npz", bad)
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_shards_named_and_skippable(tmp_path):
+    write_dataset(tmp_path, 4, 10)
+    ep_dir = tmp_path / "episodes"
+    (ep_dir / shard_name(1)).write_bytes(b"garbage, not a zip file" * 10)
+    full = (ep_dir / shard_name(2)).read_bytes()
+    (ep_dir / shard_name(2)).write_bytes(full[: len(full) // 2])  # truncated mid-write
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(ep_dir / shard_name(3), "a") as zf:
+        zf.writestr("frames.npy", b"\x93NUMPY broken")  # a valid zip whose 'frames' member is broken
+    ds = open_dataset(tmp_path)
+    assert len(ds) == 4 and ds.load(0).length == 10
+    for i in (1, 2, 3):
+        with pytest.raises(CorruptShardError, match=shard_name(i)):
+            ds.load(i)
+    with pytest.raises(CorruptShardError, match=shard_name(1)):
+        list(frame_batches(ds, 4, seed=0, epochs=1))
+    ds = open_dataset(tmp_path, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="skipping corrupt"):
+        frames = np.concatenate(list(frame_batches(ds, 4, seed=0, epochs=1, drop_remainder=False)))
+    assert len(frames) == 11 and (frames[:, 0, 0, 0] == 0).all()  # only episode 0's 11 frames
+    (ep_dir / shard_name(0)).unlink()
+    with pytest.raises(CorruptShardError, match=f"{shard_name(0)}: listed in"):
+        open_dataset(tmp_path)
+    with pytest.warns(UserWarning):
+        assert len(open_dataset(tmp_path, skip_corrupt=True)) == 3
+
+
+# ---------------------------------------------------------------- streaming loader
+
+
+def test_frame_batches_cover_every_frame_once_and_are_deterministic(tmp_path):
+    write_dataset(tmp_path, 7, 30)
+    ds = open_dataset(tmp_path)
+    assert ds.num_frames == 7 * 31 and [r.length for r in ds.episodes] == [30] * 7
+    ids = lambda b: b[:, 0, 0, 0].astype(int) * 1000 + b[:, 0, 0, 1]  # (episode, step) of each frame
+    got = list(frame_batches(ds, 16, seed=1, epochs=2, buffer_episodes=3, drop_remainder=False))
+    assert all(len(b) == 16 for b in got[:-1]) and sum(map(len, got)) == 2 * 217
+    every = np.concatenate([ids(b) for b in got])
+    assert sorted(every) == sorted(np.tile(np.arange(7)[:, None] * 1000 + np.arange(31), 2).ravel())
+    assert len(set(ids(got[0]) // 1000)) > 1  # a batch mixes episodes
+    again = list(frame_batches(ds, 16, seed=1, epochs=2, buffer_episodes=3, drop_remainder=False, prefetch=False))
+    assert all(np.array_equal(a, b) for a, b in zip(got, again, strict=True))
+    other = next(frame_batches(ds, 16, seed=2))
+    assert not np.array_equal(other, got[0])
+    train, hold = ds.split(2)
+    assert [r.index for r in hold.episodes] == [5, 6] and len(train) == 5
+    assert np.array_equal(hold.load(0).frames, ds.load(5).frames)
+    with pytest.raises(ValueError, match="n_holdout"):
+        ds.split(7)
+
+
+MEASURE = textwrap.dedent("""
+    import resource, sys, psutil
+    from wm_jax.data.dataset import frame_batches, open_dataset
+    ds = open_dataset(sys.argv[1])
+    ds = ds.subset(range(int(sys.argv[2])))
+    base = psutil.Process().memory_info().rss
+    n = sum(len(b) for b in frame_batches(ds, 100, seed=0, epochs=1, buffer_episodes=4))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(n, peak - base)
+""")
+
+
+def test_loader_memory_is_bounded_independent_of_dataset_size(tmp_path):
+    n, t = 60, 1000  # 60,060 frames = 738 MB decompressed
+    write_dataset(tmp_path, n, t)
+    frame_bytes = 64 * 64 * 3
+    total = n * (t + 1) * frame_bytes
+
+    def peak(episodes):
+        proc = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path), str(episodes)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout.split()
+        assert int(out[0]) == episodes * (t + 1) // 100 * 100
+        return int(out[1])
+
+    small, big = peak(12), peak(n)
+    print(f"loader peak RSS increase: {small / 1e6:.0f} MB (12 episodes), {big / 1e6:.0f} MB ({n} episodes, "
+          f"{total / 1e6:.0f} MB decompressed)")
+    bound = 2 * 4 * (t + 1) * frame_bytes  # two blocks of K=4 episodes alive (dataset.py docstring)
+    assert big < 1.5 * bound + 64e6, (big, bound)
+    assert big < 0.25 * total  # far below the decompressed dataset
+    assert big < 1.3 * small + 32e6, (small, big)  # 5x the episodes, about the same peak
+
+
+# ---------------------------------------------------------------- collection
+
+
+def test_collect_resume_after_kill(tmp_path):
+    over = [f"root={tmp_path}", "name=r", "env.max_steps=30", "data.workers=2", "data.seed=40"]
+    assert cli_main(["collect", "--config", "configs/takecover.yaml", "--no-progress", "data.episodes=3", *over]) == 0
+    data = tmp_path / "r" / "data"
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["data"]["episodes"] == 3 and saved["env"]["max_steps"] == 30
+    first = {i: (data / "episodes" / shard_name(i)).read_bytes() for i in range(3)}
+    # Simulate a kill: the manifest rewrite and the last shard are lost, a writer's temp file is left over.
+    (data / "manifest.json").unlink()
+    (data / "episodes" / shard_name(2)).unlink()
+    (data / "episodes" / (shard_name(3) + ".tmp12345")).write_bytes(b"half a zip")
+    cfg = load_config("configs/takecover.yaml", [*over, "data.episodes=5"])
+    records = collect(cfg, progress=False)
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4] and [r["seed"] for r in records] == [40, 41, 42, 43, 44]
+    assert sorted(p.name for p in (data / "episodes").iterdir()) == [shard_name(i) for i in range(5)]
+    for i in range(3):  # 0 and 1 untouched, 2 recollected identically (seed 42)
+        assert (data / "episodes" / shard_name(i)).read_bytes() == first[i]
+    ds = open_dataset(data)
+    assert len(ds) == 5 and ds.env == "takecover" and ds.verify() == []
+    assert all(ds.episodes[i].length == ds.load(i).length <= 30 for i in range(5))
+    assert collect(cfg, progress=False) == records  # nothing left to do
+    with pytest.raises(ConfigError, match="data.seed"):
+        collect(cfg.replace(**{"data.seed": 0}), progress=False)
+    with pytest.raises(ConfigError, match="holds takecover data"):
+        collect(cfg.replace(**{"env.name": "carracing"}), progress=False)

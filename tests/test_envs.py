@@ -1,0 +1,130 @@
+"""Real-environment adapters: pixel identity of the fast CarRacing renderer, the alignment convention,
+episode caps, determinism, the collection policies, and a JAX-free worker import path."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from gymnasium.envs.box2d import car_racing as cr
+
+from wm_jax.config import EnvConfig
+from wm_jax.data.collect import collect_episode, rollout
+from wm_jax.data.preprocess import carracing_frame
+from wm_jax.envs import make_env, make_policy, policy_rng
+from wm_jax.envs.carracing import BrownianPolicy, FastCarRacing, RandomLinearPolicy
+from wm_jax.envs.takecover import RepeatPolicy, action_buttons
+
+
+@pytest.fixture(scope="module")
+def doom():
+    env = make_env(EnvConfig(name="takecover", max_steps=50))
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def car():
+    env = make_env(EnvConfig(name="carracing", max_steps=40))
+    yield env
+    env.close()
+
+
+def test_fast_carracing_pixels_identical_to_gymnasium():
+    stock, fast = cr.CarRacing(), FastCarRacing()
+    for seed in (3, 11):
+        a, _ = stock.reset(seed=seed)
+        b, _ = fast.reset(seed=seed)
+        assert np.array_equal(a, b)
+        policy = BrownianPolicy()
+        policy.reset(policy_rng(seed))
+        for t in range(110):  # covers the zoom-in animation (t < 1 s) and tiles recoloured on first visit
+            act = policy(None)
+            ra, rb = stock.step(act), fast.step(act)
+            assert np.array_equal(ra[0], rb[0]), f"seed {seed} step {t}: frames differ"
+            assert ra[1:4] == rb[1:4]
+            if ra[2]:
+                break
+    assert fast.tile_visited_count > 0  # the recolouring path was exercised
+    stock.close()
+    fast.close()
+
+
+def test_carracing_episode_alignment_and_cap(car):
+    reset_frame = car.reset(7)
+    ep = collect_episode(car, make_policy(EnvConfig(name="carracing")), index=7, base_seed=0, min_length=1)
+    assert ep.seed == 7 and ep.length == 40
+    assert ep.frames.shape == (41, 64, 64, 3) and ep.frames.dtype == np.uint8
+    assert ep.actions.shape == (40, 3) and ep.actions.dtype == np.float32
+    assert np.array_equal(ep.frames[0], reset_frame)  # frames[0] is the reset observation
+    assert ep.truncated[-1] and not ep.truncated[:-1].any() and not ep.terminated.any()
+    assert np.allclose(ep.rewards[:5], -0.1, atol=1e-6) or ep.rewards.max() > 0  # -0.1 per frame + tiles
+    assert np.array_equal(ep.frames[-1], carracing_frame(car.raw))  # frames[T] is the last observation
+    assert (ep.actions[:, 0] >= -1).all() and (ep.actions[:, 1:] >= 0).all() and (ep.actions <= 1).all()
+
+
+def test_takecover_truncated_episode(doom):
+    pol = make_policy(EnvConfig(name="takecover"))
+    ep = collect_episode(doom, pol, index=1, base_seed=100, min_length=1)
+    assert ep.seed == 101 and ep.length == 50 and ep.frames.shape == (51, 64, 64, 3)
+    assert ep.truncated[-1] and not ep.terminated.any() and not ep.truncated[:-1].any()
+    assert np.array_equal(ep.rewards, np.ones(50, np.float32))  # +1 per tic alive
+    assert set(np.unique(ep.actions)) <= {-1.0, 0.0, 1.0}
+    again = collect_episode(doom, pol, index=1, base_seed=100, min_length=1)
+    assert all(np.array_equal(x, y) for x, y in zip(ep, again))  # same seed -> same episode
+    other = collect_episode(doom, pol, index=2, base_seed=100, min_length=1)
+    assert not np.array_equal(ep.actions, other.actions)
+
+
+class Stay:
+    def reset(self, rng):
+        pass
+
+    def __call__(self, frame):
+        return np.zeros(1, np.float32)
+
+
+def test_takecover_death_alignment(doom):
+    doom.max_steps = 2100
+    try:
+        first = doom.reset(5)
+        ep = rollout(doom, Stay(), 5)  # standing still gets the player killed
+    finally:
+        doom.max_steps = 50
+    t = ep.length
+    assert 20 < t < 2100 and ep.frames.shape == (t + 1, 64, 64, 3)
+    assert np.array_equal(ep.frames[0], first)  # frames[0]: the reset observation
+    assert ep.terminated[-1] and not ep.terminated[:-1].any() and not ep.truncated.any()
+    assert ep.rewards[-1] == 1.0  # the last reward belongs to the death tic
+    assert np.array_equal(ep.frames[-1], ep.frames[-2])  # no state after death: the last frame repeats
+
+
+def test_action_thresholds_and_policies():
+    assert action_buttons(-1.0) == [1, 0] and action_buttons(-0.34) == [1, 0]
+    assert action_buttons(-0.33) == [0, 0] and action_buttons(0.33) == [0, 0] and action_buttons(0.34) == [0, 1]
+    pol = RepeatPolicy(1, 10)
+    pol.reset(policy_rng(0))
+    acts, left = [], []
+    for _ in range(2000):
+        acts.append(pol(None)[0])
+        left.append(pol.left)
+    assert set(acts) == {-1.0, 0.0, 1.0}
+    assert set(left) == set(range(10))  # hold lengths 1..10 were drawn, nothing longer
+    pol2 = RepeatPolicy(3, 3)
+    pol2.reset(policy_rng(1))
+    acts = np.array([pol2(None)[0] for _ in range(30)]).reshape(10, 3)
+    assert (acts == acts[:, :1]).all()  # held for exactly 3 frames
+    for p in (BrownianPolicy(), RandomLinearPolicy()):
+        p.reset(policy_rng(2))
+        a = np.array([p(np.full((64, 64, 3), 100, np.uint8)) for _ in range(300)])
+        assert a.shape == (300, 3) and (a[:, 0] >= -1).all() and (a[:, 1:] >= 0).all() and (a <= 1).all()
+    b = BrownianPolicy()
+    b.reset(policy_rng(2))
+    a = np.array([b(None) for _ in range(300)])
+    assert np.abs(np.diff(a, axis=0)).max() < 1.0  # a random walk, not i.i.d. draws
+
+
+def test_worker_import_path_has_no_jax():
+    code = ("import sys, wm_jax.data.collect, wm_jax.envs.carracing, wm_jax.envs.takecover, wm_jax.config;"
+            "assert 'jax' not in sys.modules, 'jax imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"SDL_VIDEODRIVER": "dummy", "PATH": ""})

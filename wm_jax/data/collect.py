@@ -1,0 +1,270 @@
+"""``wm-jax collect``: random-policy rollouts from the real environment into episode shards + a manifest.
+
+- Episode i uses environment seed ``data.seed + i`` (policy rng derived from the same seed), so any rerun
+  reproduces it byte for byte. An episode shorter than ``data.min_length`` is retried with seed
+  ``data.seed + i + k * RETRY_STRIDE`` (k = 1, 2, ...); the manifest records the seed actually used.
+- Workers are separate processes started with 'spawn'; they import the games and numpy, never JAX. Each
+  worker steps its own environment, writes its shards itself (compression runs in parallel) and reports
+  the manifest record to the main process, which owns the manifest.
+- Resume: shards on disk are the truth. At start the manifest is reconciled with ``episodes/``: records whose
+  shard vanished are dropped, shards missing from the manifest (the manifest rewrite was killed) are
+  validated and added, temp files of killed writers are deleted. Then only the missing indices run.
+  The manifest is rewritten atomically at most once a second and at the end (and on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from wm_jax.data.shards import (
+    CorruptShardError,
+    Episode,
+    episode_record,
+    read_episode,
+    read_manifest,
+    remove_temp_files,
+    shard_index,
+    shard_name,
+    write_episode,
+    write_manifest,
+)
+
+RETRY_STRIDE = 1_000_000_007  # seed offset between retries of a too-short episode
+MANIFEST_EVERY_S = 1.0
+# Set while spawning workers: one BLAS thread per worker process (they already fill the cores), no display.
+WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy",
+              "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+
+
+def rollout(env, policy, seed: int) -> Episode:
+    """Run one episode of `policy` in `env` (reset with `seed`) until terminated or truncated."""
+    from wm_jax.envs import policy_rng
+
+    frame = env.reset(seed)
+    policy.reset(policy_rng(seed))
+    frames, actions, rewards = [frame], [], []
+    while True:
+        action = np.asarray(policy(frame), np.float32).reshape(env.action_dim)
+        frame, reward, terminated, truncated = env.step(action)
+        frames.append(frame)
+        actions.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    t = len(actions)
+    term = np.zeros(t, bool)
+    trunc = np.zeros(t, bool)
+    term[-1], trunc[-1] = terminated, truncated
+    return Episode(np.stack(frames), np.stack(actions), np.asarray(rewards, np.float32), term, trunc, int(seed))
+
+
+def collect_episode(env, policy, index: int, base_seed: int, min_length: int, max_tries: int = 100) -> Episode:
+    """Episode `index` with seed base_seed + index (retried with a shifted seed while shorter than min_length)."""
+    for k in range(max_tries):
+        ep = rollout(env, policy, base_seed + index + k * RETRY_STRIDE)
+        if ep.length >= min_length:
+            return ep
+    raise RuntimeError(f"episode {index}: {max_tries} tries all shorter than data.min_length={min_length}")
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(0)
+
+
+def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_dir: str, tasks, results) -> None:
+    """Worker process: take indices from `tasks` until None; write shards; report records to `results`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, _exit_on_term)  # ... with SIGTERM: exit through `finally` and close the game
+    from wm_jax.config import EnvConfig
+    from wm_jax.envs import make_env, make_policy
+
+    parent = mp.parent_process()
+    env_cfg = EnvConfig(**env_fields)
+    env, policy = make_env(env_cfg), make_policy(env_cfg)
+    try:
+        while True:
+            try:
+                index = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    return  # the main process was killed: stop instead of lingering
+                continue
+            if index is None:
+                return
+            try:
+                ep = collect_episode(env, policy, index, base_seed, min_length)
+                write_episode(Path(ep_dir) / shard_name(index), ep, level)
+                results.put(("ok", episode_record(index, ep), "jax" in sys.modules))
+            except Exception:
+                results.put(("error", index, traceback.format_exc()))
+                return
+    finally:
+        env.close()
+
+
+# ---------------------------------------------------------------- reconciling disk and manifest
+
+
+def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int) -> dict[int, dict]:
+    """Records of every valid episode on disk, by index; shards are the truth, the manifest a cache."""
+    from wm_jax.config import ConfigError
+
+    ep_dir = data_dir / "episodes"
+    for p in remove_temp_files(ep_dir) + remove_temp_files(data_dir):
+        print(f"collect: removed unfinished temp file {p}", file=sys.stderr)
+    records: dict[int, dict] = {}
+    if (data_dir / "manifest.json").exists():
+        try:
+            body = read_manifest(data_dir)
+        except CorruptShardError as e:
+            warnings.warn(f"{e}; rebuilding the manifest from the shards", stacklevel=2)
+            body = None
+        if body is not None:
+            if body["env"] != env or body["action_dim"] != action_dim:
+                raise ConfigError(f"{data_dir} holds {body['env']} data (action_dim {body['action_dim']}); "
+                                  f"the config says env.name={env!r}: use another run name")
+            records = {r["index"]: r for r in body["episodes"] if (data_dir / r["file"]).exists()}
+    on_disk = {i: p for p in ep_dir.glob("ep_*.npz") if (i := shard_index(p.name)) is not None}
+    for i in sorted(set(on_disk) - set(records)):
+        try:
+            records[i] = episode_record(i, read_episode(on_disk[i], action_dim))
+        except CorruptShardError as e:
+            bad = on_disk[i].with_name(on_disk[i].name + ".corrupt")
+            os.replace(on_disk[i], bad)
+            print(f"collect: {e}; moved to {bad.name}, will recollect", file=sys.stderr)
+    for i, r in records.items():
+        if (r["seed"] - base_seed - i) % RETRY_STRIDE != 0:
+            raise ConfigError(f"{data_dir}: episode {i} was collected with seed {r['seed']}, which does not "
+                              f"match data.seed={base_seed} (+ index); keep data.seed or use another run name")
+    return records
+
+
+def collect(cfg, progress: bool = True) -> list[dict]:
+    """Top `cfg.data_dir` up to `cfg.data.episodes` episodes; returns the manifest records (sorted)."""
+    from tqdm import tqdm
+
+    data_dir = Path(cfg.data_dir)
+    ep_dir = data_dir / "episodes"
+    ep_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / ".collect.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"another `wm-jax collect` is writing {data_dir}") from None
+    try:
+        env, adim, seed = cfg.env.name, cfg.action_dim, cfg.data.seed
+        records = reconcile(data_dir, env, adim, seed)
+        write_manifest(data_dir, env, adim, list(records.values()))
+        todo = [i for i in range(cfg.data.episodes) if i not in records]
+        if not todo:
+            return sorted(records.values(), key=lambda r: r["index"])
+        n_workers = min(cfg.data.workers or os.cpu_count() or 1, len(todo))
+        ctx = mp.get_context("spawn")
+        tasks, results = ctx.Queue(), ctx.Queue()
+        for i in todo:
+            tasks.put(i)
+        for _ in range(n_workers):
+            tasks.put(None)
+        args = (dataclasses.asdict(cfg.env), seed, cfg.data.min_length, cfg.data.compress_level, str(ep_dir))
+        saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
+        os.environ.update(WORKER_ENV)
+        try:
+            procs = [ctx.Process(target=_worker, args=(*args, tasks, results), daemon=True) for _ in range(n_workers)]
+            for p in procs:
+                p.start()
+        finally:
+            for k, v in saved_env.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        bar = tqdm(total=len(todo), unit="ep", disable=not progress, desc=f"collect {env} x{n_workers}")
+        frames, t0, last_write = 0, time.perf_counter(), time.perf_counter()
+        try:
+            for _ in range(len(todo)):
+                msg = _next_result(results, procs)
+                if msg[0] == "error":
+                    raise RuntimeError(f"collect worker failed on episode {msg[1]}:\n{msg[2]}")
+                rec = msg[1]
+                if msg[2]:
+                    warnings.warn("a collect worker has JAX imported; keep jax out of the worker import path")
+                records[rec["index"]] = rec
+                frames += rec["length"] + 1
+                bar.update(1)
+                bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - t0):.0f}", refresh=False)
+                if time.perf_counter() - last_write > MANIFEST_EVERY_S:
+                    write_manifest(data_dir, env, adim, list(records.values()))
+                    last_write = time.perf_counter()
+            for p in procs:
+                p.join(timeout=10)
+        finally:
+            bar.close()
+            write_manifest(data_dir, env, adim, list(records.values()))
+            _stop_workers(procs, tasks, results)
+        return sorted(records.values(), key=lambda r: r["index"])
+    finally:
+        lock.close()
+
+
+def _stop_workers(procs, *queues) -> None:
+    """SIGTERM the workers that still run (they close their game: a ViZDoom engine process ignores SIGINT and
+    SIGTERM and would outlive a killed worker), then SIGKILL any that do not exit."""
+    for q in queues:
+        q.cancel_join_thread()  # unread tasks must not block our exit
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+
+
+def _next_result(results, procs) -> tuple:
+    while True:
+        try:
+            return results.get(timeout=1.0)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                try:
+                    return results.get(timeout=1.0)
+                except queue.Empty:
+                    codes = [p.exitcode for p in procs]
+                    raise RuntimeError(f"all collect workers exited (exit codes {codes}) with work left") from None
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.cli import config_from_args
+    from wm_jax.config import save_config
+
+    cfg = config_from_args(args)
+    save_config(cfg, cfg.run_dir / "config.json")
+    t0 = time.perf_counter()
+    records = collect(cfg, progress=not args.no_progress)
+    want = [r for r in records if r["index"] < cfg.data.episodes]
+    frames = sum(r["length"] + 1 for r in want)
+    print(f"collect: {len(want)} episodes ({frames} frames, mean return "
+          f"{np.mean([r['return'] for r in want]) if want else float('nan'):.1f}) in {cfg.data_dir} "
+          f"[{time.perf_counter() - t0:.1f} s this run]")
+    return 0

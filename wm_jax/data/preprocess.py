@@ -1,0 +1,90 @@
+"""Frame preprocessing: crop and exact area-averaging resize to uint8 [64, 64, 3] (numpy only, no JAX).
+
+Area resize: output pixel (i, j) is the mean of the input pixels it covers, each weighted by the fraction of
+its area inside the output cell (so 2x2 blocks are plain block means and non-integer ratios such as
+84 -> 64 weigh the straddling rows by their overlap). The mean is computed in float and rounded half-up to
+the nearest integer, so values stay in [0, 255]: there is no uint8 wrap-around, unlike the original World
+Models code whose frames came out shifted by one.
+
+- CarRacing: the 96x96 state pixels lose their bottom indicator strip (rows 84..95), then 84x96 -> 64x64.
+- TakeCover: ViZDoom renders at 160x120 (its smallest 4:3 mode, the cheapest to render), then 120x160 -> 64x64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+CARRACING_CROP_ROWS = 84  # rows 84..95 of the 96x96 CarRacing frame hold the speed/ABS/steering indicators
+
+
+@functools.lru_cache(maxsize=None)
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Exact area-averaging matrix, float64 [n_out, n_in], each row sums to 1.
+
+    Output cell i spans input coordinates [i * s, (i + 1) * s) with s = n_in / n_out; input pixel k spans
+    [k, k + 1); the weight is their overlap divided by s.
+    """
+    if n_in <= 0 or n_out <= 0:
+        raise ValueError(f"area_weights needs positive sizes, got n_in={n_in}, n_out={n_out}")
+    s = n_in / n_out
+    lo = np.arange(n_out)[:, None] * s
+    hi = lo + s
+    k = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, k + 1) - np.maximum(lo, k), 0.0, None)
+    w = overlap / overlap.sum(axis=1, keepdims=True)
+    w.setflags(write=False)
+    return w
+
+
+@functools.lru_cache(maxsize=None)
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`area_weights` as exact integers: (index int [m, n_out], numerator int [m, n_out], denominator).
+
+    Cell boundaries i * n_in / n_out fall on multiples of g / n_out (g = gcd), so every weight is an integer
+    over d = n_in / g (120 -> 64: fifteenths; 160 -> 64: fifths; 84 -> 64: 21sts). Output cell i is
+    sum_j numerator[j, i] * input[index[j, i]] / d; m is the most input pixels one cell overlaps.
+    """
+    g = math.gcd(n_in, n_out)
+    d = n_in // g
+    w = area_weights(n_in, n_out)
+    nz = w > 0
+    first = nz.argmax(axis=1)
+    m = int(nz.sum(axis=1).max())
+    index = np.minimum(first[None, :] + np.arange(m)[:, None], n_in - 1)  # [m, n_out]
+    num = np.rint(np.take_along_axis(w.T, index, axis=0) * d).astype(np.int64)
+    num[first[None, :] + np.arange(m)[:, None] > n_in - 1] = 0  # a clamped duplicate tap must not count twice
+    assert (num.sum(axis=0) == d).all()
+    return index, num, d
+
+
+def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-average `image` uint8 [H, W, C] to uint8 [height, width, C], exactly: integer sums of the few
+    overlapping pixels times integer weights, divided once by the common denominator, rounded half up."""
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f"area_resize expects uint8 [H, W, C], got {image.dtype} {image.shape}")
+    h, w, _ = image.shape
+    ri, rn, rd = _taps(h, height)
+    ci, cn, cd = _taps(w, width)
+    den = rd * cd
+    dt = np.uint16 if 511 * den <= np.iinfo(np.uint16).max else np.int64
+    rn, cn = rn.astype(dt), cn.astype(dt)
+    rows = sum(rn[j][:, None, None] * image[ri[j]] for j in range(len(ri)))  # [height, W, C], x rd
+    acc = sum(cn[j][None, :, None] * rows[:, ci[j]] for j in range(len(ci)))  # [height, width, C], x rd*cd
+    return ((2 * acc + den) // (2 * den)).astype(np.uint8)  # floor(acc / den + 1/2)
+
+
+def carracing_frame(obs: np.ndarray, size: int = 64) -> np.ndarray:
+    """CarRacing state pixels uint8 [96, 96, 3] -> uint8 [size, size, 3]: drop rows 84..95, area-resize."""
+    if obs.shape != (96, 96, 3) or obs.dtype != np.uint8:
+        raise ValueError(f"CarRacing frame must be uint8 [96, 96, 3], got {obs.dtype} {obs.shape}")
+    return area_resize(obs[:CARRACING_CROP_ROWS], size, size)
+
+
+def doom_frame(screen: np.ndarray, size: int = 64) -> np.ndarray:
+    """ViZDoom RGB24 screen buffer uint8 [H, W, 3] (160x120 here) -> uint8 [size, size, 3], area-resized."""
+    if screen.ndim != 3 or screen.shape[2] != 3 or screen.dtype != np.uint8:
+        raise ValueError(f"Doom frame must be uint8 [H, W, 3], got {screen.dtype} {screen.shape}")
+    return area_resize(screen, size, size)

@@ -1,0 +1,334 @@
+"""The batched World Models agent: frames → V (mean z) → C action → M step, one jitted call for all envs.
+
+Order per step (as the original): z_t = V(frame_t) (the posterior mean); a_t = C([z_t, h_t]);
+h_{t+1} = M(h_t, [z_t, a_t (, restart_t)]). Every slot of a :class:`~wm_jax.envs.vector.VectorEnv` is a
+row of the batch; a slot whose episode just began has ``first = True``, which zeroes its LSTM state
+before use (and is M's restart flag when the model was trained with one). Each row reads the controller
+of its candidate (``index``), so the same compiled step serves evaluation (one controller) and the
+real-environment ES (a population of controllers).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wm_jax.models import controller as ctrl
+from wm_jax.models import mdnrnn
+from wm_jax.models.mdnrnn import LSTMState
+
+
+class AgentSpec(NamedTuple):
+    """Static sizes and switches (hashable: part of the compiled function)."""
+
+    env_name: str  # "carracing" or "takecover"
+    z_dim: int  # Z, V's latent size
+    hidden: int  # H, M's LSTM size
+    inputs: str  # what C reads: "z", "zh", "zch"
+    restart_flag: bool  # M takes a restart flag (1 at an episode's first step) as an extra input
+
+    @property
+    def action_dim(self) -> int:
+        return 3 if self.env_name == "carracing" else 1
+
+
+class AgentParams(NamedTuple):
+    """Weights of the three models. `controllers` has a leading candidate axis P on every leaf."""
+
+    vae: Any  # V's params (wm_jax.models.vae)
+    mdnrnn: dict  # M's weights (wm_jax.models.mdnrnn)
+    controllers: dict  # C's params stacked: leaves [P, ...]
+
+
+def spec_from_config(cfg) -> AgentSpec:
+    return AgentSpec(cfg.env.name, cfg.vae.z_dim, cfg.mdnrnn.hidden, cfg.controller.inputs, cfg.mdnrnn.restart_flag)
+
+
+def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: jax.Array, first: jax.Array,
+                index: jax.Array) -> tuple[jax.Array, LSTMState]:
+    """One step of N agents.
+
+    Args:
+      state: LSTMState with c, h [N, H] (h_t before this step; ignored where `first`).
+      frames: uint8 [N, 64, 64, 3], the observations frame_t.
+      first: bool [N], True at an episode's first step (state is zeroed; M's restart flag).
+      index: int32 [N], which controller (row of `params.controllers`) drives each slot.
+    Returns:
+      actions float32 [N, A] (env format: CarRacing steer/gas/brake, TakeCover -1/0/+1) and h_{t+1} state.
+    """
+    from wm_jax.models.vae import encode
+
+    keep = (1.0 - first.astype(jnp.float32))[:, None]
+    state = LSTMState(state.c * keep, state.h * keep)
+    z, _ = encode(params.vae, frames)  # mean z, as the original agent
+    z = z.astype(jnp.float32)
+    cparams = jax.tree.map(lambda x: x[index], params.controllers)  # [N, ...]
+    actions = jax.vmap(lambda p, zz, s: ctrl.policy(p, zz, s, spec.inputs, spec.env_name))(cparams, z, state)
+    parts = [z, actions]
+    if spec.restart_flag:
+        parts.append(first.astype(jnp.float32)[:, None])
+    new_state = mdnrnn.lstm_step(params.mdnrnn, state, jnp.concatenate(parts, axis=-1))
+    return actions, new_state
+
+
+_COMPILED: dict[AgentSpec, Any] = {}
+
+
+def make_policy(spec: AgentSpec):
+    """The jitted :func:`policy_step` for `spec` (cached, so every caller shares one compilation per shape)."""
+    if spec not in _COMPILED:
+        _COMPILED[spec] = jax.jit(lambda p, s, f, fi, i: policy_step(spec, p, s, f, fi, i))
+    return _COMPILED[spec]
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def init_vae_params(seed: int, z_dim: int) -> Any:
+    """V's parameter tree at its real size with random weights N(0, 1/fan_in), biases 0 (numpy, from `seed`).
+
+    Host-side on purpose: XLA takes 10-50 s on this CPU to compile flax's initialisers for the whole VAE,
+    while only the shapes are needed (``jax.eval_shape``). For smoke runs, tests and benchmarks only.
+    """
+    from wm_jax.models import vae
+
+    shapes = jax.eval_shape(functools.partial(vae.init_params, z_dim=z_dim), jax.random.key(0))
+    rng = np.random.default_rng([int(seed), 0xAE])
+
+    def leaf(s: jax.ShapeDtypeStruct) -> np.ndarray:
+        if len(s.shape) < 2:
+            return np.zeros(s.shape, np.float32)
+        return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(np.float32)
+
+    return jax.tree.map(leaf, shapes)
+
+
+def init_agent_params(seed: int, spec: AgentSpec, ctrl_hidden: int = 0, bias: bool = True,
+                      ctrl_scale: float = 1.0, population: int = 1) -> AgentParams:
+    """Random V, M and C at the sizes of `spec` (benchmarks, tests, untrained ablations), all from `seed`."""
+    m, c = _init_m_c(jax.random.key(seed), spec, ctrl_hidden, bias, ctrl_scale, population)
+    return AgentParams(init_vae_params(seed, spec.z_dim), m, c)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _init_m_c(key: jax.Array, spec: AgentSpec, ctrl_hidden: int, bias: bool, ctrl_scale: float,
+              population: int) -> tuple[dict, dict]:
+    km, kc = jax.random.split(key)
+    m = mdnrnn.init_params(km, spec.z_dim, spec.action_dim, spec.hidden, restart_flag=spec.restart_flag)
+    feat = ctrl.feature_dim(spec.inputs, spec.z_dim, spec.hidden)
+    cs = [ctrl.init_controller(k, feat, ctrl.output_dim(spec.env_name), ctrl_hidden, bias, ctrl_scale)
+          for k in jax.random.split(kc, population)]
+    return m, stack_controllers(cs)
+
+
+def stack_controllers(params_list: list[dict]) -> dict:
+    """[P] controller pytrees → one pytree with leaves [P, ...]."""
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *params_list)
+
+
+def load_models(cfg, run_dir: str | Path) -> tuple[Any, dict]:
+    """V and M for the agent: trained weights from `run_dir`, or random initial weights where the config says
+    so (``eval.vae_untrained``, ``eval.mdnrnn_untrained``: the "M left untrained" ablation). Random weights
+    come from ``cfg.seed``, so reruns are identical."""
+    spec = spec_from_config(cfg)
+    km = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+    run_dir = Path(run_dir)
+    if cfg.eval.vae_untrained:
+        v = init_vae_params(cfg.seed, spec.z_dim)
+    else:
+        from wm_jax.train.vae import load_vae
+
+        v, z_dim = load_vae(run_dir)
+        if z_dim != spec.z_dim:
+            raise ValueError(f"{run_dir}/vae has z_dim {z_dim}, config vae.z_dim is {spec.z_dim}")
+    if cfg.eval.mdnrnn_untrained:
+        m = jax.jit(mdnrnn.init_params, static_argnums=(1, 2, 3, 4, 5))(km, spec.z_dim, spec.action_dim, spec.hidden,
+                                                                      cfg.mdnrnn.mixtures, spec.restart_flag)
+    else:
+        from wm_jax.train.mdnrnn import load_mdnrnn
+
+        m = load_mdnrnn(run_dir)
+        hidden, n_in = mdnrnn.sizes(m)
+        want = mdnrnn.input_dim(spec.z_dim, spec.action_dim, spec.restart_flag)
+        if (hidden, n_in) != (spec.hidden, want):
+            raise ValueError(f"{run_dir}/mdnrnn has hidden {hidden}, input {n_in}; the config expects "
+                             f"hidden {spec.hidden}, input {want} (mdnrnn.hidden / vae.z_dim / mdnrnn.restart_flag)")
+    return v, m
+
+
+# ---------------------------------------------------------------- host-side policies for the Runner
+
+
+class AgentPolicy:
+    """Stateful host wrapper: keeps each slot group's LSTM state between calls to the jitted step.
+
+    `params.controllers` holds P candidates; `act` is told which candidate drives each slot.
+    """
+
+    def __init__(self, spec: AgentSpec, params: AgentParams):
+        self.spec, self.params = spec, params
+        self.step = make_policy(spec)
+        self.states: dict[int, LSTMState] = {}
+        self.calls = 0
+
+    def begin(self, slot: int, seed: int) -> None:
+        """An episode starts in `slot` (the `first` flag resets its LSTM state; nothing to do here)."""
+
+    def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
+            slots: np.ndarray) -> np.ndarray:
+        """frames uint8 [n, 64, 64, 3], first bool [n], index int [n] for one group's slots -> actions [n, A]."""
+        if group not in self.states:
+            self.states[group] = mdnrnn.zero_state(self.spec.hidden, (len(frames),))
+        actions, self.states[group] = self.step(self.params, self.states[group], frames, first,
+                                                np.asarray(index, np.int32))
+        self.calls += 1
+        return np.asarray(actions)
+
+
+class RandomPolicy:
+    """The random baseline: uniform actions, a numpy generator per episode seeded by the episode's seed.
+
+    TakeCover: -1 / 0 / +1 with equal probability each step; CarRacing: steer U[-1, 1], gas U[0, 1],
+    brake U[0, 1]. No models, no JAX.
+    """
+
+    def __init__(self, env_name: str, num_envs: int, seed_offset: int = 7919):
+        self.env_name = env_name
+        self.offset = seed_offset
+        self.rngs: list[np.random.Generator | None] = [None] * num_envs
+
+    def begin(self, slot: int, seed: int) -> None:
+        self.rngs[slot] = np.random.default_rng([int(seed), self.offset])
+
+    def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
+            slots: np.ndarray) -> np.ndarray:
+        out = []
+        for s in slots:
+            rng = self.rngs[s] or np.random.default_rng(0)
+            if self.env_name == "carracing":
+                out.append([rng.uniform(-1, 1), rng.uniform(0, 1), rng.uniform(0, 1)])
+            else:
+                out.append([float(rng.integers(-1, 2))])
+        return np.asarray(out, np.float32)
+
+
+# ---------------------------------------------------------------- the episode runner
+
+
+class EpisodeSpec(NamedTuple):
+    seed: int  # environment seed (same seed -> same track / same Doom episode)
+    candidate: int = 0  # which controller (row of AgentParams.controllers) plays it
+
+
+class EpisodeResult(NamedTuple):
+    index: int  # position in the requested episode list
+    seed: int
+    candidate: int
+    ret: float  # undiscounted return
+    length: int  # steps taken
+    terminated: bool  # ended by the environment (False: cut by the step cap)
+
+
+def worker_groups(num_workers: int, groups: int) -> list[list[int]]:
+    """Split workers into `groups` contiguous blocks (fewer if there are fewer workers)."""
+    g = max(1, min(groups, num_workers))
+    bounds = np.linspace(0, num_workers, g + 1).round().astype(int)
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(g)]
+
+
+def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, record: bool = False,
+                 progress: bool = True, desc: str = "episodes") -> tuple[list[EpisodeResult], dict[str, np.ndarray]]:
+    """Play `episodes` on the slots of `venv`, a new episode starting in a slot as soon as its last one ends.
+
+    Slots whose episode ended and have none left are masked: not stepped, their actions ignored; the policy
+    still sees the whole group (fixed shapes, one compilation). With ``groups = 2`` the workers form two
+    blocks stepped in turn, so one block's environments run while the host computes the other's actions.
+
+    Returns the results in the order of `episodes`, and (if `record`) the frames of the best and the worst
+    episode as uint8 [T+1, S, S, 3] under "best" / "worst" (ties go to the lower episode index).
+    """
+    from tqdm import tqdm
+
+    n = venv.num_envs
+    blocks = worker_groups(venv.num_workers, groups)
+    group_slots = [np.asarray([s for w in ws for s in venv.worker_slots[w]], int) for ws in blocks]
+    slot_ep = np.full(n, -1)
+    cand = np.zeros(n, np.int32)
+    first = np.zeros(n, bool)
+    ret = np.zeros(n, np.float64)
+    length = np.zeros(n, np.int64)
+    frames_of: dict[int, list[np.ndarray]] = {}
+    results: list[EpisodeResult | None] = [None] * len(episodes)
+    extremes: dict[str, tuple[float, int, np.ndarray]] = {}
+    queue = list(range(len(episodes)))[::-1]
+    bar = tqdm(total=len(episodes), desc=desc, disable=not progress, unit="ep", dynamic_ncols=True)
+
+    def start(slots: np.ndarray) -> None:
+        chosen, seeds = [], []
+        for s in slots:
+            if queue:
+                e = queue.pop()
+                slot_ep[s], cand[s], first[s], ret[s], length[s] = e, episodes[e].candidate, True, 0.0, 0
+                policy.begin(int(s), episodes[e].seed)
+                chosen.append(int(s))
+                seeds.append(episodes[e].seed)
+            else:
+                slot_ep[s] = -1
+        if chosen:
+            venv.reset(chosen, seeds)
+            if record:
+                for s in chosen:
+                    frames_of[s] = [venv.buffers["frames"][s].copy()]
+
+    def finish(s: int, terminated: bool) -> None:
+        e = int(slot_ep[s])
+        results[e] = EpisodeResult(e, episodes[e].seed, int(cand[s]), float(ret[s]), int(length[s]), terminated)
+        if record:
+            clip = np.stack(frames_of.pop(s))
+            for key, better in (("best", lambda a, b: a > b), ("worst", lambda a, b: a < b)):
+                old = extremes.get(key)
+                if old is None or better(ret[s], old[0]) or (ret[s] == old[0] and e < old[1]):
+                    extremes[key] = (float(ret[s]), e, clip)
+        bar.update(1)
+        done = [r.ret for r in results if r is not None]
+        bar.set_postfix(mean=f"{np.mean(done):.1f}")
+
+    def launch(g: int) -> bool:
+        slots = group_slots[g]
+        live = slots[slot_ep[slots] >= 0]
+        if live.size == 0:
+            return False
+        acts = policy.act(g, venv.buffers["frames"][slots], first[slots], cand[slots], slots)
+        first[slots] = False
+        venv.step_async(live, acts[slot_ep[slots] >= 0])
+        return True
+
+    try:
+        start(np.arange(n))
+        pending = [launch(g) for g in range(len(blocks))]
+        while any(pending):
+            for g, ws in enumerate(blocks):
+                if not pending[g]:
+                    continue
+                live = group_slots[g][slot_ep[group_slots[g]] >= 0]
+                buf = venv.step_wait(set(ws))
+                ret[live] += buf["rewards"][live]
+                length[live] += 1
+                ended = buf["terminated"][live] | buf["truncated"][live]
+                if record:
+                    for s in live:
+                        frames_of[s].append(buf["frames"][s].copy())
+                for s, term in zip(live[ended], buf["terminated"][live][ended]):
+                    finish(int(s), bool(term))
+                if ended.any():
+                    start(live[ended])
+                pending[g] = launch(g)
+    finally:
+        bar.close()
+    assert all(r is not None for r in results)
+    return results, {k: v[2] for k, v in extremes.items()}

@@ -1,0 +1,163 @@
+"""``wm-jax evaluate``: score a run's controller (or the random policy) in the real environment.
+
+    wm-jax evaluate --run RUN_DIR [--episodes 100] [--seed S] [--controller PATH] [--policy agent|random]
+                    [key=value ...]
+
+The config is the run's ``config.json`` (or ``--config FILE``) plus dotted overrides. Episode i uses the
+environment seed ``seed + i`` (default ``eval.seed``), so the same seed gives the same tracks / episodes.
+Writes ``<run>/eval/results.json`` (``<run>/eval/random/`` for the random policy) atomically: mean, std,
+per-episode returns, lengths, seeds, wall time and throughput; plus best.gif / worst.gif.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_jax.config import Config, ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    parser.add_argument("--run", default=None, help="run folder holding config.json, vae/, mdnrnn/, controller/")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes to play (default eval.episodes)")
+    parser.add_argument("--seed", type=int, default=None, help="first environment seed (default eval.seed)")
+    parser.add_argument("--controller", default=None,
+                        help="controller checkpoint folder or run folder (default <run>/controller)")
+    parser.add_argument("--policy", choices=("agent", "random"), default="agent",
+                        help="agent: V+M+C from the run; random: uniform random actions (no models)")
+    parser.add_argument("--out", default=None, help="output folder (default <run>/eval, or <run>/eval/random)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(parser)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The run's saved config (or --config) with the command-line overrides applied; and the run folder."""
+    from wm_jax.config import load_config, load_saved_config, parse_override
+
+    if args.run and not args.config:
+        run = Path(args.run)
+        saved = next((d for d in (run, run / "controller") if (d / "config.json").exists()), None)
+        if saved is None:
+            raise ConfigError(f"--run {run}: no config.json there (pass --config FILE for a fresh folder)")
+        cfg = load_saved_config(saved)
+        if args.overrides:
+            cfg = cfg.replace(**dict(parse_override(o) for o in args.overrides))
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run = Path(args.run) if args.run else cfg.run_dir
+    check_eval_config(cfg)
+    return cfg, run
+
+
+def check_eval_config(cfg: Config) -> None:
+    e = cfg.eval
+    for key, ok in (("eval.episodes", e.episodes >= 1), ("eval.workers", e.workers >= 0),
+                    ("eval.envs_per_worker", e.envs_per_worker >= 1), ("eval.groups", e.groups >= 1)):
+        if not ok:
+            raise ConfigError(f"config key '{key}': must be >= {0 if key == 'eval.workers' else 1}")
+
+
+def slot_layout(cfg: Config, episodes: int) -> tuple[int, int]:
+    """(workers, environment slots) for `episodes` episodes: no more slots than episodes."""
+    import os
+
+    workers = cfg.eval.workers or os.cpu_count() or 1
+    slots = min(episodes, workers * cfg.eval.envs_per_worker)
+    return min(workers, slots), slots
+
+
+def make_agent_policy(cfg: Config, run: Path, controller: str | None):
+    """(AgentPolicy, cfg): V and M from `run` (or untrained, per eval.*_untrained), C from `controller`
+    (default: the run's); cfg gets the controller folder's `controller.*` shape options."""
+    from wm_jax.agent import AgentParams, AgentPolicy, load_models, spec_from_config, stack_controllers
+    from wm_jax.train.controller import load_controller
+
+    cpath = Path(controller) if controller else run
+    c = load_controller(cpath)
+    cfg = with_controller_shape(cfg, cpath)
+    spec = spec_from_config(cfg)
+    vae, m = load_models(cfg, run)
+    return AgentPolicy(spec, AgentParams(vae, m, stack_controllers([c]))), cfg
+
+
+def with_controller_shape(cfg: Config, path: Path) -> Config:
+    """cfg with `controller.*` taken from the controller folder's config.json (if any), so a controller
+    trained with other inputs (an ablation, a sweep) is read with its own feature layout."""
+    from wm_jax.config import load_saved_config
+
+    for d in (path, path / "controller"):
+        if (d / "params.npz").is_file() and (d / "config.json").is_file():
+            saved = load_saved_config(d)
+            if saved.controller != cfg.controller:
+                cfg = cfg.replace(**{f"controller.{k}": v for k, v in saved.controller.__dict__.items()})
+            return cfg
+    return cfg
+
+
+def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str = "agent",
+             controller: str | None = None, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Play `episodes` episodes with seeds seed, seed+1, ...; write results.json and GIFs; return the results."""
+    from wm_jax.agent import EpisodeSpec, RandomPolicy, run_episodes
+    from wm_jax.checkpoint import write_json_atomic
+    from wm_jax.envs.vector import VectorEnv
+
+    out = Path(out) if out else run / "eval" / ("random" if policy_kind == "random" else "")
+    workers, slots = slot_layout(cfg, episodes)
+    if policy_kind == "random":
+        policy = RandomPolicy(cfg.env.name, slots)
+    else:
+        policy, cfg = make_agent_policy(cfg, run, controller)
+    specs = [EpisodeSpec(seed + i) for i in range(episodes)]
+    t0 = time.perf_counter()
+    with VectorEnv(cfg.env, slots, workers) as venv:
+        t1 = time.perf_counter()
+        results, clips = run_episodes(venv, policy, specs, groups=cfg.eval.groups, record=cfg.eval.gifs,
+                                      progress=progress, desc=f"evaluate {cfg.env.name} ({policy_kind})")
+    t2 = time.perf_counter()
+    returns = np.asarray([r.ret for r in results])
+    frames = int(sum(r.length for r in results))
+    summary = {
+        "env": cfg.env.name, "policy": policy_kind, "run": str(run), "controller": controller,
+        "episodes": episodes, "seed": seed, "max_steps": cfg.env.max_steps,
+        "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
+        "max": float(returns.max()), "median": float(np.median(returns)),
+        "returns": returns.tolist(), "lengths": [r.length for r in results], "seeds": [r.seed for r in results],
+        "terminated": [r.terminated for r in results],
+        "workers": workers, "slots": slots, "groups": cfg.eval.groups,
+        "mdnrnn_untrained": cfg.eval.mdnrnn_untrained, "vae_untrained": cfg.eval.vae_untrained,
+        "controller_inputs": cfg.controller.inputs, "controller_hidden": cfg.controller.hidden,
+        "wall_s": t2 - t0, "startup_s": t1 - t0, "frames": frames, "frames_per_s": frames / max(t2 - t1, 1e-9),
+    }
+    write_json_atomic(out / "results.json", summary)
+    if clips:
+        from wm_jax.viz import save_gif
+
+        for name, clip in clips.items():
+            save_gif(clip, out / f"{name}.gif")
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+
+    from wm_jax.train.controller_real import _raise_interrupt
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` closes the env workers cleanly
+    cfg, run_dir = resolve_config(args)
+    episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    seed = args.seed if args.seed is not None else cfg.eval.seed
+    s = evaluate(cfg, run_dir, episodes, seed, args.policy, args.controller,
+                 Path(args.out) if args.out else None, progress=not args.no_progress)
+    out = Path(args.out) if args.out else run_dir / "eval" / ("random" if args.policy == "random" else "")
+    print(f"{s['env']} {s['policy']}: {s['mean']:.1f} ± {s['std']:.1f} over {episodes} episodes "
+          f"(seeds {seed}..{seed + episodes - 1}; {s['frames']} frames in {s['wall_s']:.1f} s, "
+          f"{s['frames_per_s']:.0f} frames/s) -> {out / 'results.json'}")
+    return 0

@@ -1,0 +1,177 @@
+"""CMA-ES (any evosax distribution-based strategy) with the controller playing the real environment.
+
+``wm-jax train-controller --config F es.mode=real`` lands here (via wm_jax.train.controller). A generation:
+
+    ask (jitted, evosax)  →  population × trials real episodes on the VectorEnv workers, every slot driven by
+    its candidate through ONE jitted V → C → M step for all slots  →  fitness = −mean return (+ L2 term,
+    wm_jax.es.ESProgram.fitness)  →  tell (jitted).
+
+The ES state, its PRNG key and the generation count are the dream mode's ``ESCarry`` (τ axis of size 1),
+checkpointed with the best evaluated controller after every ``es.checkpoint_every`` generations, so a killed
+run resumes on the same trajectory: the trial seeds come from the ES key, which is part of the checkpoint.
+Trials are common random numbers: every candidate of a generation plays the same ``es.trials`` seeds.
+Every ``es.eval_every`` generations the ES mean plays ``es.eval_trials`` fixed held-out seeds.
+
+Outputs in ``<run>/controller``: orbax steps, ``metrics.jsonl`` + ``tb/``, ``params.npz`` (best evaluated
+mean; ``wm_jax.train.controller.load_controller``), ``score.json``, ``DONE``; ``<run>/plots/controller_curves.png``.
+Paper configuration: ``configs/carracing.yaml`` (population 64 × 16 trials). CPU configuration for 2 cores:
+``es.population=16 es.trials=2 env.max_steps=200 es.eval_trials=4`` (see the README / report).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wm_jax.config import Config, ConfigError, save_config
+
+EVAL_SEED_BASE = 2_000_000  # held-out seeds for evaluating the ES mean (collection uses 0.., eval 10_000..)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def trial_seeds(key, trials: int) -> list[int]:
+    """Environment seeds of one generation's trials, drawn from the generation's rollout key."""
+    import jax
+
+    return [int(s) for s in np.asarray(jax.random.randint(key, (trials,), 0, 2**31 - 1))]
+
+
+def train_real(cfg: Config) -> int:
+    """Entry point of ``train-controller`` with es.mode=real: run / resume, print a one-line summary, return 0."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` closes the env workers and keeps the checkpoint
+    s = run_real_es(cfg)
+    print(f"controller (real {s['env']}): best evaluated ES mean {s['eval_return']:.2f} over {s['eval_trials']} "
+          f"episodes after {s['generations']} generations ({s['population']} x {s['trials']}), in {s['dir']}")
+    return 0
+
+
+def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = True, venv=None) -> dict:
+    """Run (or resume) real-environment ES on the run in cfg.run_dir; returns a summary dict.
+
+    `stop_after` stops once that many generations are checkpointed (as if killed; for tests).
+    `venv` reuses an open :class:`~wm_jax.envs.vector.VectorEnv` (otherwise one is made from cfg.eval).
+    """
+    import jax
+    from tqdm import tqdm
+
+    from wm_jax.agent import AgentParams, AgentPolicy, EpisodeSpec, load_models, run_episodes, spec_from_config
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.envs.vector import VectorEnv
+    from wm_jax.es import ESCarry, carry_from_tree, carry_to_tree, get_program
+    from wm_jax.evaluate import check_eval_config, slot_layout
+    from wm_jax.metrics import MetricsWriter, plot_curves
+    from wm_jax.models import controller as ctrl
+    from wm_jax.train.controller import save_controller
+
+    if cfg.es.mode != "real":
+        raise ConfigError("config key 'es.mode': train_real needs 'real'")
+    check_eval_config(cfg)
+    es = cfg.es
+    spec = spec_from_config(cfg)
+    vae, mdn = load_models(cfg, cfg.run_dir)
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, spec.z_dim,
+                                           spec.hidden)
+    prog = get_program(cfg, template, devices=jax.devices()[:1])
+    strategy, es_params = prog.strategy, prog.es_params
+    ask = jax.jit(lambda k, s: strategy.ask(k, s, es_params))
+    tell = jax.jit(lambda k, pop, fit, s: strategy.tell(k, pop, fit, s, es_params)[0])
+    fitness = jax.jit(prog.fitness)
+
+    carry = prog.init(jax.random.PRNGKey(es.seed), 1)
+    best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
+    best_eval = np.full((1,), -np.inf, np.float32)
+    ckpt_dir = cfg.run_dir / "controller"
+    ckpt = Checkpointer(ckpt_dir, cfg)
+    save_config(cfg, cfg.run_dir / "config.json")  # the run folder's "last command" config (DESIGN.md)
+    if ckpt.latest_step() is not None:
+        raw = ckpt.restore_raw()
+        if "carry" not in raw or "best_params" not in raw:
+            raise ConfigError(f"{ckpt_dir}: checkpoint step {ckpt.latest_step()} is not a real-env ES checkpoint")
+        try:
+            carry = carry_from_tree(carry, raw["carry"])
+            best_params = jax.tree.map(lambda t, x: np.asarray(x, t.dtype).reshape(t.shape), best_params,
+                                       raw["best_params"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"{ckpt_dir}: checkpoint step {ckpt.latest_step()} does not match this config's "
+                              f"controller/ES shapes ({e}); use another run name") from None
+        best_eval = np.asarray(raw["best_eval"], np.float32).reshape(1)
+    gen = int(carry.generation[0])
+    eps_per_gen = es.population * es.trials
+    workers, slots = slot_layout(cfg, max(eps_per_gen, es.eval_trials))
+    own_venv = venv is None
+    writer = MetricsWriter(ckpt_dir, resume_step=gen)
+    pbar = tqdm(total=es.generations, initial=gen, desc=f"ES real {cfg.env.name}", disable=not progress,
+                dynamic_ncols=True)
+    eval_specs = [EpisodeSpec(EVAL_SEED_BASE + i) for i in range(es.eval_trials)]
+    last_eval = float("nan")
+    try:
+        if own_venv:
+            venv = VectorEnv(cfg.env, slots, workers)
+        while gen < es.generations and (stop_after is None or gen < stop_after):
+            t0 = time.perf_counter()
+            # Host copies: strong dtypes and no mesh typing (the ES program's init / a restore differ in both),
+            # so ask, tell and the policy step compile once whether the run is fresh or resumed.
+            es_state = jax.tree.map(lambda x: np.asarray(x[0]), carry.es_state)
+            key, k_ask, k_roll, k_tell = jax.random.split(np.asarray(carry.key[0]), 4)
+            pop, es_state = ask(k_ask, es_state)
+            seeds = trial_seeds(k_roll, es.trials)
+            specs = [EpisodeSpec(s, c) for c in range(es.population) for s in seeds]
+            policy = AgentPolicy(spec, AgentParams(vae, mdn, pop))
+            res, _ = run_episodes(venv, policy, specs, groups=cfg.eval.groups, progress=False)
+            returns = np.asarray([r.ret for r in res], np.float32).reshape(es.population, es.trials)
+            fit = fitness(pop, returns)
+            es_state = tell(k_tell, pop, fit, es_state)
+            carry = ESCarry(jax.tree.map(lambda x: x[None], es_state), key[None], carry.generation + 1)
+            gen += 1
+            frames = sum(r.length for r in res)
+            dt = time.perf_counter() - t0
+            cand = returns.mean(axis=1)
+            writer.write(gen, mean_return=cand.mean(), best_return=cand.max(), worst_return=cand.min(),
+                         best_fitness=np.asarray(es_state.best_fitness), std=np.mean(getattr(es_state, "std", np.nan)),
+                         mean_length=frames / len(res), frames=frames, frames_per_s=frames / dt, wall_s=dt)
+            if (es.eval_every > 0 and gen % es.eval_every == 0) or gen == es.generations:
+                mean = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
+                ev, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, mean)), eval_specs,
+                                     groups=cfg.eval.groups, progress=False)
+                last_eval = float(np.mean([r.ret for r in ev]))
+                if last_eval > best_eval[0]:
+                    best_eval[0], best_params = last_eval, mean
+                writer.write(gen, eval_return=last_eval)
+            if (es.checkpoint_every > 0 and gen % es.checkpoint_every == 0) or gen == es.generations:
+                ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval})
+            pbar.update(1)
+            pbar.set_postfix(mean=f"{cand.mean():.1f}", best=f"{cand.max():.1f}", eval=f"{last_eval:.1f}",
+                             fps=f"{frames / dt:.0f}")
+    finally:
+        pbar.close()
+        writer.close()
+        if own_venv and venv is not None:
+            venv.close()
+    summary = {"generations": gen, "eval_return": float(best_eval[0]), "eval_trials": es.eval_trials,
+               "population": es.population, "trials": es.trials, "env": cfg.env.name, "dir": str(ckpt_dir)}
+    if gen < es.generations:  # stopped on purpose: no final outputs
+        ckpt.close()
+        return summary
+    p0 = jax.tree.map(lambda x: np.asarray(x[0]), best_params)
+    save_controller(ckpt_dir, p0, cfg, {**summary, "real_eval_return": float(best_eval[0]),
+                                        "params": ctrl.num_params(p0)})
+    plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / "controller_curves.png",
+                ["mean_return", "best_return", "eval_return", "std"], title=f"ES in the real env ({cfg.env.name})")
+    ckpt.mark_done(summary)
+    ckpt.close()
+    return summary
+
+
+def final_state(run_dir: str | Path) -> dict:
+    """The latest checkpoint of a real-env ES run as nested numpy arrays (tests compare two of these)."""
+    from wm_jax.checkpoint import Checkpointer
+
+    with Checkpointer(Path(run_dir) / "controller") as ck:
+        return ck.restore_raw()

@@ -152,3 +152,56 @@ def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
     columns = [("agent", "agent"), ("tau", "τ"), ("virtual", "virtual score"),
                ("real", f"real score ({exp.cfg.eval.episodes} episodes)")]
     return exp.finish(rows, columns, extra)
+
+
+def link_world_model(cfg: Config, name: str) -> None:
+    """Give run `name` the data, V and M of `cfg`'s run (symlinks), so a controller variant reuses them."""
+    src, dst = cfg.run_dir.absolute(), (cfg.run_dir.parent / name)
+    dst.mkdir(parents=True, exist_ok=True)
+    for part in ("data", "vae", "mdnrnn"):
+        link = dst / part
+        if not link.exists():
+            link.symlink_to(src / part, target_is_directory=True)
+
+
+def controller_rows(exp: Experiment, variants: list[tuple[str, list[str]]]) -> list[dict]:
+    """Train C once per variant (its own run folder sharing V and M), score each in the real env."""
+    rows = []
+    for label, overrides in variants:
+        name = f"{exp.cfg.name}_{label.split(':')[0]}"
+        link_world_model(exp.cfg, name)
+        over = (f"name={name}", *overrides)
+        exp.stage(f"train-controller {label}", "train-controller", overrides=over)
+        run = exp.cfg.run_dir.parent / name
+        rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", "--controller", str(run / "controller"),
+                           *_eval_flags(overrides))
+        rows.append({"agent": label.split(":", 1)[1], "real": score(rec), "mean": rec["mean"]})
+    return rows
+
+
+def _eval_flags(overrides: list[str]) -> list[str]:
+    """Overrides the agent needs at evaluation too (e.g. an untrained M) are passed on."""
+    return [o for o in overrides if o.startswith("eval.")]
+
+
+def carracing_table(exp: Experiment) -> Path:
+    """The paper's CarRacing table: C trained by CMA-ES in the real env on z only, z + hidden layer, [z, h],
+    and [z, h] with M left untrained (random initial weights)."""
+    exp.world_model()
+    variants = [
+        ("z:V model, z only", ["controller.inputs=z"]),
+        ("zhidden:V model, z with a hidden layer", ["controller.inputs=z", "controller.hidden=40"]),
+        ("full:full world model, [z, h]", ["controller.inputs=zh"]),
+        ("untrainedM:full world model, untrained M", ["controller.inputs=zh", "eval.mdnrnn_untrained=true"]),
+    ]
+    rows = controller_rows(exp, [(lbl, ["es.mode=real", *o]) for lbl, o in variants])
+    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)")]
+    return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})
+
+
+def carracing_dream(exp: Experiment) -> Path:
+    """C trained only inside M's dream (reward and done heads), scored on real tracks."""
+    exp.world_model()
+    rows = controller_rows(exp, [("dream:C trained in the dream, [z, h]", ["es.mode=dream"])])
+    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)")]
+    return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})

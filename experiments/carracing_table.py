@@ -14,4 +14,4 @@ if __name__ == "__main__":
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
-    carracing_table(Experiment(f"{args.scale}", CONFIGS[args.scale], args.overrides))
+    carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides))

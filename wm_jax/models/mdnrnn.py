@@ -8,11 +8,18 @@ population, with τ as runtime data)::
               "head": {"w": [H, 3·K·Z + 2], "b": [3·K·Z + 2]}}
 
 Input at step t is x_t = [z_t, a_t (, restart_t)]; the head on h_t predicts z_{t+1}, r_t and done_t.
-Gate order in the 4H axis: input, forget, cell candidate, output.
+Gate order in the 4H axis: input, forget, cell candidate, output. Head columns: mixture logits, μ, log σ
+(each a component-major [K, Z] block), reward, done logit; ``mdn_head`` returns them per dimension [Z, K].
+
+Training speed (``sequence_loss``): time-major throughout; the input projection and the head are single
+big matmuls outside the scan; :func:`lstm_scan` has a custom VJP whose backward scan carries only (dh, dc)
+and whose weight gradient is one matmul after the scan; :func:`mdn_nll_raw` forms the NLL's closed-form
+gradient in its forward pass. Both are tested equal to plain autodiff (tests/test_mdnrnn.py).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -84,29 +91,47 @@ def lstm_step(params: dict, state: LSTMState, x: jax.Array) -> LSTMState:
     return lstm_cell(params, state, project_inputs(params, x))
 
 
-def unroll(params: dict, state: LSTMState, x: jax.Array) -> tuple[LSTMState, jax.Array]:
-    """Run the LSTM over time. x: [B, T, I] -> (final state, h: [B, T, H]).
+def unroll(params: dict, state: LSTMState, x: jax.Array, reset: jax.Array | None = None,
+           *, scan_unroll: int = 1) -> tuple[LSTMState, jax.Array]:
+    """Run the LSTM over time. x: [B, T, I], optional reset [B, T] (1 = zero the state before step t)
+    -> (final state, h: [B, T, H]).
 
-    The input projection is one [B·T, I] x [I, 4H] matmul outside the scan; only h @ W_h recurs.
+    The input projection is one [B·T, I] x [I, 4H] matmul outside the scan; only h @ W_h recurs, and the
+    gradient uses the custom-VJP :func:`lstm_scan` (weight gradients as one matmul after the scan).
     """
     xp = jnp.swapaxes(project_inputs(params, x), 0, 1)  # [T, B, 4H]
+    keep = jnp.ones(xp.shape[:2], xp.dtype) if reset is None else 1.0 - jnp.swapaxes(reset, 0, 1).astype(xp.dtype)
+    hs, h, c = lstm_scan(params["lstm"]["w_h"], xp, keep, state.h, state.c, scan_unroll)
+    return LSTMState(c, h), jnp.swapaxes(hs, 0, 1)
 
-    def body(s: LSTMState, xp_t: jax.Array) -> tuple[LSTMState, jax.Array]:
-        s = lstm_cell(params, s, xp_t)
-        return s, s.h
 
-    state, hs = jax.lax.scan(body, state, xp)
-    return state, jnp.swapaxes(hs, 0, 1)
+class MDNRaw(NamedTuple):
+    """The head's raw output, component-major (K before Z: reductions over K are elementwise over Z)."""
+
+    logits: jax.Array  # [..., K, Z] unnormalised mixture logits
+    mu: jax.Array  # [..., K, Z]
+    log_sigma: jax.Array  # [..., K, Z]
+    reward: jax.Array  # [...]
+    done_logit: jax.Array  # [...]
+
+
+def head_raw(params: dict, h: jax.Array, z_dim: int) -> MDNRaw:
+    """h [..., H] -> MDNRaw. Head columns: [logits (K·Z) | mu (K·Z) | log_sigma (K·Z) | reward | done]."""
+    return split_head(h @ params["head"]["w"] + params["head"]["b"], z_dim)
+
+
+def split_head(out: jax.Array, z_dim: int) -> MDNRaw:
+    """Slice a head output [..., 3·K·Z + 2] into MDNRaw (no arithmetic)."""
+    kz = out.shape[-1] - 2
+    mix = out[..., :kz].reshape(*out.shape[:-1], 3, kz // (3 * z_dim), z_dim)
+    return MDNRaw(mix[..., 0, :, :], mix[..., 1, :, :], mix[..., 2, :, :], out[..., kz], out[..., kz + 1])
 
 
 def mdn_head(params: dict, h: jax.Array, z_dim: int) -> MDNOutput:
-    """Head on h [..., H]: per-z-dimension mixture of K Gaussians, reward, done logit."""
-    out = h @ params["head"]["w"] + params["head"]["b"]
-    kz = out.shape[-1] - 2
-    k = kz // (3 * z_dim)
-    mix = out[..., :kz].reshape(*out.shape[:-1], 3, z_dim, k)
-    log_pi = jax.nn.log_softmax(mix[..., 0, :, :], axis=-1)
-    return MDNOutput(log_pi, mix[..., 1, :, :], mix[..., 2, :, :], out[..., kz], out[..., kz + 1])
+    """Head on h [..., H]: per-z-dimension mixture of K Gaussians ([..., Z, K]), reward, done logit."""
+    r = head_raw(params, h, z_dim)
+    zk = lambda a: jnp.swapaxes(a, -1, -2)  # noqa: E731
+    return MDNOutput(jax.nn.log_softmax(zk(r.logits), axis=-1), zk(r.mu), zk(r.log_sigma), r.reward, r.done_logit)
 
 
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
@@ -117,6 +142,48 @@ def mdn_nll(out: MDNOutput, z_next: jax.Array) -> jax.Array:
     z = z_next[..., None]
     log_n = -0.5 * ((z - out.mu) * jnp.exp(-out.log_sigma)) ** 2 - out.log_sigma - LOG_SQRT_2PI
     return -jax.nn.logsumexp(out.log_pi + log_n, axis=-1)
+
+
+@jax.custom_vjp
+def mdn_nll_raw(logits: jax.Array, mu: jax.Array, log_sigma: jax.Array, z_next: jax.Array) -> jax.Array:
+    """:func:`mdn_nll` from raw component-major head outputs [..., K, Z] (z_next [..., Z]) -> [..., Z].
+
+    Training path: the forward pass also forms the closed-form gradient (γ = posterior responsibilities,
+    u = (z - μ)/σ): ∂/∂logits = π - γ, ∂/∂μ = -γ·u/σ, ∂/∂log σ = γ·(1 - u²), so the backward pass is one
+    multiply instead of re-walking log_softmax and logsumexp. z_next gets no gradient (it is data).
+    """
+    return _nll_raw_fwd(logits, mu, log_sigma, z_next)[0]
+
+
+def _nll_raw_fwd(logits, mu, log_sigma, z_next):
+    z = z_next[..., None, :]
+    inv_s = jnp.exp(-log_sigma)
+    u = (z - mu) * inv_s
+    m = jnp.max(logits, axis=-2, keepdims=True)
+    e = jnp.exp(logits - m)
+    se = e.sum(-2, keepdims=True)
+    joint = logits - 0.5 * u * u - log_sigma  # log π_k + log N(z; μ_k, σ_k) + log Σe + m + log √2π
+    mj = jnp.max(joint, axis=-2, keepdims=True)
+    ej = jnp.exp(joint - mj)
+    sj = ej.sum(-2, keepdims=True)
+    nll = (jnp.log(se) + m - jnp.log(sj) - mj)[..., 0, :] + LOG_SQRT_2PI
+    gamma = ej / sj
+    grads = (e / se - gamma, -gamma * u * inv_s, gamma * (1.0 - u * u))
+    return nll, grads
+
+
+def _nll_raw_vjp_fwd(logits, mu, log_sigma, z_next):
+    nll, grads = _nll_raw_fwd(logits, mu, log_sigma, z_next)
+    return nll, (grads, z_next)
+
+
+def _nll_raw_vjp_bwd(res, ct):
+    (g_logits, g_mu, g_ls), z_next = res
+    c = ct[..., None, :]
+    return c * g_logits, c * g_mu, c * g_ls, jnp.zeros_like(z_next)
+
+
+mdn_nll_raw.defvjp(_nll_raw_vjp_fwd, _nll_raw_vjp_bwd)
 
 
 def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Array:
@@ -131,3 +198,175 @@ def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Arra
     log_sigma = jnp.take_along_axis(out.log_sigma, comp[..., None], axis=-1)[..., 0]
     eps = jax.random.normal(k_eps, mu.shape, mu.dtype)
     return mu + jnp.exp(log_sigma) * jnp.sqrt(tau) * eps
+
+
+# ---------------------------------------------------------------- training-speed path: custom-VJP LSTM scan
+#
+# Time-major throughout: xp [T, B, 4H], keep [T, B] (0 = reset the state to zero *before* step t).
+# Forward scans the recurrence and saves the gate activations; the backward scan carries only (dh, dc) and
+# the [B, 4H] x [4H, H] product dgates_t @ W_hᵀ. The weight gradient dW_h = Σ_t h_{t-1}ᵀ dgates_t is ONE
+# [H, T·B] x [T·B, 4H] matmul after the scan, and dxp = dgates leaves the scan so dW_x, db are big matmuls too.
+
+
+def _gate_consts(hidden: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-column constants of the fused activation act = tanh(s·x)·a + b over the 4H gate axis.
+
+    σ(x) = ½·tanh(x/2) + ½ for i, f, o (s = a = ½, b = ½) and tanh for g (s = a = 1, b = 0): ONE tanh
+    over [B, 4H] instead of split / three sigmoids / tanh / concat. d act/dx = a·s·(1 - ((act - b)/a)²).
+    """
+    half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
+    s = jnp.concatenate([half, half, one, half])
+    return s, s, jnp.concatenate([half, half, 0 * one, half])
+
+
+def _scan_forward(w_h, xp, keep, h0, c0, unroll):
+    s, a, b = _gate_consts(h0.shape[-1], xp.dtype)
+
+    def body(carry, inp):
+        h, c = carry
+        xp_t, k_t = inp
+        h, c = h * k_t[:, None], c * k_t[:, None]
+        act = jnp.tanh((xp_t + h @ w_h) * s) * a + b  # (σ(i), σ(f), tanh(g), σ(o)) [B, 4H]
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (h, c), (h, c, act)
+
+    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(body, (h0, c0), (xp, keep), unroll=unroll)
+    return hs, cs, acts, h_t, c_t
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def lstm_scan(w_h: jax.Array, xp: jax.Array, keep: jax.Array, h0: jax.Array, c0: jax.Array,
+              unroll: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """LSTM over time from projected inputs. xp: [T, B, 4H], keep: [T, B], h0, c0: [B, H].
+
+    Returns (hs [T, B, H], h_T [B, H], c_T [B, H]). Gradients flow to w_h, xp, h0, c0; `keep` is data
+    (its cotangent is returned as zeros). Equals :func:`lstm_scan_reference` and its autodiff gradient.
+    """
+    hs, _, _, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    return hs, h_t, c_t
+
+
+def _lstm_scan_fwd(w_h, xp, keep, h0, c0, unroll):
+    hs, cs, acts, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    return (hs, h_t, c_t), (w_h, keep, h0, c0, hs, cs, acts)
+
+
+def _lstm_scan_bwd(unroll, res, cot):
+    w_h, keep, h0, c0, hs, cs, acts = res
+    d_hs, d_ht, d_ct = cot
+    k3 = keep[..., None]
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * k3  # the h_{t-1} each step actually used
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], 0) * k3
+    w_ht = w_h.T
+    s, a, b = _gate_consts(h0.shape[-1], hs.dtype)
+    a_s, inv_a = a * s, 1.0 / a
+
+    def body(carry, inp):
+        dh_next, dc_next = carry
+        dh_out, act, c, cp, k = inp
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        dh = dh_out + dh_next
+        tc = jnp.tanh(c)
+        dc = dc_next + dh * o * (1.0 - tc * tc)
+        y = (act - b) * inv_a
+        dgates = jnp.concatenate([dc * g, dc * cp, dc * i, dh * tc], -1) * a_s * (1.0 - y * y)
+        k = k[:, None]
+        return ((dgates @ w_ht) * k, dc * f * k), dgates
+
+    (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, acts, cs, c_prev, keep), reverse=True,
+                                      unroll=unroll)
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dgates)  # one big matmul after the scan (batch may be sharded)
+    return dw_h, dgates, jnp.zeros_like(keep), dh0, dc0
+
+
+lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def lstm_scan_reference(w_h, xp, keep, h0, c0, unroll: int = 1):
+    """Plain-autodiff twin of :func:`lstm_scan` (same outputs); for tests and the benchmark baseline."""
+    def body(s, inp):
+        xp_t, k_t = inp
+        s = LSTMState(s.c * k_t[:, None], s.h * k_t[:, None])
+        s = lstm_cell({"lstm": {"w_h": w_h}}, s, xp_t)
+        return s, s.h
+
+    s, hs = jax.lax.scan(body, LSTMState(c0, h0), (xp, keep), unroll=unroll)
+    return hs, s.h, s.c
+
+
+def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *, unroll: int = 1,
+                     custom_grad: bool = True, raw: bool = False) -> MDNOutput | MDNRaw:
+    """Teacher-forced pass from zero state. x: [B, T, I], keep: [B, T] -> MDNOutput (MDNRaw if `raw`) with
+    leading axes [T, B].
+
+    keep[b, t] = 0 resets the state to zero before step t (an episode's first step in a packed window).
+    """
+    hidden, _ = sizes(params)
+    xp = jnp.einsum("bti,ig->tbg", x, params["lstm"]["w_x"]) + params["lstm"]["b"]  # one matmul, time-major
+    z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
+    scan = lstm_scan if custom_grad else lstm_scan_reference
+    hs, _, _ = scan(params["lstm"]["w_h"], xp, jnp.swapaxes(keep, 0, 1).astype(x.dtype), z0, z0, unroll)
+    return (head_raw if raw else mdn_head)(params, hs, z_dim)
+
+
+def bce_with_logits(logit: jax.Array, target: jax.Array, pos_weight: float | jax.Array) -> jax.Array:
+    """Binary cross-entropy, positive class weighted: -w·y·log σ(l) - (1-y)·log(1-σ(l)), elementwise."""
+    return pos_weight * target * jax.nn.softplus(-logit) + (1.0 - target) * jax.nn.softplus(logit)
+
+
+def sample_latents(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """z = μ + exp(logvar / 2)·ε, ε ~ N(0, I): a fresh draw from V's posterior (any shape)."""
+    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+
+
+def model_inputs(z: jax.Array, actions: jax.Array, restart: jax.Array, restart_flag: bool) -> jax.Array:
+    """x_t = [z_t, a_t (, restart_t)]. z: [B, L+1, Z] (row L is only a target), actions [B, L, A] -> [B, L, I]."""
+    parts = [z[:, :-1], actions.astype(z.dtype)]
+    if restart_flag:
+        parts.append(restart[..., None].astype(z.dtype))
+    return jnp.concatenate(parts, -1)
+
+
+def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bool, done_pos_weight: float,
+                  reward_weight: float = 1.0, done_weight: float = 1.0, unroll: int = 1,
+                  custom_grad: bool = True) -> tuple[jax.Array, dict]:
+    """M's training loss on one batch of `sequence_batches` (see wm_jax.data.sequences).
+
+    batch: mu, logvar [B, L+1, Z]; actions [B, L, A]; rewards, dones, mask, restart [B, L].
+    z is sampled from V's posterior with `key`; the input at t, [z_t, a_t], is scored against z_{t+1}
+    (mixture NLL, mean over Z), r_t (squared error) and done_t (BCE, positives × done_pos_weight); steps
+    with mask 0 count for nothing. Returns (loss, {"nll", "reward_mse", "done_bce"}), each a masked mean.
+    """
+    z = sample_latents(key, batch["mu"], batch["logvar"])
+    x = model_inputs(z, batch["actions"], batch["restart"], restart_flag)
+    out = forward_sequence(params, x, 1.0 - batch["restart"], z.shape[-1], unroll=unroll, custom_grad=custom_grad,
+                           raw=True)
+    tm = lambda a: jnp.swapaxes(a, 0, 1).astype(z.dtype)  # noqa: E731  [B, L, ...] -> [L, B, ...]
+    mask = tm(batch["mask"])
+    n = jnp.maximum(mask.sum(), 1.0)
+    target = tm(z[:, 1:])
+    if custom_grad:
+        nll_tbz = mdn_nll_raw(out.logits, out.mu, out.log_sigma, target)
+    else:  # plain autodiff through log_softmax / logsumexp (the reference the tests compare with)
+        zk = lambda a: jnp.swapaxes(a, -1, -2)  # noqa: E731
+        nll_tbz = mdn_nll(MDNOutput(jax.nn.log_softmax(zk(out.logits), -1), zk(out.mu), zk(out.log_sigma),
+                                    out.reward, out.done_logit), target)
+    nll = (nll_tbz.mean(-1) * mask).sum() / n
+    r_mse = (((out.reward - tm(batch["rewards"])) ** 2) * mask).sum() / n
+    d_bce = (bce_with_logits(out.done_logit, tm(batch["dones"]), done_pos_weight) * mask).sum() / n
+    loss = nll + reward_weight * r_mse + done_weight * d_bce
+    return loss, {"nll": nll, "reward_mse": r_mse, "done_bce": d_bce}
+
+
+def flops_per_timestep(z_dim: int, action_dim: int, hidden: int, mixtures: int = 5,
+                       restart_flag: bool = False) -> dict[str, float]:
+    """Matmul FLOPs of one training timestep (forward + backward = 3x forward), per sample.
+
+    Forward: input projection 2·I·4H, recurrence 2·H·4H, head 2·H·(3KZ+2). Elementwise work is not counted.
+    """
+    n_in, g = input_dim(z_dim, action_dim, restart_flag), 4 * hidden
+    fwd = {"input": 2 * n_in * g, "recurrent": 2 * hidden * g, "head": 2 * hidden * head_dim(z_dim, mixtures)}
+    return {"forward": float(sum(fwd.values())), "train": float(3 * sum(fwd.values())),
+            **{f"forward_{k}": float(v) for k, v in fwd.items()}}

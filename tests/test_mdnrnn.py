@@ -1,0 +1,244 @@
+"""M (wm_jax.models.mdnrnn, wm_jax.train.mdnrnn): NLL, temperature sampling, scan/VJP equivalences, training."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_sequences import write_synthetic
+
+from wm_jax.config import load_config
+from wm_jax.models import mdnrnn as M
+from wm_jax.parallel import make_mesh, replicate, shard_batch
+
+# ---------------------------------------------------------------- NLL and sampling
+
+
+def _mixture(log_w, mu, log_sigma) -> M.MDNOutput:
+    log_w = jnp.asarray(log_w, jnp.float32)
+    z_shape = log_w.shape[:-1]
+    return M.MDNOutput(jax.nn.log_softmax(log_w, -1), jnp.asarray(mu, jnp.float32),
+                       jnp.asarray(log_sigma, jnp.float32), jnp.zeros(z_shape[:-1]), jnp.zeros(z_shape[:-1]))
+
+
+def test_nll_matches_numpy_density():
+    rng = np.random.default_rng(0)
+    logits, mu, ls = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4)), 0.5 * rng.normal(size=(2, 3, 4))
+    z = rng.normal(size=(2, 3))
+    w = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    sd = np.exp(ls)
+    dens = (w * np.exp(-0.5 * ((z[..., None] - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))).sum(-1)
+    got = jax.jit(M.mdn_nll)(_mixture(logits, mu, ls), jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), -np.log(dens), rtol=1e-5, atol=1e-5)
+    # the head's columns: (logits, mu, log_sigma) blocks, each component-major [K, Z], then reward, done
+    p = {"head": {"w": jnp.zeros((1, 3 * 2 * 3 + 2)), "b": jnp.arange(3 * 2 * 3 + 2, dtype=jnp.float32)}}
+    out = jax.jit(M.mdn_head, static_argnums=2)(p, jnp.zeros((1,)), 3)
+    np.testing.assert_allclose(out.mu, np.arange(6, 12).reshape(2, 3).T)  # MDNOutput is [Z, K]
+    np.testing.assert_allclose(out.log_sigma, np.arange(12, 18).reshape(2, 3).T)
+    np.testing.assert_allclose(out.log_pi[0], np.log(np.exp([0, 3]) / np.exp([0, 3]).sum()), rtol=1e-5)
+    assert float(out.reward) == 18 and float(out.done_logit) == 19
+    np.testing.assert_allclose(np.exp(out.log_pi).sum(-1), 1.0, rtol=1e-6)
+
+
+_sample_many = jax.jit(jax.vmap(M.sample_z, in_axes=(0, None, None)))  # one compile: all callers use Z=2, K=3
+N_SAMPLES = 20_000
+
+
+def test_low_temperature_picks_the_likeliest_component_mean():
+    w = np.log([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    mu = np.array([[-3.0, 1.0, 4.0], [2.0, -1.0, 0.5]])
+    out = _mixture(w, mu, np.full((2, 3), np.log(0.1)))
+    z = np.asarray(_sample_many(jax.random.split(jax.random.key(0), N_SAMPLES), out, 0.01))
+    np.testing.assert_allclose(z, np.broadcast_to([1.0, 2.0], z.shape), atol=0.05)
+
+
+def test_unit_temperature_matches_mixture_moments():
+    w = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    mu = np.array([[-3.0, 1.0, 4.0], [2.0, -1.0, 0.5]])
+    sd = np.array([[0.5, 1.0, 0.3], [0.2, 2.0, 1.0]])
+    out = _mixture(np.log(w), mu, np.log(sd))
+    n = N_SAMPLES
+    z = np.asarray(_sample_many(jax.random.split(jax.random.key(1), n), out, 1.0))
+    mean = (w * mu).sum(-1)
+    var = (w * (sd**2 + mu**2)).sum(-1) - mean**2
+    assert np.all(np.abs(z.mean(0) - mean) < 5 * np.sqrt(var / n)), (z.mean(0), mean)
+    np.testing.assert_allclose(z.var(0), var, rtol=0.05)
+    # τ scales both the mixture logits and σ: at τ = 2 the variance of a 1-component mixture doubles
+    one = _mixture(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)))  # three equal N(0, 1): one Gaussian
+    z2 = np.asarray(_sample_many(jax.random.split(jax.random.key(2), n), one, 2.0))
+    np.testing.assert_allclose(z2.var(0), [2.0, 2.0], rtol=0.05)
+
+
+def test_component_choice_is_independent_per_dimension_and_tau_vmaps():
+    out = _mixture(np.array([[0.0, 0.0, -40.0]] * 2), np.array([[-5.0, 5.0, 0.0]] * 2), np.full((2, 3), np.log(0.1)))
+    z = np.asarray(_sample_many(jax.random.split(jax.random.key(3), N_SAMPLES), out, 1.0)) > 0
+    for a in (False, True):
+        for b in (False, True):
+            assert abs(np.mean((z[:, 0] == a) & (z[:, 1] == b)) - 0.25) < 0.02
+    taus = jnp.array([0.01, 1.0])
+    zt = jax.jit(jax.vmap(M.sample_z, in_axes=(None, None, 0)))(jax.random.key(4), out, taus)
+    np.testing.assert_allclose(zt[1], _sample_many(jax.random.key(4)[None], out, 1.0)[0], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- scan and gradient equivalences
+
+B, T, Z, A, H, K = 3, 7, 4, 1, 8, 2
+_step = jax.jit(M.lstm_step)
+
+
+@jax.jit
+def _step_scores(params, s, keep, x, z_next, reward, done):
+    """One hand-written training step: reset, LSTM, head; per-sample NLL (mean over Z), squared error, logit."""
+    s = M.lstm_step(params, M.LSTMState(s.c * keep, s.h * keep), x)
+    out = M.mdn_head(params, s.h, Z)
+    return s, M.mdn_nll(out, z_next).mean(-1), (out.reward - reward) ** 2, out.done_logit
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.jit(M.init_params, static_argnums=(1, 2, 3, 4, 5))(jax.random.key(0), Z, A, H, K, True)
+
+
+def _batch(key, b=B, t=T):
+    ks = jax.random.split(key, 5)
+    return {"mu": jax.random.normal(ks[0], (b, t + 1, Z)), "logvar": jax.random.normal(ks[1], (b, t + 1, Z)) - 2,
+            "actions": jax.random.normal(ks[2], (b, t, A)), "rewards": jax.random.normal(ks[3], (b, t)),
+            "dones": (jax.random.uniform(ks[4], (b, t)) > 0.7).astype(jnp.float32),
+            "mask": jnp.ones((b, t)).at[0, 5:].set(0.0),
+            "restart": jnp.zeros((b, t)).at[:, 0].set(1.0).at[1, 4].set(1.0)}
+
+
+def test_unroll_equals_step_loop_with_resets(params):
+    x = jax.random.normal(jax.random.key(1), (B, T, Z + A + 1))
+    reset = jnp.zeros((B, T)).at[2, 3].set(1.0)
+    s0 = M.LSTMState(jax.random.normal(jax.random.key(2), (B, H)), jax.random.normal(jax.random.key(3), (B, H)))
+    both = jax.jit(lambda p, s, x, r: (M.unroll(p, s, x, r), M.unroll(p, s, x, r, scan_unroll=3)[1]))
+    (final, hs), hs3 = both(params, s0, x, reset)
+    s, loop = s0, []
+    for t in range(T):
+        keep = (1.0 - reset[:, t])[:, None]
+        s = _step(params, M.LSTMState(s.c * keep, s.h * keep), x[:, t])
+        loop.append(s.h)
+    np.testing.assert_allclose(hs, jnp.stack(loop, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final.c, s.c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hs3, hs, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_vjp_equals_autodiff(params):
+    ks = jax.random.split(jax.random.key(5), 6)
+    w_h = params["lstm"]["w_h"]
+    xp = jax.random.normal(ks[0], (T, B, 4 * H))
+    keep = jnp.ones((T, B)).at[3, 1].set(0.0)
+    h0, c0 = jax.random.normal(ks[1], (B, H)), jax.random.normal(ks[2], (B, H))
+    cot = (jax.random.normal(ks[3], (T, B, H)), jax.random.normal(ks[4], (B, H)), jax.random.normal(ks[5], (B, H)))
+
+    def obj(fn):
+        def f(w, x, h, c):
+            return sum((o * ct).sum() for o, ct in zip(fn(w, x, keep, h, c), cot))
+        return f
+
+    g_custom, g_ref = jax.jit(lambda *a: (jax.grad(obj(M.lstm_scan), (0, 1, 2, 3))(*a),
+                                          jax.grad(obj(M.lstm_scan_reference), (0, 1, 2, 3))(*a)))(w_h, xp, h0, c0)
+    for a, b in zip(g_custom, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    batch = _batch(jax.random.key(6))
+    loss = lambda p, cg: M.sequence_loss(p, batch, jax.random.key(7), restart_flag=True,  # noqa: E731
+                                         done_pos_weight=10.0, custom_grad=cg)[0]
+    ga, gb = jax.jit(lambda p: (jax.grad(loss)(p, True), jax.grad(loss)(p, False)))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ga, gb)
+    assert float(jnp.abs(ga["lstm"]["w_h"]).max()) > 0
+
+
+def test_loss_pairs_input_t_with_targets_of_step_t(params):
+    """sequence_loss == a hand-written loop: state after input [z_t, a_t, restart_t] scores z_{t+1}, r_t, done_t."""
+    batch = _batch(jax.random.key(8))
+    key = jax.random.key(9)
+    loss, aux = jax.jit(lambda p, b, k: M.sequence_loss(p, b, k, restart_flag=True, done_pos_weight=3.0,
+                                                        reward_weight=0.5, done_weight=2.0))(params, batch, key)
+    b = jax.tree.map(np.asarray, batch)
+    z = np.asarray(M.sample_latents(key, batch["mu"], batch["logvar"]))
+    s, nll, rse, bce = M.zero_state(H, (B,)), 0.0, 0.0, 0.0
+    for t in range(T):
+        keep = (1.0 - b["restart"][:, t])[:, None]
+        x = np.concatenate([z[:, t], b["actions"][:, t], b["restart"][:, t, None]], -1)
+        s, nll_t, se_t, lg = _step_scores(params, s, keep, x, z[:, t + 1], b["rewards"][:, t], b["dones"][:, t])
+        m = b["mask"][:, t]
+        nll += (np.asarray(nll_t) * m).sum()
+        rse += (np.asarray(se_t) * m).sum()
+        lg, d = np.asarray(lg, np.float64), b["dones"][:, t]
+        bce += ((-3.0 * d * np.log(1 / (1 + np.exp(-lg))) - (1 - d) * np.log(1 - 1 / (1 + np.exp(-lg)))) * m).sum()
+    n = b["mask"].sum()
+    np.testing.assert_allclose([aux["nll"], aux["reward_mse"], aux["done_bce"]], [nll / n, rse / n, bce / n],
+                               rtol=1e-4)
+    np.testing.assert_allclose(loss, (nll + 0.5 * rse + 2.0 * bce) / n, rtol=1e-4)
+
+
+def test_flops_per_timestep_carracing():
+    f = M.flops_per_timestep(32, 3, 256, 5)
+    assert f["forward"] == 2 * 35 * 1024 + 2 * 256 * 1024 + 2 * 256 * 482
+    assert abs(f["train"] - 2.53e6) < 0.01e6  # the issue's ~2.5 MFLOP per training timestep
+
+
+# ---------------------------------------------------------------- training
+
+OVERRIDES = ["name=run", "env.name=takecover", f"vae.z_dim={Z}", f"mdnrnn.hidden={H}", f"mdnrnn.mixtures={K}",
+             "mdnrnn.seq_len=6", "mdnrnn.batch_size=4", "mdnrnn.steps=4", "mdnrnn.checkpoint_every=2",
+             "mdnrnn.log_every=1", "mdnrnn.holdout_episodes=2", "mdnrnn.restart_flag=true"]
+LENGTHS = [9, 5, 12, 7, 3, 10, 8, 6]
+
+
+def _cfg(root, *extra):
+    cfg = load_config(None, [f"root={root}", *OVERRIDES, *extra])
+    write_synthetic(cfg.data_dir, LENGTHS)
+    return cfg
+
+
+def test_sharded_step_equals_single_device(params):
+    from wm_jax.train.mdnrnn import cached_train_step, make_optimizer
+
+    m = load_config(None, OVERRIDES).mdnrnn
+    opt = make_optimizer(m)
+    batch = jax.tree.map(np.asarray, _batch(jax.random.key(10), b=4))
+    outs = []
+    for devs in (jax.devices()[:1], jax.devices()[:4]):
+        assert len(devs) == (1 if len(outs) == 0 else 4)
+        mesh = make_mesh(devs)
+        step = cached_train_step(m, tuple(devs))  # the 1-device one is reused by the training test
+        p = replicate(jax.tree.map(jnp.copy, params), mesh)
+        outs.append(step(p, replicate(opt.init(params), mesh), shard_batch(batch, mesh), jax.random.key(11)))
+    (p1, _, m1), (p4, _, m4) = outs
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+    assert not np.allclose(p1["lstm"]["w_h"], params["lstm"]["w_h"])  # the step did move the weights
+
+
+def test_train_resume_equals_uninterrupted_and_reports(tmp_path):
+    from wm_jax.train.mdnrnn import load_mdnrnn, train
+
+    one = jax.devices()[:1]
+    cfg_a = _cfg(tmp_path / "a")
+    full = train(cfg_a, devices=one, plots=True, progress=False)
+    cfg_b = _cfg(tmp_path / "b")
+    part = train(cfg_b, devices=one, plots=False, progress=False, stop_after=2)  # "killed" after checkpoint 2
+    assert part == {"step": 2} and not (cfg_b.run_dir / "mdnrnn" / "DONE").exists()
+    train(cfg_b, devices=one, plots=False, progress=False)  # the same command again resumes at step 2
+    pa, pb = load_mdnrnn(cfg_a.run_dir), load_mdnrnn(cfg_b.run_dir)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), pa, pb)
+    recs = [json.loads(x) for x in (cfg_b.run_dir / "mdnrnn" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    held = json.loads((cfg_a.run_dir / "mdnrnn" / "heldout.json").read_text())
+    assert len(held["nll_per_dim"]) == Z and held["steps"] == 8 + 6 and held["deaths"] == 1  # episodes 6, 7
+    assert full["heldout"]["nll_mean"] == pytest.approx(np.mean(held["nll_per_dim"]), abs=1e-4)
+    assert (cfg_a.run_dir / "mdnrnn" / "DONE").exists()
+    assert (cfg_a.run_dir / "plots" / "mdnrnn_pred_vs_actual.png").stat().st_size > 1000
+
+
+def test_nan_guard_names_the_step(tmp_path):
+    from wm_jax.train.mdnrnn import train
+
+    cfg = _cfg(tmp_path, "mdnrnn.learning_rate=1.0e+30", "mdnrnn.grad_clip=1.0e+30", "mdnrnn.steps=6")
+    with pytest.raises(FloatingPointError, match=r"diverged at step \d"):
+        train(cfg, devices=jax.devices()[:1], plots=False, progress=False)

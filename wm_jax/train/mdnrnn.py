@@ -1,0 +1,243 @@
+"""``wm-jax train-mdnrnn``: train M (LSTM-MDN) on V's latents, data-parallel, resumable.
+
+Each step draws z = μ + σ·ε from V's posterior with a fresh key (``fold_in(train_key, step)``), so a
+resumed run reproduces the uninterrupted one exactly: the batch sequence is a function of (seed, step) too
+(``sequence_batches(..., start=step)``). Loss: mixture NLL of z_{t+1} (mean over Z) + reward MSE + done BCE
+(positives × ``mdnrnn.done_pos_weight``), padded steps masked; global-norm clipping, then Adam.
+
+Folder ``<run_dir>/mdnrnn``: orbax step folders {params, opt_state, step, key, data_pos}, config.json,
+metrics.jsonl + tb/, heldout.json (per-dimension NLL, done precision/recall on the held-out episodes),
+DONE. Plots land in ``<run_dir>/plots``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wm_jax.config import Config, MDNRNNConfig
+
+STAGE = "mdnrnn"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG/GIF visuals at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.cli import config_from_args
+
+    cfg = config_from_args(args)
+    try:
+        summary = train(cfg, plots=not args.no_plots)
+    except (FileNotFoundError, ValueError, FloatingPointError) as e:  # missing data/latents, bad shapes, NaN
+        print(f"wm-jax train-mdnrnn: error: {e}", file=sys.stderr)
+        return 1
+    held = summary.get("heldout") or {}
+    if held:
+        print(f"held-out NLL/dim {held['nll_mean']:.4f} (mu targets {held['nll_mean_mu']:.4f}); done precision "
+              f"{held['done_precision']} recall {held['done_recall']} on {held['deaths']} deaths")
+    print(f"M finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
+    return 0
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def make_optimizer(m: MDNRNNConfig) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam (original: clip 1.0, lr 1e-3)."""
+    return optax.chain(optax.clip_by_global_norm(m.grad_clip), optax.adam(m.learning_rate))
+
+
+def loss_kwargs(m: MDNRNNConfig) -> dict:
+    return dict(restart_flag=m.restart_flag, done_pos_weight=m.done_pos_weight, reward_weight=m.reward_weight,
+                done_weight=m.done_weight, unroll=m.scan_unroll)
+
+
+def make_train_step(m: MDNRNNConfig, optimizer: optax.GradientTransformation, mesh=None,
+                    custom_grad: bool = True) -> Callable:
+    """Jitted ``step(params, opt_state, batch, key) -> (params, opt_state, metrics)``.
+
+    With a mesh: params/opt state replicated, batch split along axis "data" (its size must divide).
+    """
+    from wm_jax.models.mdnrnn import sequence_loss
+
+    kw = loss_kwargs(m)
+
+    def step(params, opt_state, batch, key):
+        (loss, aux), grads = jax.value_and_grad(
+            lambda p: sequence_loss(p, batch, key, custom_grad=custom_grad, **kw), has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                                   "valid_frac": batch["mask"].mean(), **aux}
+
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    from wm_jax.parallel import batch_sharded, replicated
+
+    rep, shd = replicated(mesh), batch_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, shd, rep), out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=8)
+def cached_train_step(m: MDNRNNConfig, devices: tuple, custom_grad: bool = True) -> Callable:
+    """make_train_step(m, make_optimizer(m), mesh over `devices`), compiled once per (config, devices)."""
+    from wm_jax.parallel import make_mesh
+
+    return make_train_step(m, make_optimizer(m), make_mesh(list(devices)), custom_grad)
+
+
+@functools.lru_cache(maxsize=1)
+def _jit_init(fn: Callable) -> Callable:
+    return jax.jit(fn, static_argnums=(1, 2, 3, 4, 5))  # one compile instead of many small op-by-op ones
+
+
+def init_model(cfg: Config, key: jax.Array) -> dict:
+    from wm_jax.models.mdnrnn import init_params
+
+    m = cfg.mdnrnn
+    return _jit_init(init_params)(key, cfg.vae.z_dim, cfg.action_dim, m.hidden, m.mixtures, m.restart_flag)
+
+
+def load_mdnrnn(run_dir: str | Path) -> dict:
+    """M's trained weights from ``<run_dir>/mdnrnn`` (latest checkpoint) as a dict of jax arrays."""
+    from wm_jax.checkpoint import Checkpointer
+
+    folder = Path(run_dir) / STAGE
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no M checkpoints in {folder}; run `wm-jax train-mdnrnn` first")
+    ck = Checkpointer(folder)
+    try:
+        raw = ck.restore_raw()
+    finally:
+        ck.close()
+    params = raw.get("params") if isinstance(raw, dict) else None
+    if not params or "lstm" not in params or "head" not in params:
+        raise ValueError(f"{folder}: checkpoint has no M params (keys {list(raw)})")
+    return jax.tree.map(jnp.asarray, params)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _check_finite(step: int, metrics: dict, folder: Path, last_saved: int | None) -> dict:
+    vals = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not (np.isfinite(vals["loss"]) and np.isfinite(vals["grad_norm"])):
+        raise FloatingPointError(
+            f"M training diverged at step {step}: loss {vals['loss']}, grad norm {vals['grad_norm']} "
+            f"(nll {vals['nll']}, reward_mse {vals['reward_mse']}, done_bce {vals['done_bce']}); last good "
+            f"checkpoint: step {last_saved} in {folder}. Lower mdnrnn.learning_rate or check the latents.")
+    return vals
+
+
+def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) M; returns the summary written to DONE. `stop_after` ends early (for tests)."""
+    from tqdm import tqdm
+
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.data.sequences import sequence_batches
+    from wm_jax.metrics import MetricsWriter
+    from wm_jax.parallel import make_mesh, replicate, shard_batch
+
+    m = cfg.mdnrnn
+    folder = Path(cfg.run_dir) / STAGE
+    data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
+    if data.action_dim != cfg.action_dim:
+        raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.name} expects "
+                         f"{cfg.action_dim}")
+    train_ds, held_ds = data.split(m.holdout_episodes) if m.holdout_episodes else (data, None)
+    mesh = make_mesh(devices)
+    if m.batch_size % mesh.devices.size:
+        raise ValueError(f"mdnrnn.batch_size={m.batch_size} is not divisible by {mesh.devices.size} devices")
+
+    ck = Checkpointer(folder, cfg)
+    optimizer = make_optimizer(m)
+    init_key, train_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 2))  # stage tag 2 = M
+    params = init_model(cfg, init_key)
+    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
+             "key": jax.random.key_data(train_key), "data_pos": jnp.zeros((), jnp.int32)}
+    start = ck.latest_step()
+    if start is not None:
+        state = ck.restore(state)
+        if int(state["step"]) != start:
+            raise ValueError(f"{folder}: checkpoint {start} holds step {int(state['step'])}")
+        train_key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        print(f"resuming M from step {start} ({folder})")
+    step = start or 0
+    if ck.done and step >= m.steps:
+        print(f"M already trained ({folder}/DONE); delete DONE or raise mdnrnn.steps to train further")
+        ck.close()
+        return _read_done(folder)
+
+    params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
+    train_step = cached_train_step(m, tuple(mesh.devices.flat))
+    batches = sequence_batches(train_ds, m.seq_len, m.batch_size, cfg.seed, start=int(state["data_pos"]),
+                               progress=progress)
+    writer = MetricsWriter(folder, resume_step=step)
+    end = m.steps if stop_after is None else min(m.steps, stop_after)
+    bar = tqdm(total=m.steps, initial=step, unit="step", desc="M", disable=not progress, dynamic_ncols=True)
+    pending, last_saved, ts_per_step = None, start, m.batch_size * m.seq_len
+    clock = {"t0": None, "n": 0}  # timesteps/s over reported steps since the first one (compile excluded)
+    try:
+        while step < end:
+            batch = shard_batch(next(batches), mesh)
+            params, opt_state, metrics = train_step(params, opt_state, batch, jax.random.fold_in(train_key, step))
+            step += 1
+            if pending is not None:  # read the previous step's numbers while this one runs
+                _report(pending, folder, last_saved, writer, bar, m, ts_per_step, clock)
+            pending = (step, metrics)
+            if step % m.checkpoint_every == 0 or step == end:
+                _report(pending, folder, last_saved, writer, bar, m, ts_per_step, clock)
+                pending = None
+                ck.save(step, {"params": params, "opt_state": opt_state, "step": jnp.asarray(step, jnp.int32),
+                               "key": jax.random.key_data(train_key), "data_pos": jnp.asarray(step, jnp.int32)})
+                last_saved = step
+    finally:
+        bar.close()
+        writer.close()
+    summary: dict[str, Any] = {"step": step}
+    if step >= m.steps:
+        from wm_jax.train.mdnrnn_eval import finish
+
+        summary.update(finish(cfg, jax.device_get(params), held_ds, folder, plots=plots))
+        ck.mark_done(summary)
+    ck.close()
+    return summary
+
+
+def _report(pending, folder, last_saved, writer, bar, m: MDNRNNConfig, ts_per_step: int, clock: dict) -> None:
+    step, metrics = pending
+    vals = _check_finite(step, metrics, folder, last_saved)
+    now = time.perf_counter()
+    if clock["t0"] is None:
+        clock["t0"] = now
+    rate = clock["n"] * ts_per_step / max(now - clock["t0"], 1e-9)  # padded steps count: the work is done
+    clock["n"] += 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{vals['loss']:.3f}", nll=f"{vals['nll']:.3f}", ts_s=f"{rate:,.0f}")
+    if step % m.log_every == 0 or step == m.steps or step % m.checkpoint_every == 0:
+        writer.write(step, timesteps_per_s=rate, **vals)
+
+
+def _read_done(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((folder / "DONE").read_text()) or {}
+    except (OSError, ValueError):
+        return {}

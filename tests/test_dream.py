@@ -1,0 +1,176 @@
+"""The dream env and the controller: purity, alive-mask accounting, early exit, sampling, C's shapes/actions."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wm_jax.config import load_config
+from wm_jax.envs import dream
+from wm_jax.models import controller as C
+from wm_jax.models import mdnrnn
+
+Z, H, K, A = 3, 8, 2, 3  # tiny CarRacing-shaped dream: reward head + done head
+TRIALS, POP, CAP = 4, 3, 24
+
+
+@pytest.fixture(scope="module")
+def world():
+    mdn = mdnrnn.init_params(jax.random.PRNGKey(0), Z, A, H, K)
+    # Scale the done column so episodes end at varied steps (about a third of steps have logit > 0).
+    mdn["head"]["w"] = mdn["head"]["w"].at[:, -1].mul(3.0)
+    mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-0.3)
+    bank = jax.random.normal(jax.random.PRNGKey(1), (5, Z)), jnp.full((5, Z), -2.0)
+    params = dream.make_params(mdn, *bank, tau=1.0, max_steps=CAP, kind="carracing")
+    ctrl = jax.vmap(lambda k: C.init_controller(k, Z + H, A, scale=1.0))(jax.random.split(jax.random.PRNGKey(2), POP))
+    roll = jax.jit(lambda c, k, p, early: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing",
+                                                        chunk=5, early_exit=early), static_argnums=3)
+    return params, ctrl, roll
+
+
+def test_step_is_pure_and_traced_once(world):
+    params, _, _ = world
+    step = jax.jit(chex.assert_max_traces(dream.step, n=1))
+    _, s0 = dream.reset(jax.random.PRNGKey(3), params)
+    a = jnp.array([0.1, 0.5, 0.0])
+    o1, s1, r1, d1, _ = step(jax.random.PRNGKey(4), s0, a, params)
+    o2, s2, r2, d2, _ = step(jax.random.PRNGKey(4), s0, a, params)
+    chex.assert_trees_all_equal((o1, s1, r1, d1), (o2, s2, r2, d2))
+    chex.assert_tree_all_finite((o1, r1))
+    o3, *_ = step(jax.random.PRNGKey(5), s0, a, params)
+    assert not np.allclose(o1.z, o3.z)
+    # τ and weights are data: a new τ reuses the compiled step (assert_max_traces would raise otherwise).
+    step(jax.random.PRNGKey(4), s0, a, params.replace(tau=jnp.float32(0.5)))
+    assert int(s1.t) == 1 and s1.z.shape == (Z,) and s1.lstm.h.shape == (H,)
+
+
+def test_reset_draws_from_the_bank(world):
+    params, _, _ = world
+    obs, s = dream.reset(jax.random.PRNGKey(7), params)
+    # z0 = mu_i + exp(logvar/2)·ε with logvar = -2: within a few σ=0.37 of some bank entry.
+    dist = np.abs(np.asarray(params.init_mu) - np.asarray(obs.z)).max(axis=1)
+    assert dist.min() < 5 * np.exp(-1.0)
+    assert np.all(np.asarray(s.lstm.c) == 0) and not bool(s.done)
+
+
+def _reference_returns(params, ctrl, key):
+    """Python loop over the gymnax-shaped step, one (candidate, trial) at a time: return & length."""
+    k_reset, k_steps = jax.random.split(key)
+    reset_keys, trial_keys = jax.random.split(k_reset, TRIALS), jax.random.split(k_steps, TRIALS)
+    step = jax.jit(dream.step_with_noise)
+    pol = jax.jit(lambda p, z, s: C.policy(p, z, s, "zh", "carracing"))
+    noise_at = jax.jit(lambda k, i: dream.step_noise(jax.random.fold_in(k, i), Z))
+    rets, lens = np.zeros((POP, TRIALS)), np.zeros((POP, TRIALS), int)
+    for p in range(POP):
+        cp = jax.tree.map(lambda x: x[p], ctrl)
+        for t in range(TRIALS):
+            _, s = dream.reset(reset_keys[t], params)
+            for i in range(CAP):
+                noise = noise_at(trial_keys[t], i)
+                _, s, r, d, _ = step(noise, s, pol(cp, s.z, s.lstm), params)
+                rets[p, t] += float(r)
+                lens[p, t] += 1
+                if bool(d):
+                    break
+    return rets, lens
+
+
+def test_alive_mask_accounting_matches_python_loop(world):
+    params, ctrl, roll = world
+    key = jax.random.PRNGKey(11)
+    res = roll(ctrl, key, params, True)
+    ref_ret, ref_len = _reference_returns(params, ctrl, key)
+    np.testing.assert_array_equal(np.asarray(res.lengths), ref_len)
+    np.testing.assert_allclose(np.asarray(res.returns), ref_ret, rtol=1e-4, atol=1e-4)
+    assert 1 < ref_len.min() or ref_len.max() < CAP  # episodes really end at different steps
+    assert len(np.unique(ref_len)) > 2
+
+
+def test_hand_computed_returns(world):
+    params, ctrl, roll = world
+    key = jax.random.PRNGKey(12)
+    # Done logit always > 0: every episode is one step; TakeCover earns exactly 1.
+    b = params.mdn["head"]["b"].at[-1].set(50.0)
+    w = params.mdn["head"]["w"].at[:, -1].set(0.0)
+    dying = params.replace(mdn={**params.mdn, "head": {"w": w, "b": b}}, kind="takecover")
+    res = roll(ctrl, key, dying, True)
+    np.testing.assert_array_equal(np.asarray(res.lengths), 1)
+    np.testing.assert_array_equal(np.asarray(res.returns), 1.0)
+    assert int(res.steps_run) == 5  # one chunk, then the early exit
+    # Done logit always < 0: the cap ends everything at CAP steps (return CAP), checked after 5 chunks.
+    immortal = dying.replace(mdn={**params.mdn, "head": {"w": w, "b": b.at[-1].set(-50.0)}})
+    res = roll(ctrl, key, immortal, True)
+    np.testing.assert_array_equal(np.asarray(res.lengths), CAP)
+    np.testing.assert_array_equal(np.asarray(res.returns), float(CAP))
+    assert int(res.steps_run) == 25
+
+
+def test_early_exit_equals_full_length(world):
+    params, ctrl, roll = world
+    key = jax.random.PRNGKey(13)
+    # A done bias of -0.3 (instead of -1) makes every episode short, so the early exit has work to skip.
+    params = params.replace(mdn={**params.mdn, "head": {**params.mdn["head"],
+                                                        "b": params.mdn["head"]["b"].at[-1].set(-0.3)}})
+    early, full = roll(ctrl, key, params, True), roll(ctrl, key, params, False)
+    assert np.asarray(early.lengths).max() < 20 and len(np.unique(np.asarray(early.lengths))) > 1
+    np.testing.assert_array_equal(np.asarray(early.returns), np.asarray(full.returns))
+    np.testing.assert_array_equal(np.asarray(early.lengths), np.asarray(full.lengths))
+    assert int(early.steps_run) < int(full.steps_run) == 25
+
+
+def _raw(logits_zk, mu_zk, log_sigma_zk):
+    """MDNRaw (component-major [K, Z]) from per-dimension [Z, K] arrays."""
+    t = lambda a: jnp.swapaxes(jnp.asarray(a, jnp.float32), -1, -2)  # noqa: E731
+    return mdnrnn.MDNRaw(t(logits_zk), t(mu_zk), t(log_sigma_zk), jnp.zeros(()), jnp.zeros(()))
+
+
+def test_sampler_picks_component_by_inverse_cdf():
+    # Two components with π = (0.25, 0.75) in both z dims; u < 0.25 picks 0, else 1; τ scales σ by √τ.
+    raw = _raw(jnp.log(jnp.array([[0.25, 0.75]] * 2)), [[-1.0, 2.0]] * 2, jnp.log(jnp.array([[0.1, 0.2]] * 2)))
+    z = dream.sample_next_z(raw, jnp.float32(1.0), jnp.array([0.2, 0.3]), jnp.array([1.0, 1.0]))
+    np.testing.assert_allclose(z, [-1.0 + 0.1, 2.0 + 0.2], rtol=1e-6)
+    z = dream.sample_next_z(raw, jnp.float32(4.0), jnp.array([0.2, 0.3]), jnp.array([1.0, -1.0]))
+    # τ = 4: π ∝ (0.25, 0.75)^(1/4) → p0 = 0.4065, so u = 0.3 now picks component 0; σ·√4.
+    np.testing.assert_allclose(z, [-1.0 + 0.2, -1.0 - 0.2], rtol=1e-5)
+
+
+def test_sampler_matches_mdnrnn_sample_z_in_law():
+    key = jax.random.PRNGKey(0)
+    logits, mu, ls = jnp.array([[0.0, 1.0, -1.0]]), jnp.array([[-3.0, 0.0, 3.0]]), jnp.log(jnp.full((1, 3), 0.1))
+    raw = _raw(logits, mu, ls)
+    out = mdnrnn.MDNOutput(jax.nn.log_softmax(logits), mu, ls, jnp.zeros(()), jnp.zeros(()))
+    keys = jax.random.split(key, 4000)
+    ours = jax.jit(jax.vmap(lambda k: dream.sample_next_z(raw, 1.3, *dream.step_noise(k, 1)[:2])))(keys)
+    theirs = jax.jit(jax.vmap(lambda k: mdnrnn.sample_z(k, out, 1.3)))(keys)
+    for c in (-3.0, 0.0, 3.0):  # component frequencies agree within sampling error
+        assert abs(float(jnp.mean(jnp.abs(ours - c) < 1)) - float(jnp.mean(jnp.abs(theirs - c) < 1))) < 0.04
+
+
+def test_controller_param_counts():
+    car = load_config(None, ["env.name=carracing", "controller.inputs=zh"])
+    p = C.controller_from_config(jax.random.PRNGKey(0), car.controller, "carracing", 32, 256)
+    assert C.num_params(p) == 867 == (32 + 256) * 3 + 3
+    doom = load_config(None, ["controller.inputs=zch", "controller.bias=false"])
+    p = C.controller_from_config(jax.random.PRNGKey(0), doom.controller, "takecover", 64, 512)
+    assert C.num_params(p) == 1088 and set(p) == {"w"}
+    hid = load_config(None, ["env.name=carracing", "controller.inputs=z", "controller.hidden=40"])
+    p = C.controller_from_config(jax.random.PRNGKey(0), hid.controller, "carracing", 32, 256)
+    assert C.num_params(p) == 32 * 40 + 40 + 40 * 3 + 3
+
+
+def test_features_and_action_mapping():
+    s = mdnrnn.LSTMState(jnp.full((2,), 5.0), jnp.full((2,), 7.0))
+    np.testing.assert_array_equal(C.features(jnp.ones(1), s, "zch"), [1, 5, 5, 7, 7])
+    np.testing.assert_array_equal(C.features(jnp.ones(1), s, "zh"), [1, 7, 7])
+    raw = jnp.array([[0.5, 0.0, -2.0], [-1.0, 3.0, 1.0]])
+    a = C.env_action(raw, "carracing")
+    t = np.tanh(np.asarray(raw))
+    np.testing.assert_allclose(a[:, 0], t[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(a[:, 1], (t[:, 1] + 1) / 2, rtol=1e-6)
+    np.testing.assert_allclose(a[:, 2], [0.0, t[1, 2]], rtol=1e-6)
+    # TakeCover: tanh(raw) < -1/3 → -1 (left), > 1/3 → +1 (right), else 0; atanh(1/3) = 0.3466.
+    raw = jnp.array([[-0.40], [-0.30], [0.0], [0.30], [0.40]])
+    np.testing.assert_array_equal(C.env_action(raw, "takecover")[:, 0], [-1, 0, 0, 0, 1])
+    lin = {"w": jnp.array([[1.0], [2.0]]), "b": jnp.array([0.5])}
+    np.testing.assert_allclose(C.act(lin, jnp.array([1.0, 1.0])), [3.5])

@@ -1,0 +1,153 @@
+"""``wm-jax bench dream [--env takecover]``: dream steps per second over whole ES generations.
+
+One timed call = ``generations`` full generations (ask → pop × trials rollouts → tell) in one compiled program;
+compile is excluded. M has random weights with the done head forced off (bias −1e4), so every episode runs
+the full ``--steps`` and ``dream_steps_per_s = pop · trials · steps · generations / seconds`` counts
+candidate-steps actually computed. Default sizes: CarRacing z 32, LSTM 256; TakeCover z 64, LSTM 512
+(paper); pop 64 × 16 trials × 1000 steps.
+
+To name the limit, ``--profile`` (default on) also times, back to back on the same batch:
+``matmul_floor``: a bare scan of only the step's three matmuls ([B, I]·W_x, [B, H]·W_h, [B, H]·W_head),
+``rollout_only``: the dream rollout without ask/tell,
+so the report splits a generation into matmuls / the rest of the step (gates, sampling, RNG) / ES overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+SIZES = {"carracing": {"z": 32, "hidden": 256, "action": 3, "inputs": "zh", "bias": True},
+         "takecover": {"z": 64, "hidden": 512, "action": 1, "inputs": "zch", "bias": False}}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", choices=sorted(SIZES), default="carracing")
+    parser.add_argument("--pop", type=int, default=64, help="population (paper 64)")
+    parser.add_argument("--trials", type=int, default=16, help="trials per candidate (paper 16)")
+    parser.add_argument("--steps", type=int, default=1000, help="dream steps per episode")
+    parser.add_argument("--mixtures", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=50, help="steps per early-exit check")
+    parser.add_argument("--generations", type=int, default=1, help="generations per timed call")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls (best is reported)")
+    parser.add_argument("--single-device", action="store_true", help="use only the first device")
+    parser.add_argument("--no-profile", action="store_true", help="skip the matmul-floor / rollout-only timings")
+
+
+def flops_per_step(z: int, hidden: int, action: int, mixtures: int, feat: int) -> int:
+    """Matmul FLOPs of one candidate-step: LSTM input + recurrent projections, the MDN head, the controller."""
+    head = 3 * mixtures * z + 2
+    return 2 * ((z + action) * 4 * hidden + hidden * 4 * hidden + hidden * head + feat * action)
+
+
+def _best(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.config import load_config
+    from wm_jax.envs import dream
+    from wm_jax.es import ESProgram, with_taus
+    from wm_jax.models import controller as ctrl
+    from wm_jax.models import mdnrnn
+    from wm_jax.sysinfo import peak_flops
+
+    s = SIZES[args.env]
+    z, hid, a = s["z"], s["hidden"], s["action"]
+    cfg = load_config(None, [f"env.name={args.env}", f"es.population={args.pop}", f"es.trials={args.trials}",
+                             f"es.dream_max_steps={args.steps}", f"es.dream_chunk={args.chunk}",
+                             f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}"])
+    mdn = mdnrnn.init_params(jax.random.PRNGKey(0), z, a, hid, args.mixtures)
+    mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-1e4)  # never done: every episode runs all steps
+    bank = jax.random.normal(jax.random.PRNGKey(1), (1000, z)), jnp.full((1000, z), -3.0)
+    dp = with_taus(dream.make_params(mdn, *bank, max_steps=args.steps, kind=args.env), (1.15,))
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
+    devices = jax.devices()[:1] if args.single_device else None
+    prog = ESProgram(cfg, template, devices=devices)
+    carry = prog.init(jax.random.PRNGKey(0), 1)
+
+    t0 = time.perf_counter()
+    out, m = prog.run(carry, dp, args.generations)
+    jax.block_until_ready(out)
+    first = time.perf_counter() - t0
+    steps_run = int(m["steps_run"].sum())
+    gen_fn = lambda: jax.block_until_ready(prog.run(carry, dp, args.generations))  # noqa: E731
+    if args.no_profile:
+        sec = _best(gen_fn, args.repeats)
+    batch = args.pop * args.trials
+    cand_steps = batch * steps_run
+    if not args.no_profile:
+        prof = _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn)
+        sec = prof.pop("generation_seconds")
+    feat = ctrl.feature_dim(s["inputs"], z, hid)
+    fps = flops_per_step(z, hid, a, args.mixtures, feat)
+    peak = peak_flops()
+    sps = cand_steps / sec
+    result = {
+        "env": args.env, "z_dim": z, "lstm_hidden": hid, "mixtures": args.mixtures, "population": args.pop,
+        "trials": args.trials, "steps": args.steps, "generations_per_call": args.generations,
+        "controller_params": ctrl.num_params(template), "devices_used": prog.n_devices,
+        "steps_run": steps_run, "seconds_per_call": sec, "first_call_seconds_incl_compile": first,
+        "dream_steps_per_s": sps, "flops_per_step": fps, "achieved_gflops": sps * fps / 1e9,
+        "peak_gflops": peak / 1e9, "fraction_of_peak": sps * fps / peak,
+        "limit_steps_per_s_at_peak": peak / fps,
+    }
+    if not args.no_profile:
+        result.update(prof)
+    return result
+
+
+def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.es import tau_axes
+
+    steps = args.steps * args.generations
+    w_x, w_h, w_o = mdn["lstm"]["w_x"], mdn["lstm"]["w_h"], mdn["head"]["w"]
+
+    @jax.jit
+    def floor(x0, h0):
+        def body(c, _):
+            x, h = c
+            g = x @ w_x + h @ w_h  # [B, 4H]
+            h = jnp.tanh(g[:, :hid])
+            out = h @ w_o
+            return (out[:, :z + a], h), None
+
+        return jax.lax.scan(body, (x0, h0), None, length=steps)[0]
+
+    x0, h0 = jnp.zeros((batch, z + a)), jnp.zeros((batch, hid))
+
+    pop = jax.vmap(lambda k: jax.tree.map(lambda t: 0.1 * jax.random.normal(k, t.shape), prog.template))(
+        jax.random.split(jax.random.PRNGKey(2), args.pop))
+    roll = jax.jit(jax.vmap(lambda p, par: prog._rollout(p, jax.random.PRNGKey(3), par, args.trials).returns,
+                            in_axes=(None, tau_axes(dp))))
+    fns = {"gen": gen_fn, "floor": lambda: jax.block_until_ready(floor(x0, h0)),
+           "roll": lambda: jax.block_until_ready(roll(pop, dp))}
+    fns["floor"](), fns["roll"]()  # compile / warm up (the generation already ran)
+    best = {k: float("inf") for k in fns}
+    for _ in range(args.repeats):  # interleaved rounds: the three see the same machine load
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    gen_sec, floor_sec, roll_sec = best["gen"], best["floor"], best["roll"] * args.generations
+    mm_flops = 2 * ((z + a) * 4 * hid + hid * 4 * hid + hid * mdn["head"]["w"].shape[1])
+    return {
+        "generation_seconds": gen_sec, "matmul_floor_seconds": floor_sec,
+        "matmul_floor_steps_per_s": batch * steps / floor_sec,
+        "matmul_floor_gflops": batch * steps * mm_flops / floor_sec / 1e9,
+        "rollout_only_seconds": roll_sec, "rollout_only_steps_per_s": cand_steps / roll_sec,
+        "share_matmuls": floor_sec / gen_sec, "share_other_step_ops": max(0.0, roll_sec - floor_sec) / gen_sec,
+        "share_es_ask_tell": max(0.0, gen_sec - roll_sec) / gen_sec,
+    }

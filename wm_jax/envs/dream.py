@@ -1,0 +1,228 @@
+"""The dream: M as a pure-JAX environment (gymnax shape), and the batched rollout ES evaluates.
+
+``reset(key, params) -> (obs, state)`` and ``step(key, state, action, params) -> (obs, state, reward, done,
+info)`` are pure functions. Everything that may change between runs is *data* in :class:`DreamParams` (M's
+weights, τ, the step cap, the initial-state bank), so one compiled program serves every checkpoint and τ can
+be vmapped. ``step`` does not auto-reset: after ``done`` the state keeps evolving and callers mask it.
+
+Rules (as the original): TakeCover ("takecover") earns 1 per step taken and ends when the done logit > 0
+(``done_mode="threshold"``) or with probability sigmoid(logit) (``"bernoulli"``); CarRacing earns the reward
+head's prediction. Both end at ``max_steps``. The return of an episode of length T counts steps 0..T-1 (the
+step that ends it included), nothing after.
+
+Sampling z' (the paper's τ-scaled mixture): component k ~ softmax(logits / τ) picked by inverse CDF with one
+uniform per z dimension on M's component-major raw head (``mdnrnn.head_raw``: no gathers, no log-softmax;
+equal in law to ``mdnrnn.sample_z``), then z' = μ_k + σ_k·√τ·ε.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from wm_jax.models import controller as ctrl
+from wm_jax.models import mdnrnn
+from wm_jax.models.mdnrnn import LSTMState
+
+
+@struct.dataclass
+class DreamParams:
+    mdn: dict  # M's weights (mdnrnn.init_params layout)
+    tau: jax.Array  # [] sampling temperature τ
+    max_steps: jax.Array  # [] int32 episode cap (cfg.es.dream_max_steps)
+    init_mu: jax.Array  # [N, Z] V's mu of real episode starts (the initial-state bank)
+    init_logvar: jax.Array  # [N, Z] V's logvar of the same frames
+    kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
+    done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
+
+
+@struct.dataclass
+class DreamState:
+    z: jax.Array  # [Z] current latent
+    lstm: LSTMState  # c, h: [H] M's state after the inputs so far
+    t: jax.Array  # [] int32 steps taken
+    done: jax.Array  # [] bool episode has ended
+
+
+class DreamObs(NamedTuple):
+    z: jax.Array  # [Z]
+    lstm: LSTMState  # c, h: [H]
+
+
+class StepNoise(NamedTuple):
+    """The randomness of one step, drawn from its key (shared by all candidates: common random numbers)."""
+
+    u_comp: jax.Array  # [Z] uniform, picks the mixture component
+    eps: jax.Array  # [Z] standard normal
+    u_done: jax.Array  # [] uniform, for done_mode="bernoulli"
+
+
+def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
+                kind: str = "takecover", done_mode: str = "threshold") -> DreamParams:
+    if kind not in ("takecover", "carracing"):
+        raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
+    if done_mode not in ("threshold", "bernoulli"):
+        raise ValueError(f"done_mode must be 'threshold' or 'bernoulli', got {done_mode!r}")
+    init_mu, init_logvar = jnp.asarray(init_mu, jnp.float32), jnp.asarray(init_logvar, jnp.float32)
+    if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape:
+        raise ValueError(f"initial-state bank must be mu, logvar [N, Z] of equal shape, got {init_mu.shape}, "
+                         f"{init_logvar.shape}")
+    return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
+                       kind, done_mode)
+
+
+def sizes(params: DreamParams) -> tuple[int, int, int]:
+    """(z_dim, lstm hidden, mixtures) read off the bank and M's weights."""
+    z_dim = params.init_mu.shape[-1]
+    hidden, _ = mdnrnn.sizes(params.mdn)
+    mixtures = (params.mdn["head"]["w"].shape[-1] - 2) // (3 * z_dim)
+    return z_dim, hidden, mixtures
+
+
+def _restart_flag(params: DreamParams, action_dim: int) -> bool:
+    z_dim, _, _ = sizes(params)
+    _, n_in = mdnrnn.sizes(params.mdn)
+    if n_in not in (z_dim + action_dim, z_dim + action_dim + 1):
+        raise ValueError(f"M's input size {n_in} fits neither z {z_dim} + action {action_dim} nor + restart flag")
+    return n_in == z_dim + action_dim + 1
+
+
+def reset(key: jax.Array, params: DreamParams) -> tuple[DreamObs, DreamState]:
+    """Draw an initial state: a bank entry, z0 = mu + exp(logvar/2)·ε, zero LSTM state."""
+    k_idx, k_eps = jax.random.split(key)
+    z_dim, hidden, _ = sizes(params)
+    i = jax.random.randint(k_idx, (), 0, params.init_mu.shape[0])
+    z0 = params.init_mu[i] + jnp.exp(0.5 * params.init_logvar[i]) * jax.random.normal(k_eps, (z_dim,))
+    state = DreamState(z0, mdnrnn.zero_state(hidden), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return DreamObs(z0, state.lstm), state
+
+
+def step_noise(key: jax.Array, z_dim: int) -> StepNoise:
+    k1, k2, k3 = jax.random.split(key, 3)
+    return StepNoise(jax.random.uniform(k1, (z_dim,)), jax.random.normal(k2, (z_dim,)), jax.random.uniform(k3, ()))
+
+
+def sample_next_z(raw: mdnrnn.MDNRaw, tau: jax.Array, u_comp: jax.Array, eps: jax.Array) -> jax.Array:
+    """z' [..., Z] from M's raw head (component-major [..., K, Z] blocks) with τ, by inverse CDF on u_comp [..., Z].
+
+    Component k ~ softmax(logits / τ) over K (unnormalised: compare u·Σ with the running sum; the reductions
+    over K are K-1 elementwise ops on Z-vectors), then z' = μ_k + σ_k·√τ·ε with only σ_k exponentiated.
+    Same law as ``mdnrnn.sample_z``.
+    """
+    k = raw.logits.shape[-2]
+    e = jnp.exp((raw.logits - jnp.max(raw.logits, axis=-2, keepdims=True)) / tau)  # [..., K, Z]
+    cdf = jnp.cumsum(e, axis=-2)
+    idx = jnp.minimum(jnp.sum(cdf < (u_comp * cdf[..., -1, :])[..., None, :], axis=-2), k - 1)  # [..., Z]
+    onehot = (jnp.arange(k)[:, None] == idx[..., None, :]).astype(raw.mu.dtype)
+    mu = jnp.sum(onehot * raw.mu, axis=-2)
+    sigma = jnp.exp(jnp.sum(onehot * raw.log_sigma, axis=-2))
+    return mu + sigma * jnp.sqrt(tau) * eps
+
+
+def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array,
+                    params: DreamParams) -> tuple[DreamObs, DreamState, jax.Array, jax.Array, dict]:
+    """One dream step given its noise; action [A] is the env action (CarRacing [3]; TakeCover [1] in {-1,0,1})."""
+    z_dim = state.z.shape[-1]
+    parts = [state.z, action.astype(jnp.float32)]
+    if _restart_flag(params, action.shape[-1]):
+        parts.append((state.t == 0).astype(jnp.float32)[None])
+    lstm = mdnrnn.lstm_step(params.mdn, state.lstm, jnp.concatenate(parts, -1))
+    raw = mdnrnn.head_raw(params.mdn, lstm.h, z_dim)
+    z_next = sample_next_z(raw, params.tau, noise.u_comp, noise.eps)
+    reward_pred, done_logit = raw.reward, raw.done_logit
+    reward = jnp.ones((), jnp.float32) if params.kind == "takecover" else reward_pred
+    if params.done_mode == "threshold":
+        ended = done_logit > 0
+    else:
+        ended = noise.u_done < jax.nn.sigmoid(done_logit)
+    t = state.t + 1
+    done = ended | (t >= params.max_steps)
+    new = DreamState(z_next, lstm, t, done)
+    return DreamObs(z_next, lstm), new, reward, done, {"done_logit": done_logit}
+
+
+def step(key: jax.Array, state: DreamState, action: jax.Array,
+         params: DreamParams) -> tuple[DreamObs, DreamState, jax.Array, jax.Array, dict]:
+    """gymnax-shaped step: obs (z', M's state), new state, reward [], done [] bool, info."""
+    return step_with_noise(step_noise(key, state.z.shape[-1]), state, action, params)
+
+
+# ---------------------------------------------------------------- batched rollout (population × trials)
+
+
+class RolloutResult(NamedTuple):
+    returns: jax.Array  # [P, T] episode returns
+    lengths: jax.Array  # [P, T] int32 steps taken before (and including) done
+    steps_run: jax.Array  # [] int32 steps the loop executed (a multiple of the chunk, ≤ cap rounded up)
+
+
+def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
+            chunk: int = 50, early_exit: bool = True, constrain=None) -> RolloutResult:
+    """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
+
+    Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
+    the noise is drawn once per trial and broadcast over the population. The loop runs `chunk` steps per
+    iteration of a while_loop and stops once every episode has ended (`early_exit`) or at the cap.
+    `constrain`, if given, is applied to [P, ...] arrays (e.g. a sharding constraint on the population axis).
+    """
+    constrain = constrain or (lambda x: x)
+    z_dim = params.init_mu.shape[-1]
+    n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
+    k_reset, k_steps = jax.random.split(key)
+    _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
+    state0 = jax.tree.map(lambda x: constrain(jnp.broadcast_to(x, (n_pop, *x.shape))), state0)
+    trial_keys = jax.random.split(k_steps, trials)
+
+    policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name), in_axes=(0, 0, 0))
+    step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None)), in_axes=(None, 0, 0, None))
+
+    def one_step(carry, _):
+        t, state, ret, length, alive = carry
+        noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim))(trial_keys)  # [T, ...]
+        action = policy(ctrl_params, state.z, state.lstm)  # [P, T, A]
+        _, state, reward, done, _ = step_pt(noise, state, action, params)
+        ret = ret + jnp.where(alive, reward, 0.0)
+        length = length + alive.astype(jnp.int32)
+        alive = alive & ~done
+        state = jax.tree.map(constrain, state)
+        return (t + 1, state, constrain(ret), constrain(length), constrain(alive)), None
+
+    def chunk_body(carry):
+        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
+        return carry
+
+    def cond(carry):
+        t, _, _, _, alive = carry
+        keep = t < params.max_steps
+        return keep & jnp.any(alive) if early_exit else keep
+
+    zeros = constrain(jnp.zeros((n_pop, trials), jnp.float32))
+    carry = (jnp.zeros((), jnp.int32), state0, zeros, constrain(jnp.zeros((n_pop, trials), jnp.int32)),
+             constrain(jnp.ones((n_pop, trials), bool)))
+    t, _, ret, length, _ = jax.lax.while_loop(cond, chunk_body, carry)
+    return RolloutResult(ret, length, t)
+
+
+def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, *, inputs: str,
+            env_name: str, trials: int = 1, trial: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One recorded dream episode of a single controller: trial `trial` of `rollout(..., trials)` with this key.
+
+    Returns z [steps + 1, Z] (row 0 = z0), rewards [steps], alive [steps] (True for steps that count).
+    """
+    z_dim = params.init_mu.shape[-1]
+    k_reset, k_steps = jax.random.split(key)
+    _, state = reset(jax.random.split(k_reset, trials)[trial], params)
+    trial_key = jax.random.split(k_steps, trials)[trial]
+
+    def body(carry, t):
+        state, alive = carry
+        noise = step_noise(jax.random.fold_in(trial_key, t), z_dim)
+        action = ctrl.policy(ctrl_params, state.z, state.lstm, inputs, env_name)
+        _, state, reward, done, _ = step_with_noise(noise, state, action, params)
+        return (state, alive & ~done), (state.z, reward, alive)
+
+    (_, _), (zs, rewards, alive) = jax.lax.scan(body, (state, jnp.ones((), bool)), jnp.arange(steps))
+    return jnp.concatenate([state.z[None], zs], 0), rewards, alive

@@ -1,0 +1,210 @@
+"""The ES generation in the dream: ask → rollouts (population × trials) → tell, one compiled program.
+
+Everything runs over a leading **τ axis** (size 1 for ordinary training): the τ sweep is the same program
+vmapped over temperatures, so train-controller and sweep-temperature share one code path.
+
+* ``ESProgram(cfg, template, ...)`` builds the evosax strategy (any distribution-based algorithm by name;
+  ``std_init`` = cfg.es.sigma_init), and jits
+  - ``init(key, n_tau) -> ESCarry`` (ES state, PRNG key, generation; leading τ axis on every leaf),
+  - ``run(carry, dream_params, n)`` → n generations (``lax.scan``) of ``vmap`` over τ → (carry, metrics [n, τ]),
+  - ``evaluate(ctrl_params [τ, ...], key, dream_params, trials)`` → mean return [τ].
+* Common random numbers: every candidate of a generation sees the same trial keys.
+* Fitness = −mean return + weight_decay · mean(θ²) (evosax minimises; the original's L2 term).
+* Sharding: the population axis is constrained to the mesh axis ``"data"`` (wm_jax.parallel) inside the
+  rollout, so with several devices each holds P / n_devices candidates; the ES state stays replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
+
+from wm_jax.config import Config, ConfigError
+from wm_jax.envs import dream
+from wm_jax.parallel import AXIS, make_mesh
+
+
+@struct.dataclass
+class ESCarry:
+    es_state: Any  # evosax state, leading [τ] axis on every leaf
+    key: jax.Array  # [τ, 2] uint32 PRNG keys (the same for every τ at init: common random numbers across τ)
+    generation: jax.Array  # [τ] int32 generations done
+
+
+METRIC_KEYS = ("mean_return", "best_return", "worst_return", "best_fitness", "mean_length", "steps_run",
+               "alive_steps", "std")
+
+
+def make_strategy(es_cfg, template: dict):
+    """(strategy, strategy params) for cfg.es.strategy with the controller pytree as solution template."""
+    from evosax.algorithms import algorithms
+    from evosax.algorithms.distribution_based.base import DistributionBasedAlgorithm
+
+    if es_cfg.strategy not in algorithms:
+        raise ConfigError(f"config key 'es.strategy': unknown evosax algorithm {es_cfg.strategy!r}; "
+                          f"known: {', '.join(sorted(algorithms))}")
+    cls = algorithms[es_cfg.strategy]
+    if not issubclass(cls, DistributionBasedAlgorithm):
+        raise ConfigError(f"config key 'es.strategy': {es_cfg.strategy} is population-based; only "
+                          "distribution-based evosax algorithms (a mean to start from) are supported")
+    strategy = cls(population_size=es_cfg.population, solution=template)
+    params = strategy.default_params
+    if hasattr(params, "std_init"):
+        params = params.replace(std_init=jnp.asarray(es_cfg.sigma_init, jnp.float32))
+    return strategy, params
+
+
+def tau_axes(params: dream.DreamParams) -> dream.DreamParams:
+    """vmap in_axes for DreamParams batched over τ only."""
+    return params.replace(mdn=None, tau=0, max_steps=None, init_mu=None, init_logvar=None)
+
+
+def with_taus(params: dream.DreamParams, taus) -> dream.DreamParams:
+    """Copy of `params` with a [n_tau] temperature vector."""
+    return params.replace(tau=jnp.asarray(taus, jnp.float32).reshape(-1))
+
+
+class ESProgram:
+    """Compiled ES generations for one config; see the module docstring."""
+
+    def __init__(self, cfg: Config, template: dict, devices: list | None = None, chunk: int | None = None,
+                 early_exit: bool = True):
+        self.cfg = cfg
+        self.template = template
+        self.strategy, self.es_params = make_strategy(cfg.es, template)
+        self.inputs, self.env_name = cfg.controller.inputs, cfg.env.name
+        self.chunk, self.early_exit = chunk or cfg.es.dream_chunk, early_exit
+        devices = jax.devices() if devices is None else list(devices)
+        if cfg.es.population % len(devices):  # population not divisible: run unsharded rather than fail
+            import warnings
+
+            warnings.warn(f"es.population={cfg.es.population} is not divisible by {len(devices)} devices; "
+                          "running the ES on one device", stacklevel=2)
+            devices = devices[:1]
+        self.mesh = make_mesh(devices)
+        self.n_devices = len(devices)
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self._run = jax.jit(self._run_impl, static_argnums=(2,))
+        self._eval = jax.jit(self._eval_impl, static_argnums=(3,))
+        self._init = jax.jit(self._init_impl, static_argnums=(1,))
+
+    # ---- pure pieces (single τ) ----
+    def _constrain(self, x: jax.Array) -> jax.Array:
+        if self.n_devices == 1:
+            return x
+        spec = PartitionSpec(AXIS, *([None] * (x.ndim - 1)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+    def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream.RolloutResult:
+        return dream.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
+                             chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain)
+
+    def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:
+        """−mean return over trials + weight_decay · mean(θ²): [P]."""
+        fit = -returns.mean(axis=1)
+        if self.cfg.es.weight_decay:
+            flat = jax.vmap(lambda p: jnp.concatenate([x.ravel() for x in jax.tree.leaves(p)]))(pop)
+            fit = fit + self.cfg.es.weight_decay * jnp.mean(flat**2, axis=1)
+        return fit
+
+    def generation(self, carry: tuple, params: dream.DreamParams) -> tuple[tuple, dict]:
+        """One generation for one τ: carry = (es_state, key, generation)."""
+        es_state, key, gen = carry
+        key, k_ask, k_roll, k_tell = jax.random.split(key, 4)
+        pop, es_state = self.strategy.ask(k_ask, es_state, self.es_params)
+        pop = jax.tree.map(self._constrain, pop)
+        res = self._rollout(pop, k_roll, params, self.cfg.es.trials)
+        fit = self.fitness(pop, res.returns)
+        es_state, _ = self.strategy.tell(k_tell, pop, fit, es_state, self.es_params)
+        cand = res.returns.mean(axis=1)
+        metrics = {
+            "mean_return": cand.mean(), "best_return": cand.max(), "worst_return": cand.min(),
+            "best_fitness": es_state.best_fitness, "mean_length": res.lengths.mean(),
+            "steps_run": res.steps_run, "alive_steps": res.lengths.sum(),
+            "std": jnp.mean(getattr(es_state, "std", jnp.nan)),
+        }
+        return (es_state, key, gen + 1), metrics
+
+    def _init_impl(self, key: jax.Array, n_tau: int) -> ESCarry:
+        k_init, k_run = jax.random.split(key)
+        state = self.strategy.init(k_init, self.template, self.es_params)
+        # strong dtypes (evosax seeds some fields with Python floats → weak types, which would make the second
+        # call of `run` recompile for its own output's signature)
+        state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n_tau, *jnp.shape(x))).astype(
+            jnp.asarray(x).dtype), state)
+        return ESCarry(state, jnp.broadcast_to(k_run, (n_tau, *k_run.shape)), jnp.zeros((n_tau,), jnp.int32))
+
+    def _run_impl(self, carry: ESCarry, params: dream.DreamParams, n: int) -> tuple[ESCarry, dict]:
+        gen = jax.vmap(self.generation, in_axes=((0, 0, 0), tau_axes(params)))
+
+        def body(c, _):
+            return gen(c, params)
+
+        (state, key, g), metrics = jax.lax.scan(body, (carry.es_state, carry.key, carry.generation), None, length=n)
+        return ESCarry(state, key, g), metrics
+
+    def _eval_impl(self, ctrl_params: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> jax.Array:
+        def one(p, par):
+            res = self._rollout(jax.tree.map(lambda x: x[None], p), key, par, trials)
+            return res.returns.mean()
+
+        return jax.vmap(one, in_axes=(0, tau_axes(params)))(ctrl_params, params)
+
+    # ---- public, jitted ----
+    def init(self, key: jax.Array, n_tau: int = 1) -> ESCarry:
+        return jax.device_put(self._init(key, n_tau), self.replicated)
+
+    def run(self, carry: ESCarry, params: dream.DreamParams, n: int = 1) -> tuple[ESCarry, dict]:
+        """n generations; params.tau must be a [n_tau] vector (see with_taus). Metrics: dict of [n, n_tau]."""
+        return self._run(jax.device_put(carry, self.replicated), params, n)
+
+    def evaluate(self, ctrl_params: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> jax.Array:
+        """Mean dream return [n_tau] of one controller per τ (leaves [n_tau, ...]) over `trials` episodes."""
+        return self._eval(ctrl_params, key, params, trials)
+
+    def mean_params(self, carry: ESCarry) -> dict:
+        """The ES means as controller pytrees, leaves [n_tau, ...]."""
+        return jax.vmap(self.strategy.get_mean)(carry.es_state)
+
+    def best_params(self, carry: ESCarry) -> dict:
+        """The best single candidate seen by the ES (evosax's archive), leaves [n_tau, ...]."""
+        return jax.vmap(self.strategy._unravel_solution)(carry.es_state.best_solution)
+
+
+def carry_to_tree(carry: ESCarry) -> dict:
+    """Checkpointable dict (orbax StandardSave) of an ESCarry."""
+    from flax.serialization import to_state_dict
+
+    return {"es_state": to_state_dict(carry.es_state), "key": carry.key, "generation": carry.generation}
+
+
+def carry_from_tree(template: ESCarry, tree: dict) -> ESCarry:
+    """Inverse of carry_to_tree; `template` gives the structure (e.g. ESProgram.init(key, n_tau))."""
+    from flax.serialization import from_state_dict
+
+    def like(t, x):
+        return jnp.asarray(np.asarray(x), dtype=jnp.asarray(t).dtype).reshape(jnp.shape(t))
+
+    state = from_state_dict(template.es_state, tree["es_state"])
+    state = jax.tree.map(like, template.es_state, state)
+    return ESCarry(state, like(template.key, tree["key"]), like(template.generation, tree["generation"]))
+
+
+_PROGRAMS: dict = {}
+
+
+def get_program(cfg: Config, template: dict, devices: list | None = None, early_exit: bool = True) -> ESProgram:
+    """A cached ESProgram: the same (ES/controller/env config, template shapes, devices) reuses compiled code."""
+    shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(template.items()))
+    devs = tuple(jax.devices() if devices is None else devices)
+    es = cfg.es  # only the fields the compiled program depends on
+    key = (es.strategy, es.population, es.trials, es.sigma_init, es.weight_decay, es.dream_chunk, cfg.controller,
+           cfg.env.name, shapes, devs, early_exit)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit)
+    return _PROGRAMS[key]

@@ -1,0 +1,245 @@
+"""``wm-jax train-controller``: train C with an evosax strategy inside M's dream (or in the real env).
+
+Dream mode reads M (``wm_jax.train.mdnrnn.load_mdnrnn``) and the initial-state bank (row 0 of the first
+cfg.es.initial_states ``<data_dir>/latents/ep_*.npz``), then runs ES generations (wm_jax.es) with an
+orbax checkpoint in ``<run_dir>/controller`` after every cfg.es.checkpoint_every generations: ES state, PRNG
+key, generation, best evaluated params, history. Killing and rerunning resumes the same trajectory.
+
+Outputs in ``<run_dir>/controller``: ``params.npz`` (the final controller: the ES mean with the best dream
+evaluation), ``score.json``, ``metrics.jsonl`` + ``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png``
+and ``plots/dream_rollout.gif`` (if V is present). ``load_controller(path)`` loads ``params.npz``.
+Real mode is delegated to ``wm_jax.train.controller_real.train_real(cfg)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wm_jax.cli import add_config_arguments, config_from_args
+from wm_jax.config import Config, ConfigError, save_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--no-gif", action="store_true", help="skip the decoded dream-rollout GIF")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if cfg.es.mode == "real":
+        from wm_jax.train.controller_real import train_real
+
+        return int(train_real(cfg) or 0)
+    summary = train_dream(cfg, gif=not args.no_gif)
+    print(f"controller: dream return {summary['eval_return'][0]:.2f} (τ={summary['taus'][0]}), "
+          f"written to {summary['dirs'][0]}")
+    return 0
+
+
+# ---------------------------------------------------------------- inputs: M and the initial-state bank
+
+
+def load_bank(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar) [N, Z]: V's encoding of the first frame of up to `n` real episodes (sorted shard order)."""
+    lat = Path(data_dir) / "latents"
+    files = sorted(lat.glob("ep_*.npz"))[:n]
+    if not files:
+        raise FileNotFoundError(f"no latents in {lat} (ep_*.npz); run `wm-jax encode` first")
+    mus, lvs = [], []
+    for f in files:
+        with np.load(f) as d:
+            for k in ("mu", "logvar"):
+                if k not in d or d[k].ndim != 2 or len(d[k]) == 0:
+                    raise ValueError(f"{f}: key '{k}' missing or not a non-empty [T+1, Z] array")
+            mus.append(d["mu"][0])
+            lvs.append(d["logvar"][0])
+    return np.stack(mus).astype(np.float32), np.stack(lvs).astype(np.float32)
+
+
+def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]):
+    from wm_jax.envs import dream
+
+    return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
+                             kind=cfg.env.name, done_mode=cfg.es.done_mode)
+
+
+def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """M's params and the initial-state bank of this run."""
+    try:
+        from wm_jax.train.mdnrnn import load_mdnrnn
+    except ImportError as e:
+        raise ConfigError(f"cannot load M: wm_jax.train.mdnrnn is unavailable ({e})") from None
+    return load_mdnrnn(cfg.run_dir), load_bank(cfg.data_dir, cfg.es.initial_states)
+
+
+# ---------------------------------------------------------------- the controller file
+
+
+def save_controller(directory: str | os.PathLike, params: dict, cfg: Config, score: dict | None = None) -> Path:
+    """Write params.npz (atomic) + config.json (+ score.json) into `directory`."""
+    from wm_jax.checkpoint import write_json_atomic
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".params.tmp{os.getpid()}.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in params.items()})
+    os.replace(tmp, d / "params.npz")
+    save_config(cfg, d / "config.json")
+    if score is not None:
+        write_json_atomic(d / "score.json", score)
+    return d / "params.npz"
+
+
+def load_controller(path: str | os.PathLike) -> dict:
+    """Controller params from a run folder (→ <run>/controller) or a folder holding params.npz.
+
+    The controller's shape options (cfg.controller) are in that folder's config.json.
+    """
+    import jax.numpy as jnp
+
+    p = Path(path)
+    for cand in (p, p / "controller", p / "params.npz"):
+        f = cand if cand.suffix == ".npz" else cand / "params.npz"
+        if f.is_file():
+            with np.load(f) as d:
+                return {k: jnp.asarray(d[k]) for k in d.files}
+    raise FileNotFoundError(f"no controller params.npz in {p} or {p / 'controller'}; run train-controller first")
+
+
+# ---------------------------------------------------------------- the training loop (τ-batched)
+
+
+def _crossed(gen: int, n: int, every: int) -> bool:
+    return every > 0 and gen // every > (gen - n) // every
+
+
+def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[float, ...] | None = None,
+                ckpt_dir: str | os.PathLike | None = None, out_dirs: list | None = None, stop_after: int | None = None,
+                devices: list | None = None, gif: bool = True, progress: bool = True) -> dict:
+    """Train one controller per τ in `taus` (default: (cfg.es.temperature,)) in one batched program.
+
+    mdn / bank default to the run's M and latents. Checkpoints go to `ckpt_dir` (default <run>/controller);
+    each τ's final controller to out_dirs[i] (default: ckpt_dir for a single τ). `stop_after` stops (as if
+    killed) once that many generations are checkpointed. Returns a summary dict.
+    """
+    import jax
+    from tqdm import tqdm
+
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.es import carry_from_tree, carry_to_tree, get_program, with_taus
+    from wm_jax.metrics import MetricsWriter, plot_curves
+    from wm_jax.models import controller as ctrl
+
+    if mdn is None or bank is None:
+        m2, b2 = load_inputs(cfg)
+        mdn, bank = mdn if mdn is not None else m2, bank if bank is not None else b2
+    taus = tuple(taus) if taus else (cfg.es.temperature,)
+    n_tau, es = len(taus), cfg.es
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir else cfg.run_dir / "controller"
+    out_dirs = [Path(d) for d in out_dirs] if out_dirs else [ckpt_dir]
+    dp = with_taus(dream_params_for(cfg, mdn, bank), taus)
+    z_dim = dp.init_mu.shape[-1]
+    hidden = mdn["lstm"]["w_h"].shape[0]
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)
+    prog = get_program(cfg, template, devices=devices)
+    carry = prog.init(jax.random.PRNGKey(es.seed), n_tau)
+    best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # host copies: [τ, ...]
+    best_eval = np.full((n_tau,), -np.inf, np.float32)
+    eval_key = jax.random.fold_in(jax.random.PRNGKey(es.seed), 0x5EED)
+
+    ckpt = Checkpointer(ckpt_dir, cfg)
+    if ckpt.latest_step() is not None:
+        raw = ckpt.restore_raw()
+        if np.asarray(raw["taus"]).shape != (n_tau,) or not np.allclose(raw["taus"], taus):
+            raise ConfigError(f"{ckpt_dir}: checkpoint holds taus {np.asarray(raw['taus']).tolist()}, "
+                              f"this run asks for {list(taus)}; use another run name")
+        carry = carry_from_tree(carry, raw["carry"])
+        best_params = jax.tree.map(lambda t, x: np.asarray(x, t.dtype).reshape(t.shape), best_params,
+                                   raw["best_params"])
+        best_eval = np.asarray(raw["best_eval"], np.float32)
+    gen = int(carry.generation[0])
+    main = jax.process_index() == 0  # multi-host: every process computes, process 0 writes files
+    writer = MetricsWriter(ckpt_dir, resume_step=gen) if main else None
+    pbar = tqdm(total=es.generations, initial=gen, desc="ES", disable=not progress, dynamic_ncols=True)
+    tag = (lambda i, k: k) if n_tau == 1 else (lambda i, k: f"tau_{taus[i]:g}/{k}")
+    last_eval = np.full((n_tau,), np.nan, np.float32)
+    try:
+        while gen < es.generations and (stop_after is None or gen < stop_after):
+            n = min(es.generations_per_call, es.generations - gen)
+            t0 = time.perf_counter()
+            carry, m = prog.run(carry, dp, n)
+            m = jax.tree.map(np.asarray, m)
+            dt = time.perf_counter() - t0
+            cand_steps = float(m["steps_run"].sum()) * es.population * es.trials
+            for j in range(n):
+                rec = {tag(i, k): m[k][j, i] for i in range(n_tau) for k in m}
+                if writer:
+                    writer.write(gen + j + 1, **rec, dream_steps_per_s=cand_steps / dt)
+            gen += n
+            if _crossed(gen, n, es.eval_every) or gen == es.generations:
+                mean = jax.tree.map(np.asarray, prog.mean_params(carry))
+                last_eval = np.asarray(prog.evaluate(mean, jax.random.fold_in(eval_key, gen), dp, es.eval_trials))
+                better = last_eval > best_eval
+                best_eval = np.where(better, last_eval, best_eval)
+                best_params = jax.tree.map(lambda b, x: np.where(better.reshape(-1, *[1] * (x.ndim - 1)), x, b),
+                                           best_params, mean)
+                if writer:
+                    writer.write(gen, **{tag(i, "eval_return"): last_eval[i] for i in range(n_tau)})
+            if _crossed(gen, n, es.checkpoint_every) or gen == es.generations:
+                ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval,
+                                "taus": np.asarray(taus, np.float32)})
+            pbar.update(n)
+            pbar.set_postfix(best=f"{m['best_return'][-1].max():.1f}", mean=f"{m['mean_return'][-1].mean():.1f}",
+                             eval=" ".join(f"{v:.1f}" for v in last_eval), sps=f"{cand_steps / dt:,.0f}")
+    finally:
+        pbar.close()
+        if writer:
+            writer.close()
+    summary = {"generations": gen, "taus": list(taus), "eval_return": best_eval.tolist(),
+               "dirs": [str(d) for d in out_dirs]}
+    if gen < es.generations or not main:  # stopped early on purpose (tests), or not the writing process
+        ckpt.close()
+        return summary
+    for i, tau in enumerate(taus):
+        p_i = jax.tree.map(lambda x: np.asarray(x[i]), best_params)
+        score = {"tau": tau, "dream_eval_return": float(best_eval[i]), "eval_trials": es.eval_trials,
+                 "generations": gen, "params": ctrl.num_params(p_i)}
+        save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
+    plot_keys = [tag(0, k) for k in ("mean_return", "best_return", "eval_return", "std")]
+    plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / f"{ckpt_dir.name}_curves.png", plot_keys,
+                title=f"ES in the dream ({cfg.env.name})")
+    if gif:
+        p0 = jax.tree.map(lambda x: x[0], best_params)
+        dream_gif(cfg, p0, dp.replace(tau=dp.tau[0]), cfg.run_dir / "plots" / "dream_rollout.gif")
+    ckpt.mark_done(summary)
+    ckpt.close()
+    return summary
+
+
+def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) -> Path | None:
+    """Decode one dream episode of `ctrl_params` through V into a GIF; skipped (None) when V is absent."""
+    import jax
+
+    from wm_jax.envs import dream
+
+    try:
+        from wm_jax.models.vae import decode
+        from wm_jax.train.vae import load_vae
+
+        vae_params, _ = load_vae(cfg.run_dir)
+    except (ImportError, FileNotFoundError, ConfigError) as e:
+        print(f"dream GIF skipped: V is not available ({e})", file=sys.stderr)
+        return None
+    zs, _, alive = dream.episode(ctrl_params, jax.random.PRNGKey(cfg.es.seed + 1), dp, steps,
+                                 inputs=cfg.controller.inputs, env_name=cfg.env.name)
+    n = int(np.asarray(alive).sum()) + 1
+    frames = np.asarray(decode(vae_params, zs[:n]))
+    from wm_jax.viz import save_gif
+
+    return save_gif(frames, path)

@@ -1,0 +1,68 @@
+"""``wm-jax sweep-temperature --taus 0.1,0.5,1.0,1.15,1.3``: one controller per dream temperature τ.
+
+All temperatures train in ONE compiled program: the ES generation (wm_jax.es) is vmapped over τ, which is
+data in the dream's params, so the τ axis only widens the batch. Every τ starts from the same seed (common
+random numbers across τ), so a τ's result equals a separate ``train-controller es.temperature=τ`` run.
+
+Writes ``<run_dir>/sweep/tau_<τ>/`` (params.npz, config.json, score.json: loadable by
+``load_controller(path)``), ``<run_dir>/sweep/scores.json`` (τ → virtual score) and checkpoints in
+``<run_dir>/sweep/ckpt`` (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wm_jax.cli import add_config_arguments, config_from_args
+from wm_jax.config import Config, ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--taus", default=None, help="comma-separated temperatures (default: cfg.es.taus)")
+
+
+def parse_taus(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    if not text:
+        return tuple(default)
+    try:
+        taus = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"--taus must be comma-separated numbers, got {text!r}") from None
+    if not taus or any(t <= 0 for t in taus):
+        raise ConfigError(f"--taus must be positive numbers, got {text!r}")
+    if len(set(taus)) != len(taus):
+        raise ConfigError(f"--taus has duplicates: {text!r}")
+    return taus
+
+
+def tau_dir(run_dir: Path, tau: float) -> Path:
+    return Path(run_dir) / "sweep" / f"tau_{tau:g}"
+
+
+def sweep(cfg: Config, taus: tuple[float, ...], **kwargs) -> dict:
+    """Train one controller per τ (batched) and write the sweep folder; kwargs go to train_dream."""
+    from wm_jax.checkpoint import write_json_atomic
+    from wm_jax.train.controller import train_dream
+
+    root = Path(cfg.run_dir) / "sweep"
+    summary = train_dream(cfg, taus=taus, ckpt_dir=root / "ckpt", out_dirs=[tau_dir(cfg.run_dir, t) for t in taus],
+                          gif=False, **kwargs)
+    if summary["generations"] >= cfg.es.generations:
+        scores = {f"{t:g}": {"dream_eval_return": r, "dir": d}
+                  for t, r, d in zip(taus, summary["eval_return"], summary["dirs"])}
+        write_json_atomic(root / "scores.json", {"env": cfg.env.name, "generations": summary["generations"],
+                                                 "eval_trials": cfg.es.eval_trials, "scores": scores})
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if cfg.es.mode != "dream":
+        raise ConfigError("config key 'es.mode': the temperature sweep trains in the dream; set es.mode=dream")
+    taus = parse_taus(args.taus, cfg.es.taus)
+    summary = sweep(cfg, taus)
+    for t, r in zip(taus, summary["eval_return"]):
+        print(f"tau {t:g}: dream return {r:.2f}  ->  {tau_dir(cfg.run_dir, t)}")
+    return 0

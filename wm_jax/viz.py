@@ -57,3 +57,16 @@ def save_gif(frames: np.ndarray, path: str | os.PathLike, fps: int = 15, scale: 
     imgs[0].save(tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
     os.replace(tmp, path)
     return path
+
+
+def latent_walk_rows(z: np.ndarray, dims, steps: int = 10, span: float = 3.0) -> list[np.ndarray]:
+    """Latent traversals: for each dimension d in `dims`, `steps` copies of z [Z] with z[d] swept linearly
+    over z[d] - span .. z[d] + span. Returns one float32 [steps, Z] array per dimension (decode each row)."""
+    z = np.asarray(z, np.float32)
+    offsets = np.linspace(-span, span, steps, dtype=np.float32)
+    rows = []
+    for d in dims:
+        r = np.repeat(z[None], steps, axis=0)
+        r[:, d] = z[d] + offsets
+        rows.append(r)
+    return rows

@@ -1,0 +1,250 @@
+"""V: parameter count, hand-computed loss, fast formulations == lax reference, sharded == single device,
+resume after a kill == uninterrupted run, NaN guard, encode shapes and skipping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wm_jax.config import load_config
+from wm_jax.data.shards import Episode, episode_record, write_episode, write_manifest
+from wm_jax.models import vae as V
+from wm_jax.parallel import make_mesh
+
+Z = 8  # small latent for the training tests (the architecture test uses the paper's 32)
+B = 8  # batch: divisible by the 4 forced host devices
+
+
+def make_data(data_dir: Path, n: int = 5, T: int = 19, seed: int = 0) -> None:
+    """n synthetic episodes of T steps in the on-disk format (blocky random frames)."""
+    rng = np.random.default_rng(seed)
+    (data_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i in range(n):
+        base = rng.integers(0, 256, (1, 8, 8, 3)).repeat(8, 1).repeat(8, 2)
+        frames = np.clip(base + rng.integers(-20, 20, (T + 1, 64, 64, 3)), 0, 255).astype(np.uint8)
+        ep = Episode(frames, rng.uniform(-1, 1, (T, 1)).astype(np.float32), np.ones(T, np.float32),
+                     np.eye(T, dtype=bool)[-1], np.zeros(T, bool), 100 + i)
+        write_episode(data_dir / "episodes" / f"ep_{i:06d}.npz", ep)
+        recs.append(episode_record(i, ep))
+    write_manifest(data_dir, "takecover", 1, recs)
+
+
+def run_cfg(root: Path, name: str, *extra: str):
+    cfg = load_config(None, [f"root={root}", f"name={name}", f"vae.z_dim={Z}", f"vae.batch_size={B}",
+                             "vae.max_steps=4", "vae.checkpoint_every=2", "vae.log_every=1",
+                             "vae.holdout_episodes=1", "vae.encode_batch_size=16", *extra])
+    make_data(cfg.data_dir)
+    return cfg
+
+
+# ---------------------------------------------------------------- architecture and loss
+
+
+def test_parameter_count_and_flops():
+    params = V.param_shapes(32)
+    assert V.count_params(params) == 4_348_547
+    shapes = {k: v["kernel"].shape for k, v in params.items()}
+    assert shapes["enc_conv3"] == (4, 4, 128, 256) and shapes["dec_deconv0"] == (5, 5, 1024, 128)
+    # hand count of multiply-adds: convs 31²·48·32 + 14²·512·64 + 6²·1024·128 + 2²·2048·256,
+    # heads 2·1024·32 + 32·1024, deconvs 1·25·1024·128 + 25·25·128·64 + 169·36·64·32 + 900·36·32·3
+    macs = (31**2 * 48 * 32 + 14**2 * 512 * 64 + 6**2 * 1024 * 128 + 4 * 2048 * 256 + 3 * 32 * 1024
+            + 25 * 1024 * 128 + 625 * 128 * 64 + 169 * 36 * 64 * 32 + 900 * 36 * 32 * 3)
+    assert V.flops_per_image(32, training=False) == 2 * macs
+    assert V.flops_per_image(32) == 6 * macs - 2 * 31**2 * 48 * 32
+
+
+def test_loss_by_hand():
+    x = np.zeros((2, 2, 2, 3), np.float32)  # 12 "pixels" per image
+    recon = np.stack([np.full((2, 2, 3), 0.5), np.full((2, 2, 3), 0.1)]).astype(np.float32)
+    mu = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)  # KL: 0 and 0.5·2² = 2
+    logvar = np.zeros((2, 2), np.float32)
+    # SSE: 12·0.25 = 3 and 12·0.01 = 0.12; floor kl_tolerance·Z = 0.5·2 = 1 lifts image 0's KL to 1
+    t = V.loss_terms(x, recon, mu, logvar, 0.5)
+    np.testing.assert_allclose(float(t["loss"]), ((3 + 1) + (0.12 + 2)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(float(t["kl"]), (0 + 2) / 2, rtol=1e-6)
+    np.testing.assert_allclose(float(t["mse"]), (3 + 0.12) / 2 / 12, rtol=1e-6)
+    t0 = V.loss_terms(x, recon, mu, logvar, 0.0)  # floor inactive
+    np.testing.assert_allclose(float(t0["loss"]), ((3 + 0) + (0.12 + 2)) / 2, rtol=1e-6)
+    # with the floor active, image 0's KL gets no gradient; image 1's does: d/dmu 0.5·mu² / 2 images = 1
+    g = jax.grad(lambda m: V.loss_terms(x, recon, m, logvar, 0.5)["loss"])(jnp.asarray(mu))
+    np.testing.assert_allclose(np.asarray(g), [[0, 0], [1.0, 0]], atol=1e-6)
+
+
+# ---------------------------------------------------------------- fast formulations == reference
+
+
+# Real spatial sizes and kernels of every layer; few channels (the maths does not depend on them) to keep
+# compiles cheap. The whole-model test below runs the real channel counts.
+ENC = [(64, 3, 4), (31, 4, 5), (14, 5, 6), (6, 6, 7)]  # (input size, C_in, C_out), kernel 4
+DEC = [(1, 9, 4, 5), (5, 4, 5, 5), (13, 5, 3, 6), (30, 3, 3, 6)]  # (input size, C_in, C_out, kernel)
+
+
+def _fwd_vjp(fn, x, w, proj):
+    """One compiled call: forward output and the gradients of <output, proj> wrt input and kernel."""
+    def f(x, w):
+        y, vjp = jax.vjp(fn, x, w)
+        return (y, *vjp(proj))
+    return jax.jit(f)(x, w)
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _assert_same(got, want):
+    for a, b in zip(got, want):
+        a, b = np.asarray(a), np.asarray(b)
+        scale = float(np.abs(b).max())
+        assert scale > 0
+        np.testing.assert_allclose(a / scale, b / scale, atol=1e-5)
+
+
+def test_conv_formulations_match_lax():
+    for n, c, o in ENC:
+        x, w = _rand(2, n, n, c, seed=1), _rand(4, 4, c, o, seed=2)
+        proj = _rand(2, (n - 4) // 2 + 1, (n - 4) // 2 + 1, o, seed=3)
+        want = _fwd_vjp(lambda a, b: V.conv_s2(a, b, "xla"), x, w, proj)
+        assert want[0].shape == proj.shape
+        _assert_same(_fwd_vjp(lambda a, b: V.conv_s2(a, b, "im2col"), x, w, proj), want)
+
+
+def test_deconv_formulations_match_flax_conv_transpose():
+    import flax.linen as nn
+
+    for n, c, o, k in DEC:
+        x, w = _rand(2, n, n, c, seed=1), _rand(k, k, c, o, seed=2)
+        ct = nn.ConvTranspose(o, (k, k), (2, 2), padding="VALID", use_bias=False)
+        size = 2 * (n - 1) + k  # 1 -> 5 -> 13 -> 30 -> 64
+        proj = _rand(2, size, size, o, seed=3)
+        want = _fwd_vjp(lambda a, b: ct.apply({"params": {"kernel": b}}, a), x, w, proj)
+        assert want[0].shape == proj.shape
+        for how in (["dense"] if n == 1 else []) + ["phase", "phase_mm", "scatter"]:
+            _assert_same(_fwd_vjp(lambda a, b, how=how: V.deconv_s2(a, b, how), x, w, proj), want)
+
+
+def test_fast_model_equals_reference_model():
+    """Whole VAE, real sizes: same params and key -> same loss and gradients (FAST vs REFERENCE plan).
+    (INFER's formulations are covered layer by layer above and by the encode test.)"""
+    params = V.init_params(jax.random.key(0), Z)
+    frames = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    key = jax.random.key(5)
+
+    @jax.jit
+    def both(p):
+        out = {}
+        for name, plan in (("fast", V.FAST), ("ref", V.REFERENCE)):
+            out[name] = jax.value_and_grad(lambda q: V.loss_fn(q, frames, key, 0.5, plan)[0])(p)
+        return out
+
+    out = both(params)
+    (l_fast, g_fast), (l_ref, g_ref) = out["fast"], out["ref"]
+    np.testing.assert_allclose(float(l_fast), float(l_ref), rtol=1e-5)
+    _assert_same(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref))
+
+
+# ---------------------------------------------------------------- data parallel, resume, NaN guard, encode
+
+
+def test_sharded_step_equals_single_device():
+    from wm_jax.config import VAEConfig
+    from wm_jax.parallel import replicate
+    from wm_jax.train.vae import make_optimizer, make_train_step
+
+    assert len(jax.devices()) == 4, "conftest forces 4 host devices"
+    v = VAEConfig(z_dim=Z, batch_size=B)
+    params = jax.device_get(V.init_params(jax.random.key(0), Z))  # host copy: the steps donate their inputs
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 256, (B, 64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    key_data = jax.random.key_data(jax.random.key(7))
+    out = {}
+    for n in (1, 4):
+        mesh = make_mesh(jax.devices()[:n])
+        step = make_train_step(v, mesh)
+        p, s = replicate(params, mesh), replicate(make_optimizer(v).init(params), mesh)
+        losses = []
+        for i, frames in enumerate(batches):
+            p, s, m = step(p, s, frames, key_data, jnp.int32(i))
+            losses.append(float(m["loss"]))
+        out[n] = (losses, jax.device_get(p))
+    np.testing.assert_allclose(out[1][0], out[4][0], rtol=1e-5)
+    assert out[1][0][0] != out[1][0][2]  # it trains
+    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # Adam: updates of ~lr where grads ~ 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One uninterrupted 4-step run and one killed after 3 steps (checkpoint at 2 and 3) then rerun."""
+    from wm_jax.train.vae import train
+
+    root = tmp_path_factory.mktemp("vae")
+    full, killed = run_cfg(root, "full"), run_cfg(root, "killed")
+    s_full = train(full, plots=True, progress=False)
+    s_part = train(killed, plots=False, progress=False, stop_after=3)
+    s_resumed = train(killed, plots=False, progress=False)
+    return full, killed, s_full, s_part, s_resumed
+
+
+def test_resume_after_kill_matches_uninterrupted(trained):
+    from wm_jax.train.vae import load_vae
+
+    full, killed, s_full, s_part, s_resumed = trained
+    assert s_part == {"step": 3} and s_resumed["step"] == s_full["step"] == 4
+    assert (Path(killed.run_dir) / "vae" / "DONE").exists()
+    p_full, z = load_vae(full.run_dir)
+    p_res, _ = load_vae(killed.run_dir)
+    assert z == Z
+    for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_res)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    recs = [json.loads(line) for line in (Path(killed.run_dir) / "vae" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]  # no step logged twice
+    assert 0 < s_full["holdout_mse"] < 1 and s_full["holdout_mse"] == s_resumed["holdout_mse"]
+    for name in ("vae_recon.png", "vae_walk.png", "vae_loss.png"):
+        assert (Path(full.run_dir) / "plots" / name).stat().st_size > 0
+    from wm_jax.train.vae import train
+
+    assert train(full, progress=False)["step"] == 4  # DONE: skipped
+
+
+def test_nan_guard_names_step_and_keeps_last_checkpoint(tmp_path):
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.train.vae import NonFiniteError, load_vae, train
+
+    cfg = run_cfg(tmp_path, "nan")
+    train(cfg, plots=False, progress=False, stop_after=2)
+    good, _ = load_vae(cfg.run_dir)
+    bad = cfg.replace(**{"vae.learning_rate": 1e30})  # step 3 blows the weights up; step 4's loss is NaN/inf
+    with pytest.raises(NonFiniteError, match=r"at step 4.*last good checkpoint: step 2"):
+        train(bad, plots=False, progress=False)
+    assert Checkpointer(Path(cfg.run_dir) / "vae").latest_step() == 2
+    after, _ = load_vae(cfg.run_dir)
+    for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_encode_shapes_values_and_skip(trained):
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.train.encode import encode_dataset
+    from wm_jax.train.vae import load_vae
+
+    full = trained[0]
+    s1 = encode_dataset(full, progress=False)
+    assert (s1["encoded"], s1["skipped"], s1["frames"], s1["vae_step"]) == (5, 0, 100, 4)
+    man = json.loads((Path(full.data_dir) / "latents" / "manifest.json").read_text())
+    assert man["z_dim"] == Z and man["vae_step"] == 4 and len(man["episodes"]) == 5
+    params, _ = load_vae(full.run_dir)
+    ds = open_dataset(full.data_dir)
+    for i in (0, 4):
+        lat = np.load(Path(full.data_dir) / "latents" / f"ep_{i:06d}.npz")
+        assert lat["mu"].shape == lat["logvar"].shape == (20, Z) and lat["mu"].dtype == np.float32
+        mu, logvar = jax.jit(V.encode, static_argnums=2)(params, ds.load(i).frames, V.REFERENCE)
+        np.testing.assert_allclose(lat["mu"], np.asarray(mu), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(lat["logvar"], np.asarray(logvar), rtol=1e-4, atol=1e-5)
+    s2 = encode_dataset(full, progress=False)
+    assert (s2["encoded"], s2["skipped"]) == (0, 5)

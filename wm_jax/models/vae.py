@@ -1,0 +1,276 @@
+"""V: the convolutional VAE of World Models (Ha & Schmidhuber 2018, appendix A.1), in flax.
+
+Architecture (NHWC, every conv stride 2, VALID padding)::
+
+    encoder  uint8 [N,64,64,3] -> /255 -> conv 32 k4 -> 31 -> conv 64 k4 -> 14 -> conv 128 k4 -> 6
+             -> conv 256 k4 -> 2 -> flatten 1024 -> dense mu [N,Z], dense logvar [N,Z]   (ReLU after convs)
+    decoder  z [N,Z] -> dense 1024 -> [N,1,1,1024] -> deconv 128 k5 -> 5 -> deconv 64 k5 -> 13
+             -> deconv 32 k6 -> 30 -> deconv 3 k6 -> 64 -> sigmoid                       (ReLU between)
+
+4,348,547 parameters at Z = 32. The parameter tree is the same whatever the implementation ``plan``:
+conv kernels are ``[k, k, in, out]`` exactly as ``flax.linen.Conv`` / ``flax.linen.ConvTranspose`` store
+them, so a checkpoint trained with one plan loads into another.
+
+Why plans: XLA's CPU backend computes the gradient of a strided (transposed) convolution with an
+lhs-dilated convolution, which it runs far below the matmul peak (the plain ``ConvTranspose`` model trains
+at ~40 img/s here). The ``FAST`` plan rewrites the same maths (proved equal in tests/test_vae.py):
+
+* ``dense``   — the first deconv sees a 1x1 input, so it is one [1024 -> 5*5*128] matmul;
+* ``phase``   — a stride-2 transposed conv is 4 interleaved stride-1 convs (sub-pixel decomposition):
+                one 3x3 stride-1 conv with 4*out channels on the input padded by 2, then depth-to-space;
+* ``phase_mm``— the same, with the 3x3 conv written as im2col (9 slices) + one matmul;
+* ``scatter`` — a transposed conv as one matmul [C -> 6*6*out] per input pixel, then overlap-add of the
+                9 shifted 2x2 phase blocks (no zero-padded work; kernel 5 is padded to 6 and cropped);
+* ``im2col``  — a strided conv as 16 strided slices concatenated + one matmul;
+* ``xla``     — plain ``lax.conv_general_dilated`` / ``lax.conv_transpose`` (the reference).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+ENC_FILTERS = (32, 64, 128, 256)  # paper: 4 convs, kernel 4, stride 2
+DEC_LAYERS = ((128, 5), (64, 5), (32, 6), (3, 6))  # paper: (filters, kernel) of the 4 deconvs, stride 2
+_DN = ("NHWC", "HWIO", "NHWC")
+
+# One entry per layer: 4 encoder convs, then 4 decoder deconvs.
+REFERENCE: tuple[str, ...] = ("xla",) * 8
+# Chosen by timing every layer's forward+backward and whole training steps (see benchmarks/vae.json).
+FAST: tuple[str, ...] = ("im2col", "xla", "xla", "im2col", "dense", "scatter", "phase_mm", "scatter")
+# Forward only (encode / decode without gradients): the fastest forward per layer.
+INFER: tuple[str, ...] = ("xla", "xla", "xla", "im2col", "dense", "xla", "phase", "phase")
+
+
+# ---------------------------------------------------------------- convolution formulations
+
+
+def _patches(x: jax.Array, k: int, stride: int) -> jax.Array:
+    """im2col by slicing: [B,H,W,C] -> [B,Ho,Wo,k*k*C], feature order (ky, kx, c) like a HWIO kernel."""
+    _, h, w, _ = x.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    cols = [x[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride, :]
+            for ky in range(k) for kx in range(k)]
+    return jnp.concatenate(cols, axis=-1)
+
+
+def conv_s2(x: jax.Array, kernel: jax.Array, how: str) -> jax.Array:
+    """Stride-2 VALID conv (no bias). x [B,H,W,C], kernel [k,k,C,O] -> [B,(H-k)//2+1,(W-k)//2+1,O]."""
+    if how == "xla":
+        return lax.conv_general_dilated(x, kernel, (2, 2), "VALID", dimension_numbers=_DN)
+    if how == "im2col":
+        k, _, c, o = kernel.shape
+        return _patches(x, k, 2) @ kernel.reshape(k * k * c, o)
+    raise ValueError(f"unknown conv formulation {how!r} (use 'xla' or 'im2col')")
+
+
+def _phase_kernel(kernel: jax.Array) -> jax.Array:
+    """[K,K,C,O] transposed-conv kernel (K in 5, 6) -> [3,3,C,4*O] stride-1 kernel, outputs (py, px, o).
+
+    ``lax.conv_transpose`` (flax's ConvTranspose) computes out[2i + k'] += x[i] * kernel[K-1-k'] per axis;
+    with out index 2m + p and k' = 2j + p this is out_p[m] = sum_j x[m - j] * v[2j + p] for the flipped
+    kernel v, i.e. a 3-tap correlation of x padded by 2 with taps v[2(2 - j') + p] (v zero-padded to 6).
+    """
+    k, _, c, o = kernel.shape
+    v = kernel[::-1, ::-1]
+    if k == 5:
+        v = jnp.pad(v, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    elif k != 6:
+        raise ValueError(f"phase decomposition supports kernel 5 or 6, got {k}")
+    v = v.reshape(3, 2, 3, 2, c, o)[::-1, :, ::-1]  # [j'y, py, j'x, px, c, o]
+    return v.transpose(0, 2, 4, 1, 3, 5).reshape(3, 3, c, 4 * o)
+
+
+def deconv_s2(x: jax.Array, kernel: jax.Array, how: str) -> jax.Array:
+    """Stride-2 VALID transposed conv, as flax ConvTranspose (no bias). x [B,n,n,C] -> [B,2(n-1)+K,..,O]."""
+    b, n, _, c = x.shape
+    k, o = kernel.shape[0], kernel.shape[-1]
+    size = 2 * (n - 1) + k
+    if how == "xla":
+        return lax.conv_transpose(x, kernel, (2, 2), "VALID", dimension_numbers=_DN)
+    if how == "dense":
+        if n != 1:
+            raise ValueError(f"'dense' deconv needs a 1x1 input, got {n}x{n}")
+        w = kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(c, k * k * o)
+        return (x.reshape(b, c) @ w).reshape(b, k, k, o)
+    if how in ("phase", "phase_mm"):
+        u = _phase_kernel(kernel)
+        xp = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+        if how == "phase":
+            y = lax.conv_general_dilated(xp, u, (1, 1), "VALID", dimension_numbers=_DN)
+        else:
+            y = _patches(xp, 3, 1) @ u.reshape(9 * c, 4 * o)
+        m = n + 2
+        y = y.reshape(b, m, m, 2, 2, o).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * m, 2 * m, o)
+        return y[:, :size, :size]
+    if how == "scatter":
+        v = kernel[::-1, ::-1]
+        if k == 5:
+            v = jnp.pad(v, ((0, 1), (0, 1), (0, 0), (0, 0)))
+        cols = (x.reshape(b * n * n, c) @ v.transpose(2, 0, 1, 3).reshape(c, 36 * o)).reshape(b, n, n, 3, 2, 3, 2, o)
+        m = n + 2
+        y = sum(jnp.pad(cols[:, :, :, jy, :, jx], ((0, 0), (jy, 2 - jy), (jx, 2 - jx), (0, 0), (0, 0), (0, 0)))
+                for jy in range(3) for jx in range(3))
+        y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * m, 2 * m, o)
+        return y[:, :size, :size]
+    raise ValueError(f"unknown deconv formulation {how!r} (use 'xla', 'dense', 'phase', 'phase_mm' or 'scatter')")
+
+
+class _Conv(nn.Module):
+    """Same parameters (names, shapes, init) as ``nn.Conv(features, (k, k), (2, 2), padding="VALID")``."""
+
+    features: int
+    k: int
+    how: str
+    transpose: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.k, self.k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        y = deconv_s2(x, kernel, self.how) if self.transpose else conv_s2(x, kernel, self.how)
+        return y + bias
+
+
+# ---------------------------------------------------------------- the model
+
+
+class VAE(nn.Module):
+    """The World Models VAE. ``plan``: 8 formulations (4 encoder convs, 4 decoder deconvs); see module doc."""
+
+    z_dim: int = 32
+    plan: Sequence[str] = FAST
+
+    def setup(self) -> None:
+        if len(self.plan) != 8:
+            raise ValueError(f"plan needs 8 entries (4 convs + 4 deconvs), got {len(self.plan)}")
+        self.enc = [_Conv(f, 4, self.plan[i], name=f"enc_conv{i}") for i, f in enumerate(ENC_FILTERS)]
+        self.mu = nn.Dense(self.z_dim, name="enc_mu")
+        self.logvar = nn.Dense(self.z_dim, name="enc_logvar")
+        self.dec_in = nn.Dense(1024, name="dec_dense")
+        self.dec = [_Conv(f, k, self.plan[4 + i], transpose=True, name=f"dec_deconv{i}")
+                    for i, (f, k) in enumerate(DEC_LAYERS)]
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x: uint8 [N,64,64,3] (or float in [0,1]) -> mu, logvar [N,Z]."""
+        if x.shape[1:] != (64, 64, 3):
+            raise ValueError(f"VAE expects frames [N,64,64,3], got {x.shape}")
+        h = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+        for conv in self.enc:
+            h = nn.relu(conv(h))
+        h = h.reshape(h.shape[0], -1)
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """z: [N,Z] -> images float [N,64,64,3] in (0, 1)."""
+        h = self.dec_in(z).reshape(z.shape[0], 1, 1, 1024)
+        for i, deconv in enumerate(self.dec):
+            h = deconv(h)
+            h = nn.relu(h) if i < len(self.dec) - 1 else nn.sigmoid(h)
+        return h
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x: uint8 [N,64,64,3]; key: PRNG key for the reparameterised sample -> (recon, mu, logvar)."""
+        mu, logvar = self.encode(x)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+        return self.decode(z), mu, logvar
+
+
+def param_shapes(z_dim: int) -> dict:
+    """The parameter tree as ShapeDtypeStructs (no compute)."""
+    def init(k):
+        return VAE(z_dim, REFERENCE).init(k, jnp.zeros((1, 64, 64, 3), jnp.uint8), k)["params"]
+
+    return jax.eval_shape(init, jax.random.key(0))
+
+
+def init_params(key: jax.Array, z_dim: int) -> dict:
+    """Fresh parameters (the inner ``params`` collection), identical for every plan.
+
+    The initialisers of flax's Conv / ConvTranspose / Dense: LeCun-normal kernels (fan-in = all kernel axes
+    but the last), zero biases; one key per leaf. Built from the shapes alone, so no convolution runs.
+    """
+    return _init(key, z_dim)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _init(key: jax.Array, z_dim: int) -> dict:
+    shapes = param_shapes(z_dim)
+    leaves, treedef = jax.tree.flatten(shapes)
+    keys = jax.random.split(key, len(leaves))
+    lecun = nn.initializers.lecun_normal()
+    out = [lecun(k, s.shape, s.dtype) if len(s.shape) > 1 else jnp.zeros(s.shape, s.dtype)
+           for k, s in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, out)
+
+
+def z_dim_of(params: dict) -> int:
+    return int(params["enc_mu"]["kernel"].shape[-1])
+
+
+def count_params(params: dict) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def encode(params: dict, frames: jax.Array, plan: Sequence[str] = INFER) -> tuple[jax.Array, jax.Array]:
+    """frames uint8 [N,64,64,3] -> (mu, logvar) float32 [N,Z]. Pure; jit it (or call inside jit)."""
+    return VAE(z_dim_of(params), tuple(plan)).apply({"params": params}, frames, method=VAE.encode)
+
+
+def decode(params: dict, z: jax.Array, plan: Sequence[str] = INFER) -> jax.Array:
+    """z [N,Z] -> float [N,64,64,3] in [0, 1]."""
+    return VAE(z_dim_of(params), tuple(plan)).apply({"params": params}, z, method=VAE.decode)
+
+
+def loss_terms(x: jax.Array, recon: jax.Array, mu: jax.Array, logvar: jax.Array,
+               kl_tolerance: float) -> dict[str, jax.Array]:
+    """Per-batch loss of the original: mean over images of sum-squared-error + max(KL, kl_tolerance * Z).
+
+    x: float [N,64,64,3] in [0,1]; recon like x; mu, logvar [N,Z]. Returns scalars ``loss``, ``recon``
+    (summed squared error per image), ``kl`` (before the floor) and ``mse`` (per pixel).
+    """
+    z_dim = mu.shape[-1]
+    sse = jnp.sum(jnp.square(recon - x), axis=(1, 2, 3))  # [N]
+    kl = -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar), axis=-1)  # [N], KL(q(z|x) || N(0,I))
+    kl_floored = jnp.maximum(kl, kl_tolerance * z_dim)  # free bits (original kl_tolerance = 0.5)
+    return {"loss": jnp.mean(sse + kl_floored), "recon": jnp.mean(sse), "kl": jnp.mean(kl),
+            "mse": jnp.mean(sse) / x[0].size}
+
+
+def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float,
+            plan: Sequence[str] = FAST) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms)."""
+    model = VAE(z_dim_of(params), tuple(plan))
+    recon, mu, logvar = model.apply({"params": params}, frames, key)
+    x = frames.astype(jnp.float32) / 255.0
+    terms = loss_terms(x, recon, mu, logvar, kl_tolerance)
+    return terms["loss"], terms
+
+
+def flops_per_image(z_dim: int = 32, training: bool = True) -> float:
+    """Analytic multiply-add FLOPs (2 per MAC) of one image: forward, or forward + backward (training).
+
+    Convs count n_out^2 * k^2 * C_in * C_out MACs, deconvs n_in^2 * k^2 * C_in * C_out (the useful work;
+    the phase form also multiplies some zero-padded borders, which is not counted). Backward = 2x forward
+    minus the input gradient of the first conv (the data needs none).
+    """
+    macs, first = 0, 0
+    c, n = 3, 64
+    for i, f in enumerate(ENC_FILTERS):
+        n = (n - 4) // 2 + 1
+        m = n * n * 16 * c * f
+        first = m if i == 0 else first
+        macs, c = macs + m, f
+    macs += 2 * 1024 * z_dim + z_dim * 1024
+    c, n = 1024, 1
+    for f, k in DEC_LAYERS:
+        macs += n * n * k * k * c * f
+        c, n = f, 2 * (n - 1) + k
+    fwd = 2.0 * macs
+    return 3.0 * fwd - 2.0 * first if training else fwd

@@ -1,0 +1,354 @@
+"""``wm-jax train-vae``: train V on the collected frames, data-parallel over local devices, resumable.
+
+Folder ``<run_dir>/vae``: orbax step folders {params, opt_state, step, key, data_seed, epoch, epoch_batch},
+config.json, metrics.jsonl + tb/, DONE (summary incl. held-out per-pixel MSE). Plots: ``<run_dir>/plots``.
+
+Determinism: the step's sampling key is ``fold_in(key, step)``; epoch e reads
+``frame_batches(train_set, B, seed=data_seed + e, epochs=1)``. A checkpoint stores (epoch, batches read in
+that epoch), so a resumed run skips exactly those batches (bounded by one epoch) and then reproduces the
+uninterrupted run. A non-finite loss or parameter stops training with :class:`NonFiniteError` naming the step;
+checkpoints are only written after checking, so the last one on disk is always finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wm_jax.config import Config, VAEConfig
+
+STAGE = "vae"
+
+
+class NonFiniteError(RuntimeError):
+    """Loss or parameters became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG visuals at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.cli import config_from_args
+
+    cfg = config_from_args(args)
+    try:
+        summary = train(cfg, plots=not args.no_plots)
+    except NonFiniteError as e:
+        print(f"wm-jax train-vae: {e}")
+        return 1
+    if "holdout_mse" in summary:
+        print(f"held-out per-pixel MSE {summary['holdout_mse']:.5f} on {summary['holdout_frames']} frames")
+    print(f"V finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
+    return 0
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def make_optimizer(v: VAEConfig) -> optax.GradientTransformation:
+    """Adam (original: lr 1e-4). The learning rate lives in the optimiser state (``hyperparams``), so one
+    compiled step serves every rate and a resumed run takes the rate of its current config."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=v.learning_rate)
+
+
+def set_learning_rate(opt_state: Any, lr: float) -> Any:
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+    return opt_state
+
+
+def init_state(cfg: Config, optimizer: optax.GradientTransformation) -> dict:
+    """Fresh training state: params, opt_state, step, key (uint32 key data), data position."""
+    from wm_jax.models.vae import init_params
+
+    k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
+    params = init_params(k_init, cfg.vae.z_dim)
+    return {"params": params, "opt_state": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
+            "key": jax.random.key_data(k_train), "data_seed": jnp.asarray(cfg.seed, jnp.int32),
+            "epoch": jnp.asarray(0, jnp.int32), "epoch_batch": jnp.asarray(0, jnp.int32)}
+
+
+def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None) -> Callable:
+    """Jitted ``step(params, opt_state, frames, key_data, step) -> (params, opt_state, metrics)``.
+
+    frames: uint8 [B,64,64,3] (converted to [0,1] inside). The sample key is ``fold_in(key, step)``.
+    With a mesh: params/opt state replicated, frames split along axis "data" (B must divide).
+    Cached per (kl_tolerance, mesh, plan), so reruns in one process reuse the compiled step (the learning
+    rate is read from opt_state).
+    """
+    return _make_train_step(v.kl_tolerance, mesh, None if plan is None else tuple(plan))
+
+
+@functools.lru_cache(maxsize=16)
+def _make_train_step(kl_tolerance: float, mesh, plan: tuple[str, ...] | None) -> Callable:
+    from wm_jax.models.vae import FAST, loss_fn
+
+    plan = FAST if plan is None else plan
+    v = VAEConfig(kl_tolerance=kl_tolerance)
+    optimizer = make_optimizer(v)
+
+    def step(params, opt_state, frames, key_data, step):
+        key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frames, key, v.kl_tolerance, plan)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    from wm_jax.parallel import batch_sharded, replicated
+
+    rep, dat = replicated(mesh), batch_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, dat, rep, rep), out_shardings=(rep, rep, rep),
+                   donate_argnums=(0, 1))
+
+
+def epoch_batches(train_set, batch_size: int, data_seed: int, epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
+    """Endless (epoch, batch index within epoch, uint8 [B,64,64,3]) from `epoch`, after skipping `skip` batches."""
+    from wm_jax.data.dataset import frame_batches
+
+    while True:
+        it = frame_batches(train_set, batch_size, seed=data_seed + epoch, epochs=1)
+        got = False
+        for i, batch in enumerate(it):
+            got = True
+            if i >= skip:
+                yield epoch, i, batch
+        if not got:
+            raise ValueError(f"{train_set.data_dir}: fewer training frames than one batch of {batch_size}")
+        epoch, skip = epoch + 1, 0
+
+
+def total_steps(v: VAEConfig, train_frames: int) -> int:
+    if v.max_steps > 0:
+        return v.max_steps
+    return max(1, int(v.epochs * train_frames) // v.batch_size)
+
+
+def tree_finite(tree: Any) -> bool:
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree))
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: int | None = None,
+          devices: list | None = None) -> dict:
+    """Train (or resume) V; returns the summary written to DONE.
+
+    `stop_after` ends after that many more steps without marking DONE (tests simulate a kill with it);
+    `devices` restricts the data-parallel mesh (default: all local devices).
+    """
+    from tqdm import tqdm
+
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.metrics import MetricsWriter
+    from wm_jax.parallel import make_mesh, replicate
+
+    v = cfg.vae
+    folder = Path(cfg.run_dir) / STAGE
+    if (folder / "DONE").exists():
+        print(f"V already trained ({folder}/DONE exists); delete it to train again")
+        return _read_done(folder)
+    dataset = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
+    if len(dataset) <= v.holdout_episodes:
+        raise ValueError(f"{cfg.data_dir}: {len(dataset)} episodes, need more than vae.holdout_episodes="
+                         f"{v.holdout_episodes}")
+    train_set, hold_set = dataset.split(v.holdout_episodes)
+    mesh = make_mesh(devices)
+    n_dev = mesh.devices.size
+    if v.batch_size % n_dev:
+        raise ValueError(f"config key 'vae.batch_size' = {v.batch_size} must be divisible by the {n_dev} devices")
+    optimizer = make_optimizer(v)
+    ck = Checkpointer(folder, cfg)
+    state = init_state(cfg, optimizer)
+    if ck.latest_step() is not None:
+        state = ck.restore(state)
+        state["opt_state"] = set_learning_rate(state["opt_state"], v.learning_rate)
+        print(f"resuming V from step {int(state['step'])} ({folder})")
+    step = int(state["step"])
+    goal = total_steps(v, train_set.num_frames)
+    stop = goal if stop_after is None else min(goal, step + stop_after)
+    params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
+    key_data, data_seed = state["key"], int(state["data_seed"])
+    train_step = make_train_step(v, mesh)
+    batches = epoch_batches(train_set, v.batch_size, data_seed, int(state["epoch"]), int(state["epoch_batch"]))
+    pos = (int(state["epoch"]), int(state["epoch_batch"]))
+    metrics = MetricsWriter(folder, resume_step=step)
+    bar = tqdm(total=goal, initial=step, unit="step", desc="V", disable=not progress, dynamic_ncols=True)
+    pending: tuple[int, Any] | None = None  # (step, metrics) not yet checked: checked after the next dispatch
+    clock: dict = {"t0": None, "n0": step}
+
+    def check(s: int, m: dict) -> None:
+        vals = {k: float(x) for k, x in m.items()}
+        if not math.isfinite(vals["loss"]):
+            raise NonFiniteError(f"non-finite V loss {vals['loss']} at step {s} (recon {vals['recon']}, "
+                                 f"kl {vals['kl']}); last good checkpoint: step {ck.latest_step()} in {folder}")
+        if clock["t0"] is None:  # the rate counts from the first finished step: compile time excluded
+            clock.update(t0=time.perf_counter(), n0=s)
+        if s % v.log_every == 0:
+            extra = {}
+            if s > clock["n0"]:
+                extra["img_per_s"] = (s - clock["n0"]) * v.batch_size / max(time.perf_counter() - clock["t0"], 1e-9)
+            metrics.write(s, **vals, **extra)
+            bar.set_postfix(loss=f"{vals['loss']:.1f}", img_s=f"{extra.get('img_per_s', 0):.0f}")
+
+    def save(s: int) -> None:
+        host_params = jax.device_get(params)
+        if not tree_finite(host_params):
+            raise NonFiniteError(f"non-finite V parameters after step {s}; not saved; last good checkpoint: "
+                                 f"step {ck.latest_step()} in {folder}")
+        ck.save(s, {"params": host_params, "opt_state": jax.device_get(opt_state),
+                    "step": np.int32(s), "key": np.asarray(key_data), "data_seed": np.int32(data_seed),
+                    "epoch": np.int32(pos[0]), "epoch_batch": np.int32(pos[1])})
+
+    try:
+        while step < stop:
+            epoch, i, frames = next(batches)
+            params, opt_state, m = train_step(params, opt_state, frames, key_data, jnp.int32(step))
+            step += 1
+            pos = (epoch, i + 1)
+            if pending is not None:
+                check(*pending)
+            pending = (step, m)
+            bar.update(1)
+            if step % v.checkpoint_every == 0 or step == stop:
+                check(*pending)
+                pending = None
+                save(step)
+        if pending is not None:
+            check(*pending)
+    finally:
+        bar.close()
+        metrics.close()
+    summary: dict = {"step": step}
+    if step >= goal:
+        final = {"params": jax.device_get(params)}
+        summary.update(holdout_metrics(final["params"], hold_set))
+        with MetricsWriter(folder, resume_step=step) as mw:
+            mw.write(step, holdout_mse=summary["holdout_mse"])
+        if plots:
+            summary["plots"] = [str(p) for p in write_plots(cfg, final["params"], hold_set)]
+        ck.mark_done(summary)
+    ck.close()
+    return summary
+
+
+def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100) -> dict:
+    """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames."""
+    frames = holdout_frames(hold_set, max_frames)
+    if len(frames) == 0:
+        return {}
+    sse, n = 0.0, 0
+    for s in range(0, len(frames), batch):
+        chunk = frames[s:s + batch]
+        pad = batch - len(chunk)
+        x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)]) if pad else chunk
+        r = np.asarray(reconstruct(params, x))[:len(chunk)]
+        sse += float(np.sum((r - chunk.astype(np.float32) / 255.0) ** 2))
+        n += chunk.size
+    return {"holdout_mse": sse / n, "holdout_frames": int(len(frames))}
+
+
+def holdout_frames(hold_set, max_frames: int) -> np.ndarray:
+    out = []
+    for i in range(len(hold_set)):
+        ep = hold_set.try_load(i)
+        if ep is not None:
+            out.append(ep.frames)
+    if not out:
+        return np.zeros((0, 64, 64, 3), np.uint8)
+    return np.concatenate(out)[:max_frames]
+
+
+@jax.jit
+def reconstruct(params: dict, frames: jax.Array) -> jax.Array:
+    """uint8 [N,64,64,3] -> decode(mu) float [N,64,64,3] (forward-only plan)."""
+    from wm_jax.models.vae import decode, encode
+
+    return decode(params, encode(params, frames)[0])
+
+
+def write_plots(cfg: Config, params: dict, hold_set, n: int = 10) -> list[Path]:
+    """<run_dir>/plots: vae_recon.png (held-out frames / reconstructions), vae_walk.png, vae_loss.png."""
+    from wm_jax.metrics import plot_curves
+    from wm_jax.viz import image_grid, latent_walk_rows, save_png
+
+    plots = Path(cfg.run_dir) / "plots"
+    out = [plot_curves(Path(cfg.run_dir) / STAGE / "metrics.jsonl", plots / "vae_loss.png",
+                       ["loss", "recon", "kl", "mse", "img_per_s"], title="V training")]
+    frames = holdout_frames(hold_set, 10_000)
+    if len(frames):
+        idx = np.linspace(0, len(frames) - 1, n).astype(int)
+        x = frames[idx]
+        recon = np.asarray(reconstruct(params, x))
+        out.append(save_png(image_grid([x, recon]), plots / "vae_recon.png"))
+        mu = np.asarray(_encode_jit(params, x)[0])[0]
+        rows = latent_walk_rows(mu, dims=range(min(6, mu.shape[-1])), steps=n, span=3.0)
+        out.append(save_png(image_grid([np.asarray(_decode_jit(params, jnp.asarray(r))) for r in rows]),
+                            plots / "vae_walk.png"))
+    return out
+
+
+def _encode_jit(params, frames):
+    from wm_jax.models.vae import encode
+
+    return _jitted("encode", encode)(params, frames)
+
+
+def _decode_jit(params, z):
+    from wm_jax.models.vae import decode
+
+    return _jitted("decode", decode)(params, z)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name: str, fn: Callable) -> Callable:
+    return jax.jit(fn)
+
+
+def _read_done(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((folder / "DONE").read_text()) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def latest_vae_step(run_dir: str | Path) -> int | None:
+    from wm_jax.checkpoint import Checkpointer
+
+    folder = Path(run_dir) / STAGE
+    if not folder.is_dir():
+        return None
+    return Checkpointer(folder).latest_step()
+
+
+def load_vae(run_dir: str | Path, step: int | None = None) -> tuple[dict, int]:
+    """(params, z_dim) of the latest (or given) V checkpoint in ``<run_dir>/vae``."""
+    from wm_jax.checkpoint import Checkpointer
+    from wm_jax.models.vae import z_dim_of
+
+    folder = Path(run_dir) / STAGE
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no V checkpoints in {folder}; run `wm-jax train-vae` first")
+    ck = Checkpointer(folder)
+    try:
+        tree = ck.restore_raw(step)
+    finally:
+        ck.close()
+    params = jax.tree.map(jnp.asarray, tree["params"])
+    return params, z_dim_of(params)

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wm_jax.checkpoint import write_json_atomic
 from wm_jax.config import Config, load_config
+
+# No JAX import at module level: experiment scripts import this module, and spawned collection workers
+# re-import the script's module, which must stay free of JAX.
 
 
 class StageError(RuntimeError):
@@ -67,6 +69,8 @@ class Experiment:
             raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
 
     def _record(self, label: str, seconds: float) -> None:
+        from wm_jax.checkpoint import write_json_atomic
+
         self.times[label] = self.times.get(label, 0.0) + seconds
         write_json_atomic(self._times_file, self.times)
 
@@ -88,6 +92,8 @@ class Experiment:
 
     def finish(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], extra: dict | None = None) -> Path:
         """Write results.json and table.md (and copy the run's plots) into results/<name>/."""
+        from wm_jax.checkpoint import write_json_atomic
+
         wall = sum(self.times.values())
         rec = {
             "experiment": self.name,

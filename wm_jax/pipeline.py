@@ -47,18 +47,10 @@ class Experiment:
 
     def stage(self, label: str, command: str, *args: str, overrides: tuple[str, ...] = ()) -> None:
         """Run ``wm-jax <command> --config F <args> <overrides>``; record its wall time under `label`."""
-        from wm_jax.cli import main
-
-        argv = [command, "--config", self.config_path, *args, *self.overrides, *overrides]
-        print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)
-        t = time.time()
-        code = main(argv)
-        self._record(label, time.time() - t)
-        if code != 0:
-            raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
+        self.run_cli(label, [command, "--config", self.config_path, *args, *self.overrides, *overrides])
 
     def run_cli(self, label: str, argv: list[str]) -> None:
-        """Run a command that takes no --config (evaluate reads the run folder's saved config)."""
+        """Run ``wm-jax <argv>`` in this process (evaluate takes no --config: it reads the run folder)."""
         from wm_jax.cli import main
 
         print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)

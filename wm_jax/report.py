@@ -69,10 +69,10 @@ def results_section(folder: Path) -> str:
 
 
 def replace_section(text: str, name: str, body: str) -> str:
-    pat = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    pat = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pat.search(text):
         raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
-    return pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pat.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
 def main(root: str = ".") -> int:

@@ -83,8 +83,8 @@ def test_alive_mask_accounting_matches_python_loop(world):
     ref_ret, ref_len = _reference_returns(params, ctrl, key)
     np.testing.assert_array_equal(np.asarray(res.lengths), ref_len)
     np.testing.assert_allclose(np.asarray(res.returns), ref_ret, rtol=1e-4, atol=1e-4)
-    assert 1 < ref_len.min() or ref_len.max() < CAP  # episodes really end at different steps
-    assert len(np.unique(ref_len)) > 2
+    assert len(np.unique(ref_len)) > 2  # episodes really end at different steps
+    assert ref_len.min() < CAP  # and some end before the cap, so the mask matters
 
 
 def test_hand_computed_returns(world):

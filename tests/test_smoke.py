@@ -30,6 +30,8 @@ def test_whole_pipeline_on_real_frames(tmp_path):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())
         assert len(res["returns"]) == 2 and all(1 <= r <= 60 for r in res["returns"])  # 1 per step alive, cap 60
     assert (out / "table.md").read_text().count("\n") == 2 + 3
+    for tau in ("0.5", "1"):  # one decoded dream episode per τ, copied next to the table
+        assert (out / "plots" / f"dream_rollout_tau_{tau}.gif").stat().st_size > 0
     assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature"}
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",

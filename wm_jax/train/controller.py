@@ -214,9 +214,11 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[
     plot_keys = [tag(0, k) for k in ("mean_return", "best_return", "eval_return", "std")]
     plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / f"{ckpt_dir.name}_curves.png", plot_keys,
                 title=f"ES in the dream ({cfg.env.name})")
-    if gif:
-        p0 = jax.tree.map(lambda x: x[0], best_params)
-        dream_gif(cfg, p0, dp.replace(tau=dp.tau[0]), cfg.run_dir / "plots" / "dream_rollout.gif")
+    if gif:  # one decoded dream episode per τ, each in the dream of its own temperature
+        for i, tau in enumerate(taus):
+            name = "dream_rollout.gif" if n_tau == 1 else f"dream_rollout_tau_{tau:g}.gif"
+            p_i = jax.tree.map(lambda x: x[i], best_params)
+            dream_gif(cfg, p_i, dp.replace(tau=dp.tau[i]), cfg.run_dir / "plots" / name)
     ckpt.mark_done(summary)
     ckpt.close()
     return summary

@@ -5,8 +5,8 @@ data in the dream's params, so the τ axis only widens the batch. Every τ start
 random numbers across τ), so a τ's result equals a separate ``train-controller es.temperature=τ`` run.
 
 Writes ``<run_dir>/sweep/tau_<τ>/`` (params.npz, config.json, score.json: loadable by
-``load_controller(path)``), ``<run_dir>/sweep/scores.json`` (τ → virtual score) and checkpoints in
-``<run_dir>/sweep/ckpt`` (resumable).
+``load_controller(path)``), ``<run_dir>/sweep/scores.json`` (τ → virtual score), checkpoints in ``<run_dir>/sweep/ckpt`` (resumable)
+and one dream episode per τ decoded through V: ``<run_dir>/plots/dream_rollout_tau_<τ>.gif``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def sweep(cfg: Config, taus: tuple[float, ...], **kwargs) -> dict:
 
     root = Path(cfg.run_dir) / "sweep"
     summary = train_dream(cfg, taus=taus, ckpt_dir=root / "ckpt", out_dirs=[tau_dir(cfg.run_dir, t) for t in taus],
-                          gif=False, **kwargs)
+                          **kwargs)
     if summary["generations"] >= cfg.es.generations:
         scores = {f"{t:g}": {"dream_eval_return": r, "dir": d}
                   for t, r, d in zip(taus, summary["eval_return"], summary["dirs"])}

@@ -132,3 +132,16 @@ def test_sharded_equals_unsharded(tmp):
     np.testing.assert_allclose(np.asarray(c4.es_state.mean), np.asarray(c1.es_state.mean), rtol=1e-5, atol=1e-6)
     for k in ("mean_return", "best_return", "best_fitness"):
         np.testing.assert_allclose(m4[k], m1[k], rtol=1e-5)
+
+
+def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
+    from wm_jax.train.dream_check import check
+
+    cfg = load_config(None, [*OVERRIDES, "name=check"])
+    res = check(cfg, (1.0, 0.5), episodes=8, seed=0, mdn=toy_m(), bank=BANK)
+    for tau in ("1", "0.5"):  # toy M: only 'right' survives (to the cap); any other action dies on its step
+        r = res[tau]
+        assert r["right"] == {"mean": CAP, "std": 0.0}
+        assert r["stay"]["mean"] == r["left"]["mean"] == 1.0
+        assert r["sweep50"]["mean"] == 1.0  # starts with 50 steps of 'left'
+        assert 1.0 <= r["random"]["mean"] < CAP / 2  # survives only while it keeps drawing 'right'

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-mdnrnn": ("wm_jax.train.mdnrnn", "train M on encoded sequences"),
     "train-controller": ("wm_jax.train.controller", "train C with an evosax strategy (dream or real env)"),
     "sweep-temperature": ("wm_jax.train.sweep", "train one controller per dream temperature, batched"),
+    "dream-check": ("wm_jax.train.dream_check", "score fixed reference policies in M's dream (before ES)"),
     "evaluate": ("wm_jax.evaluate", "score a run's controller in the real environment"),
     "bench": ("wm_jax.bench", "throughput benchmarks (collect, vae, encode, mdnrnn, dream, evaluate, peak)"),
 }

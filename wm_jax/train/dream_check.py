@@ -48,14 +48,16 @@ def policies(env_name: str) -> dict:
     }
 
 
-def dream_returns(policy, keys, dp, max_steps: int):
-    """Returns [len(keys)] of `policy` in the dream `dp` (one scan of max_steps per episode, vmapped)."""
+def returns_fn(policy, max_steps: int):
+    """Jitted f(keys, dp) -> dream returns [len(keys)] of `policy` (one scan of max_steps per episode, vmapped).
+
+    dp (with its τ) is an argument, not a constant: one trace serves every τ."""
     import jax
     import jax.numpy as jnp
 
     from wm_jax.envs import dream
 
-    def episode(key):
+    def episode(key, dp):
         k0, k1 = jax.random.split(key)
         _, state = dream.reset(k0, dp)
 
@@ -68,7 +70,7 @@ def dream_returns(policy, keys, dp, max_steps: int):
         (_, _, ret, _), _ = jax.lax.scan(body, (state, jnp.float32(1), jnp.float32(0), k1), jnp.arange(max_steps))
         return ret
 
-    return jax.jit(jax.vmap(episode))(keys)
+    return jax.jit(jax.vmap(episode, in_axes=(0, None)))
 
 
 def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None) -> dict:
@@ -82,14 +84,12 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None) -> dict:
         mdn, bank = load_inputs(cfg)
     dp0 = dream_params_for(cfg, mdn, bank)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
+    fns = {name: returns_fn(pol, cfg.es.dream_max_steps) for name, pol in policies(cfg.env.name).items()}
     out = {}
     for tau in taus:
         dp = dp0.replace(tau=jnp.float32(tau))
-        row = {}
-        for name, pol in policies(cfg.env.name).items():
-            r = np.asarray(dream_returns(pol, keys, dp, cfg.es.dream_max_steps))
-            row[name] = {"mean": float(r.mean()), "std": float(r.std())}
-        out[f"{tau:g}"] = row
+        rets = {name: np.asarray(f(keys, dp)) for name, f in fns.items()}
+        out[f"{tau:g}"] = {name: {"mean": float(r.mean()), "std": float(r.std())} for name, r in rets.items()}
     return out
 
 

@@ -234,3 +234,49 @@ def test_collect_resume_after_kill(tmp_path):
         collect(cfg.replace(**{"data.seed": 0}), progress=False)
     with pytest.raises(ConfigError, match="holds takecover data"):
         collect(cfg.replace(**{"env.name": "carracing"}), progress=False)
+
+
+def _runs(actions: np.ndarray) -> list[int]:
+    """Lengths of the runs of equal consecutive actions."""
+    change = np.flatnonzero(np.any(actions[1:] != actions[:-1], axis=-1)) + 1
+    return np.diff(np.concatenate([[0], change, [len(actions)]])).tolist()
+
+
+def test_collect_long_hold_episodes(tmp_path):
+    over = [f"root={tmp_path}", "name=h", "env.max_steps=400", "data.workers=1", "data.episodes=1",
+            "data.long_hold_episodes=1", "env.doom_long_repeat_min=40", "env.doom_long_repeat_max=60"]
+    cfg = load_config("configs/takecover.yaml", over)
+    records = collect(cfg, progress=False)
+    assert [(r["index"], r["policy"]) for r in records] == [(0, "repeat1-10"), (1, "repeat40-60")]
+    ds = open_dataset(tmp_path / "h" / "data")
+    plain, held = _runs(ds.load(0).actions), _runs(ds.load(1).actions)
+    assert np.median(plain) <= 15  # 1..10 frame holds (a new hold may draw the same action again)
+    assert all(r >= 40 for r in held[:-1]) and len(held) >= 2  # every finished hold lasts >= 40 frames
+    # The same indices under another policy split are refused, naming the episode and the policy.
+    with pytest.raises(ConfigError, match="episode 1 was collected with policy 'repeat40-60'"):
+        collect(cfg.replace(**{"data.episodes": 2, "data.long_hold_episodes": 0}), progress=False)
+    with pytest.raises(ConfigError, match="long_hold_episodes"):
+        load_config("configs/carracing.yaml", ["data.long_hold_episodes=1"])
+
+
+def test_collect_killed_by_sigterm_exits_cleanly_and_resumes(tmp_path):
+    """`kill` (SIGTERM) on a running `wm-jax collect`: exit status 130 with a resume hint, no temp files left;
+    rerunning the same command ends with exactly the requested episodes."""
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "wm_jax.cli", "collect", "--config", "configs/takecover.yaml", "--no-progress",
+            f"root={tmp_path}", "name=k", "env.max_steps=60", "data.workers=1", "data.episodes=40"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    shards = tmp_path / "k" / "data" / "episodes"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("ep_*.npz"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; rerun the same command to resume" in err
+    done = len(open_dataset(tmp_path / "k" / "data"))
+    assert 3 <= done < 40 and not [p for p in shards.iterdir() if ".tmp" in p.name]
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    ds = open_dataset(tmp_path / "k" / "data")
+    assert [r.index for r in ds.episodes] == list(range(40)) and ds.verify() == []

@@ -128,3 +128,22 @@ def test_worker_import_path_has_no_jax():
     code = ("import sys, wm_jax.data.collect, wm_jax.envs.carracing, wm_jax.envs.takecover, wm_jax.config;"
             "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={"SDL_VIDEODRIVER": "dummy", "PATH": ""})
+
+
+def test_takecover_screen_flashes_show_hits(doom):
+    """take_cover.cfg hides the red hit flash; env.doom_screen_flashes renders it. Same seed and actions:
+    the same episode, but the hits make the frames far redder."""
+    flash = make_env(EnvConfig(name="takecover", max_steps=2100, doom_screen_flashes=True))
+    doom.max_steps = 2100
+    try:
+        plain, lit = rollout(doom, Stay(), 3), rollout(flash, Stay(), 3)  # seed 3: hit twice before dying
+    finally:
+        doom.max_steps = 50
+        flash.close()
+
+    def red_excess(frames):
+        x = frames.astype(np.float32)
+        return x[..., 0].mean((1, 2)) - x[..., 1:].mean((1, 2, 3))
+
+    assert plain.length == lit.length and np.array_equal(plain.frames[0], lit.frames[0])
+    assert red_excess(lit.frames).max() > red_excess(plain.frames).max() + 50

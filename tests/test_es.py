@@ -67,6 +67,17 @@ def test_toy_m_rules():
         assert bool(d) == dies and float(r) == 1.0
 
 
+def test_bernoulli_done_is_calibrated_for_the_pos_weight():
+    """Standing still, the toy M's done logit is 2. A done head trained with positives weighted w predicts
+    odds x w, so the dream samples death with sigmoid(2 - log w): 0.881 for w = 1, 0.5 for w = e^2."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 20_000)
+    for w, want in ((1.0, 0.8808), (float(np.exp(2.0)), 0.5)):
+        p = dream.make_params(toy_m(), *BANK, tau=1.0, max_steps=CAP, done_mode="bernoulli", done_pos_weight=w)
+        _, s = dream.reset(jax.random.PRNGKey(0), p)
+        done = jax.jit(jax.vmap(lambda k: dream.step(k, s, jnp.array([0.0]), p)[3]))(keys)
+        assert abs(float(done.mean()) - want) < 0.015, (w, float(done.mean()))
+
+
 def test_cma_es_learns_to_survive(runs):
     full, _, s_full, _, _ = runs
     recs = read_jsonl(full.run_dir / "controller" / "metrics.jsonl")

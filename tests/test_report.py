@@ -34,3 +34,11 @@ def test_results_section_lists_each_experiment(tmp_path):
     (d / "table.md").write_text("| agent | real |\n|---|---|\n| random | 210 ± 108 |\n")
     out = report.results_section(tmp_path / "results")
     assert "**quick_quick**" in out and "0.20 h" in out and "| random | 210 ± 108 |" in out
+    assert "dream-check" not in out  # no dream_check.json: no dream table
+    (d / "dream_check.json").write_text(json.dumps({
+        "env": "takecover", "done_mode": "threshold", "episodes": 64, "max_steps": 2100,
+        "scores": {"1.0": {"stay": {"mean": 84.7, "std": 29.9}, "sweep50": {"mean": 1345.9, "std": 247.6}},
+                   "1.15": {"stay": {"mean": 82.2, "std": 29.7}, "sweep50": {"mean": 340.6, "std": 215.7}}}}))
+    out = report.results_section(tmp_path / "results")
+    assert "64 dream episodes each, done rule `threshold`" in out and "| τ | stay | sweep50 |" in out
+    assert "| 1.00 | 85 ± 30 | 1,346 ± 248 |" in out and "| 1.15 | 82 ± 30 | 341 ± 216 |" in out

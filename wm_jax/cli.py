@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("wm_jax.data.collect", "random-policy rollouts from the real environment into shards"),
@@ -36,6 +38,10 @@ def config_from_args(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     top = argparse.ArgumentParser(prog="wm-jax", description="World Models in JAX: V, M, C and the dream.")
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     from wm_jax.config import ConfigError
 
+    if threading.current_thread() is threading.main_thread():
+        # `kill` (SIGTERM) stops a command like Ctrl-C: checkpoints stay whole, experiment scripts record the time.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(module.run(args) or 0)
     except ConfigError as e:

@@ -37,12 +37,19 @@ class EnvConfig:
     carracing_policy: str = "brownian"  # Collection policy for CarRacing: "brownian" or "random_linear".
     doom_repeat_min: int = 1  # TakeCover random policy holds an action for 1..10 frames (original code).
     doom_repeat_max: int = 10
+    doom_long_repeat_min: int = 20  # ... and for `data.long_hold_episodes`: actions held 20..150 frames, long
+    doom_long_repeat_max: int = 150  # enough to cross the room and stay pinned at a wall (deaths there).
+    doom_screen_flashes: bool = False  # Render the red flash of a hit (take_cover.cfg: off; see envs/takecover.py).
     carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     episodes: int = 200  # Random-policy episodes to collect (original: 10,000).
+    # TakeCover only: extra episodes (indices episodes .. episodes + long_hold_episodes - 1) whose random actions
+    # are held env.doom_long_repeat_min..max frames. The original 1-10 frame random walk keeps the player near
+    # the middle, so M never sees it die at a wall and the dream rewards running into one ("always right").
+    long_hold_episodes: int = 0
     workers: int = 0  # Collection worker processes; 0 = one per CPU core.
     seed: int = 0  # Base seed; episode i uses seed + i, so reruns reproduce and top up.
     skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
@@ -217,7 +224,12 @@ def _validate(cfg: Config) -> None:
          "must be 'brownian' or 'random_linear'")
     need(1 <= cfg.env.doom_repeat_min <= cfg.env.doom_repeat_max, "env.doom_repeat_min", "need 1 <= min <= max")
     need(cfg.env.frame_size == 64, "env.frame_size", "the VAE architecture needs 64")
+    need(1 <= cfg.env.doom_long_repeat_min <= cfg.env.doom_long_repeat_max, "env.doom_long_repeat_min",
+         "need 1 <= min <= max")
     need(cfg.data.episodes >= 0, "data.episodes", "must be >= 0")
+    need(cfg.data.long_hold_episodes >= 0, "data.long_hold_episodes", "must be >= 0")
+    need(cfg.data.long_hold_episodes == 0 or cfg.env.name == "takecover", "data.long_hold_episodes",
+         "long-hold episodes exist for takecover only")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.min_length >= 1, "data.min_length", "must be >= 1")
     need(0 <= cfg.data.compress_level <= 9, "data.compress_level", "must be in 0..9")

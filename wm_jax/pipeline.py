@@ -132,7 +132,13 @@ def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
     """
     run = exp.cfg.run_dir
     exp.world_model()
-    exp.stage("sweep-temperature", "sweep-temperature", "--taus", ",".join(f"{t:g}" for t in taus))
+    tau_list = ",".join(f"{t:g}" for t in taus)
+    # Fixed policies scored in M's dream (minutes): a dream that ranks them unlike the real game (e.g. one that
+    # rewards running into a wall) shows up here, before the long ES run.
+    if not (run / "dream_check.json").exists():
+        exp.stage("dream-check", "dream-check", "--taus", tau_list)
+    shutil.copyfile(run / "dream_check.json", exp.results_dir / "dream_check.json")
+    exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list)
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     rows = []
     rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "--policy", "random")

@@ -3,7 +3,8 @@
     python -m wm_jax.report            # rewrite the marked sections of README.md in place
 
 Benchmarks: ``benchmarks/*.json`` (written by ``wm-jax bench <stage>``).
-Results: ``results/<experiment>/results.json`` (written by ``experiments/*.py``).
+Results: ``results/<experiment>/results.json`` (written by ``experiments/*.py``), with its ``table.md`` and,
+when present, ``dream_check.json``.
 Nothing in those sections is typed by hand; rerun this after a benchmark or an experiment.
 """
 
@@ -57,6 +58,20 @@ def bench_table(folder: Path) -> str:
     return "\n".join(rows)
 
 
+def dream_check_table(path: Path) -> str:
+    """``dream_check.json`` (``wm-jax dream-check``) as markdown: one row per τ, one column per fixed policy."""
+    rec = json.loads(path.read_text())
+    scores = rec["scores"]
+    policies = list(next(iter(scores.values())))
+    rows = [f"Fixed policies in M's dream (`wm-jax dream-check`, {rec['episodes']} dream episodes each, "
+            f"done rule `{rec['done_mode']}`):", "",
+            "| τ | " + " | ".join(policies) + " |", "|---|" + "---:|" * len(policies)]
+    for tau, by_policy in scores.items():
+        cells = [f"{by_policy[p]['mean']:,.0f} ± {by_policy[p]['std']:,.0f}" for p in policies]
+        rows.append(f"| {float(tau):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def results_section(folder: Path) -> str:
     parts = []
     for path in sorted(folder.glob("*/results.json")):
@@ -65,6 +80,8 @@ def results_section(folder: Path) -> str:
         head = (f"**{rec.get('experiment', path.parent.name)}** (scale `{rec.get('scale', '?')}`, "
                 f"{rec.get('date', '?')}, {rec.get('machine', '?')}, wall time {rec.get('wall_time_h', 0):.2f} h)")
         parts.append(head + "\n\n" + (table.read_text().strip() if table.exists() else "(no table)"))
+        if path.with_name("dream_check.json").exists():
+            parts.append(dream_check_table(path.with_name("dream_check.json")))
     return "\n\n".join(parts) if parts else "No experiment has been run on this checkout yet."
 
 

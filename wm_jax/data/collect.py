@@ -6,6 +6,9 @@
 - Workers are separate processes started with 'spawn'; they import the games and numpy, never JAX. Each
   worker steps its own environment, writes its shards itself (compression runs in parallel) and reports
   the manifest record to the main process, which owns the manifest.
+- Episodes ``data.episodes .. data.episodes + data.long_hold_episodes - 1`` (TakeCover) use the long-hold
+  variant of the random policy; each manifest record names its policy (``policy_label``), and a rerun whose
+  config would give an existing index another policy is refused.
 - Resume: shards on disk are the truth. At start the manifest is reconciled with ``episodes/``: records whose
   shard vanished are dropped, shards missing from the manifest (the manifest rewrite was killed) are
   validated and added, temp files of killed writers are deleted. Then only the missing indices run.
@@ -84,8 +87,19 @@ def _exit_on_term(signum, frame):
     raise SystemExit(0)
 
 
-def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_dir: str, tasks, results) -> None:
-    """Worker process: take indices from `tasks` until None; write shards; report records to `results`."""
+def policy_label(env_cfg, long_hold: bool) -> str:
+    """Name of the collection policy of an episode, stored in its manifest record."""
+    if env_cfg.name == "takecover":
+        lo, hi = ((env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max) if long_hold
+                  else (env_cfg.doom_repeat_min, env_cfg.doom_repeat_max))
+        return f"repeat{lo}-{hi}"
+    return env_cfg.carracing_policy
+
+
+def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_dir: str, n_plain: int,
+            tasks, results) -> None:
+    """Worker process: take indices from `tasks` until None; write shards; report records to `results`.
+    Indices >= `n_plain` use the long-hold policy."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _exit_on_term)  # ... with SIGTERM: exit through `finally` and close the game
     from wm_jax.config import EnvConfig
@@ -93,7 +107,8 @@ def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_di
 
     parent = mp.parent_process()
     env_cfg = EnvConfig(**env_fields)
-    env, policy = make_env(env_cfg), make_policy(env_cfg)
+    env = make_env(env_cfg)
+    policies = {False: make_policy(env_cfg), True: make_policy(env_cfg, long_hold=True)}
     try:
         while True:
             try:
@@ -105,9 +120,11 @@ def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_di
             if index is None:
                 return
             try:
-                ep = collect_episode(env, policy, index, base_seed, min_length)
+                long_hold = index >= n_plain
+                ep = collect_episode(env, policies[long_hold], index, base_seed, min_length)
                 write_episode(Path(ep_dir) / shard_name(index), ep, level)
-                results.put(("ok", episode_record(index, ep), "jax" in sys.modules))
+                rec = {**episode_record(index, ep), "policy": policy_label(env_cfg, long_hold)}
+                results.put(("ok", rec, "jax" in sys.modules))
             except Exception:
                 results.put(("error", index, traceback.format_exc()))
                 return
@@ -118,8 +135,11 @@ def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_di
 # ---------------------------------------------------------------- reconciling disk and manifest
 
 
-def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int) -> dict[int, dict]:
-    """Records of every valid episode on disk, by index; shards are the truth, the manifest a cache."""
+def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
+              expected_policy=None) -> dict[int, dict]:
+    """Records of every valid episode on disk, by index; shards are the truth, the manifest a cache.
+    `expected_policy(index) -> label`: records naming another policy are refused (a config change would
+    mix two policies under one index range)."""
     from wm_jax.config import ConfigError
 
     ep_dir = data_dir / "episodes"
@@ -149,11 +169,16 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int) -> dict
         if (r["seed"] - base_seed - i) % RETRY_STRIDE != 0:
             raise ConfigError(f"{data_dir}: episode {i} was collected with seed {r['seed']}, which does not "
                               f"match data.seed={base_seed} (+ index); keep data.seed or use another run name")
+        if expected_policy is not None and "policy" in r and r["policy"] != expected_policy(i):
+            raise ConfigError(f"{data_dir}: episode {i} was collected with policy {r['policy']!r}, but the config "
+                              f"asks {expected_policy(i)!r} for it (data.episodes / data.long_hold_episodes / "
+                              f"env.doom_*repeat_*); keep them or use another run name")
     return records
 
 
 def collect(cfg, progress: bool = True) -> list[dict]:
-    """Top `cfg.data_dir` up to `cfg.data.episodes` episodes; returns the manifest records (sorted)."""
+    """Top `cfg.data_dir` up to `cfg.data.episodes + cfg.data.long_hold_episodes` episodes; returns the
+    manifest records (sorted)."""
     from tqdm import tqdm
 
     data_dir = Path(cfg.data_dir)
@@ -166,9 +191,10 @@ def collect(cfg, progress: bool = True) -> list[dict]:
         raise RuntimeError(f"another `wm-jax collect` is writing {data_dir}") from None
     try:
         env, adim, seed = cfg.env.name, cfg.action_dim, cfg.data.seed
-        records = reconcile(data_dir, env, adim, seed)
+        n_plain, n_total = cfg.data.episodes, cfg.data.episodes + cfg.data.long_hold_episodes
+        records = reconcile(data_dir, env, adim, seed, lambda i: policy_label(cfg.env, i >= n_plain))
         write_manifest(data_dir, env, adim, list(records.values()))
-        todo = [i for i in range(cfg.data.episodes) if i not in records]
+        todo = [i for i in range(n_total) if i not in records]
         if not todo:
             return sorted(records.values(), key=lambda r: r["index"])
         n_workers = min(cfg.data.workers or os.cpu_count() or 1, len(todo))
@@ -178,7 +204,8 @@ def collect(cfg, progress: bool = True) -> list[dict]:
             tasks.put(i)
         for _ in range(n_workers):
             tasks.put(None)
-        args = (dataclasses.asdict(cfg.env), seed, cfg.data.min_length, cfg.data.compress_level, str(ep_dir))
+        args = (dataclasses.asdict(cfg.env), seed, cfg.data.min_length, cfg.data.compress_level, str(ep_dir),
+                n_plain)
         saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
         os.environ.update(WORKER_ENV)
         try:
@@ -262,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     save_config(cfg, cfg.run_dir / "config.json")
     t0 = time.perf_counter()
     records = collect(cfg, progress=not args.no_progress)
-    want = [r for r in records if r["index"] < cfg.data.episodes]
+    want = [r for r in records if r["index"] < cfg.data.episodes + cfg.data.long_hold_episodes]
     frames = sum(r["length"] + 1 for r in want)
     print(f"collect: {len(want)} episodes ({frames} frames, mean return "
           f"{np.mean([r['return'] for r in want]) if want else float('nan'):.1f}) in {cfg.data_dir} "

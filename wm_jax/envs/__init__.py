@@ -21,12 +21,13 @@ def make_env(env_cfg):
     if env_cfg.name == "takecover":
         from wm_jax.envs.takecover import TakeCoverEnv
 
-        return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size)
+        return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size, screen_flashes=env_cfg.doom_screen_flashes)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 
-def make_policy(env_cfg):
-    """The random collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``."""
+def make_policy(env_cfg, long_hold: bool = False):
+    """The random collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
+    `long_hold`: TakeCover's long-hold variant (``data.long_hold_episodes``)."""
     if env_cfg.name == "carracing":
         from wm_jax.envs.carracing import BrownianPolicy, RandomLinearPolicy
 
@@ -34,6 +35,8 @@ def make_policy(env_cfg):
     if env_cfg.name == "takecover":
         from wm_jax.envs.takecover import RepeatPolicy
 
+        if long_hold:
+            return RepeatPolicy(env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max)
         return RepeatPolicy(env_cfg.doom_repeat_min, env_cfg.doom_repeat_max)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 

@@ -6,8 +6,8 @@ weights, τ, the step cap, the initial-state bank), so one compiled program serv
 be vmapped. ``step`` does not auto-reset: after ``done`` the state keeps evolving and callers mask it.
 
 Rules (as the original): TakeCover ("takecover") earns 1 per step taken and ends when the done logit > 0
-(``done_mode="threshold"``) or with probability sigmoid(logit) (``"bernoulli"``); CarRacing earns the reward
-head's prediction. Both end at ``max_steps``. The return of an episode of length T counts steps 0..T-1 (the
+(``done_mode="threshold"``) or with probability sigmoid(logit - log done_pos_weight) (``"bernoulli"``, the
+calibrated probability); CarRacing earns the reward head's prediction. Both end at ``max_steps``. The return of an episode of length T counts steps 0..T-1 (the
 step that ends it included), nothing after.
 
 Sampling z' (the paper's τ-scaled mixture): component k ~ softmax(logits / τ) picked by inverse CDF with one
@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from wm_jax.models import controller as ctrl
@@ -35,6 +36,7 @@ class DreamParams:
     max_steps: jax.Array  # [] int32 episode cap (cfg.es.dream_max_steps)
     init_mu: jax.Array  # [N, Z] V's mu of real episode starts (the initial-state bank)
     init_logvar: jax.Array  # [N, Z] V's logvar of the same frames
+    done_bias: jax.Array  # [] added to the done logit before bernoulli sampling (see make_params)
     kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
     done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
 
@@ -61,7 +63,12 @@ class StepNoise(NamedTuple):
 
 
 def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
-                kind: str = "takecover", done_mode: str = "threshold") -> DreamParams:
+                kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0) -> DreamParams:
+    """`done_pos_weight`: the weight M's done loss gave episode ends (cfg.mdnrnn.done_pos_weight). Weighting the
+    positives by w multiplies the odds M predicts by w, so bernoulli sampling uses sigmoid(logit - log w), the
+    calibrated probability; the threshold rule (logit > 0, the original's) is unchanged."""
+    if done_pos_weight <= 0:
+        raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
     if kind not in ("takecover", "carracing"):
         raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
     if done_mode not in ("threshold", "bernoulli"):
@@ -71,7 +78,7 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
         raise ValueError(f"initial-state bank must be mu, logvar [N, Z] of equal shape, got {init_mu.shape}, "
                          f"{init_logvar.shape}")
     return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
-                       kind, done_mode)
+                       jnp.asarray(-np.log(done_pos_weight), jnp.float32), kind, done_mode)
 
 
 def sizes(params: DreamParams) -> tuple[int, int, int]:
@@ -137,7 +144,7 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array,
     if params.done_mode == "threshold":
         ended = done_logit > 0
     else:
-        ended = noise.u_done < jax.nn.sigmoid(done_logit)
+        ended = noise.u_done < jax.nn.sigmoid(done_logit + params.done_bias)
     t = state.t + 1
     done = ended | (t >= params.max_steps)
     new = DreamState(z_next, lstm, t, done)

@@ -7,7 +7,9 @@
 - Actions: one float per step, stored as -1 (left), 0 (stay), +1 (right); the adapter presses MOVE_LEFT
   for a < -1/3, MOVE_RIGHT for a > 1/3, nothing in between (so a controller's tanh output maps too).
 - Episode end: the player's death gives ``terminated=True`` (the reward of that last step is the living
-  reward of the death tic). ViZDoom has no state after death, so the final frame ``frames[T]`` repeats
+  reward of the death tic). ``screen_flashes=True`` renders the red flash of a fireball hit (take_cover.cfg
+  turns it off; the HUD is off too, so without it nothing in the frames shows the health the player loses
+  before dying, and M cannot learn why standing still is deadly). ViZDoom has no state after death, so the final frame ``frames[T]`` repeats
   the last rendered frame. The scenario has no timeout; this adapter cuts episodes after `max_steps`
   actions (paper: 2100) with ``truncated=True``.
 """
@@ -39,7 +41,8 @@ class TakeCoverEnv:
     action_dim = 1
     name = "takecover"
 
-    def __init__(self, max_steps: int = 2100, frame_size: int = 64, resolution: str = "RES_160X120"):
+    def __init__(self, max_steps: int = 2100, frame_size: int = 64, resolution: str = "RES_160X120",
+                 screen_flashes: bool = False):
         game = vzd.DoomGame()
         game.load_config(os.path.join(vzd.scenarios_path, "take_cover.cfg"))
         game.set_screen_resolution(getattr(vzd.ScreenResolution, resolution))
@@ -47,6 +50,7 @@ class TakeCoverEnv:
         game.set_window_visible(False)
         game.set_sound_enabled(False)
         game.set_mode(vzd.Mode.PLAYER)
+        game.set_render_screen_flashes(screen_flashes)  # take_cover.cfg turns the red "hit" flash off
         game.init()
         self.game = game
         self.max_steps = max_steps

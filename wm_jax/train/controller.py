@@ -66,7 +66,8 @@ def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]
     from wm_jax.envs import dream
 
     return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
-                             kind=cfg.env.name, done_mode=cfg.es.done_mode)
+                             kind=cfg.env.name, done_mode=cfg.es.done_mode,
+                             done_pos_weight=cfg.mdnrnn.done_pos_weight)
 
 
 def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:

@@ -158,3 +158,4 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
         # random survives a step only by drawing 'right' (p = 1/3): return ~ geometric, mean 1.5, std 0.87;
         # 64 episodes put the sample mean within 1.5 ± 0.33 (3 standard errors)
         assert 1.17 < r["random"]["mean"] < 1.83, r["random"]
+        assert 0.5 < r["random"]["std"] < 1.3, r["random"]  # geometric(2/3) std 0.87: the episodes do differ

@@ -135,7 +135,8 @@ def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
     tau_list = ",".join(f"{t:g}" for t in taus)
     # Fixed policies scored in M's dream (minutes): a dream that ranks them unlike the real game (e.g. one that
     # rewards running into a wall) shows up here, before the long ES run.
-    if not (run / "dream_check.json").exists():
+    check = run / "dream_check.json"
+    if not check.exists() or check.stat().st_mtime < (run / "mdnrnn" / "DONE").stat().st_mtime:  # M retrained
         exp.stage("dream-check", "dream-check", "--taus", tau_list)
     shutil.copyfile(run / "dream_check.json", exp.results_dir / "dream_check.json")
     exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list)

@@ -8,8 +8,8 @@
   for a < -1/3, MOVE_RIGHT for a > 1/3, nothing in between (so a controller's tanh output maps too).
 - Episode end: the player's death gives ``terminated=True`` (the reward of that last step is the living
   reward of the death tic). ``screen_flashes=True`` renders the red flash of a fireball hit (take_cover.cfg
-  turns it off; the HUD is off too, so without it nothing in the frames shows the health the player loses
-  before dying, and M cannot learn why standing still is deadly). ViZDoom has no state after death, so the final frame ``frames[T]`` repeats
+  turns it off, and the HUD is off too, so the frames do not show the health lost before a death).
+  ViZDoom has no state after death, so the final frame ``frames[T]`` repeats
   the last rendered frame. The scenario has no timeout; this adapter cuts episodes after `max_steps`
   actions (paper: 2100) with ``truncated=True``.
 """

@@ -8,7 +8,7 @@ import sys
 
 from wm_jax.pipeline import Experiment, tau_table
 
-TAUS = (0.5, 1.0, 1.15)
+TAUS = (1.0, 1.15, 1.3)
 
 if __name__ == "__main__":
     exp = Experiment("quick", "configs/quick.yaml", overrides=sys.argv[1:])

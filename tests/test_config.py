@@ -58,7 +58,7 @@ def test_invalid_value_is_named(override, key):
 def test_yaml_extends_and_overrides():
     cfg = load_config(CONFIGS / "quick.yaml")
     assert cfg.name == "quick"  # quick.yaml's own value
-    assert cfg.data.episodes == 40  # quick.yaml overrides takecover.yaml's 10000
+    assert cfg.data.episodes == 240  # quick.yaml overrides takecover.yaml's 10000
     assert cfg.mdnrnn.restart_flag is True and cfg.controller.inputs == "zch"  # inherited from takecover.yaml
     assert cfg.data.seed == 0  # dataclass default, set by neither file
     cfg = load_config(CONFIGS / "quick.yaml", ["data.episodes=7", "es.taus=0.5,1.0", "vae.epochs=3"])

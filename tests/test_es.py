@@ -140,9 +140,11 @@ def test_sharded_equals_unsharded(tmp):
     assert prog4.n_devices == 4 and prog1.n_devices == 1
     hlo = prog4._run.lower(prog4.init(jax.random.PRNGKey(0), 1), dp, 2).as_text()
     assert "devices=[4" in hlo or "{devices=[" in hlo or "\"data\"" in hlo  # population constrained to the mesh
-    np.testing.assert_allclose(np.asarray(c4.es_state.mean), np.asarray(c1.es_state.mean), rtol=1e-5, atol=1e-6)
+    # float32 sums split over 4 devices add in another order: ~1e-6 apart after two generations on some CPUs
+    # (AVX-512 vs AVX2 kernels); a misrouted candidate would differ by O(0.1)
+    np.testing.assert_allclose(np.asarray(c4.es_state.mean), np.asarray(c1.es_state.mean), rtol=1e-4, atol=1e-5)
     for k in ("mean_return", "best_return", "best_fitness"):
-        np.testing.assert_allclose(m4[k], m1[k], rtol=1e-5)
+        np.testing.assert_allclose(m4[k], m1[k], rtol=1e-4)
 
 
 def test_dream_check_ranks_fixed_policies_by_the_dream_rules():

@@ -103,6 +103,43 @@ def test_batched_policy_equals_per_env(tiny_takecover):
     np.testing.assert_array_equal(np.asarray(fresh), np.asarray(again))
 
 
+def test_sampled_z_is_mu_plus_sigma_noise(tiny_takecover):
+    """z_sample: C and M read mu + exp(logvar / 2) * noise (the original's real-env z); zero noise gives the
+    mean-z agent, other noise other actions; AgentPolicy draws the noise from the episode seed."""
+    from wm_jax.agent import AgentPolicy
+    from wm_jax.models import controller as ctrl
+    from wm_jax.models.vae import encode
+
+    spec, params = tiny_takecover
+    sspec = spec._replace(z_sample=True)
+    rng = np.random.default_rng(1)
+    n = 3
+    frames = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    first, index = np.ones(n, bool), np.array([2, 0, 1], np.int32)
+    state = mdnrnn.zero_state(spec.hidden, (n,))
+    mean_acts, mean_state = make_policy(spec)(params, state, frames, first, index)
+    zero_acts, zero_state = make_policy(sspec)(params, state, frames, first, index, np.zeros((n, 8), np.float32))
+    np.testing.assert_array_equal(np.asarray(zero_acts), np.asarray(mean_acts))
+    np.testing.assert_allclose(np.asarray(zero_state.h), np.asarray(mean_state.h), atol=1e-6)
+    noise = rng.standard_normal((n, 8)).astype(np.float32)
+    acts, new_state = make_policy(sspec)(params, state, frames, first, index, noise)
+    mu, logvar = encode(params.vae, frames)
+    z = np.asarray(mu) + np.exp(0.5 * np.asarray(logvar)) * noise  # by hand
+    c = jax.tree.map(lambda x: x[index], params.controllers)
+    want = jax.vmap(lambda p, zz, s: ctrl.policy(p, zz, s, "zch", "takecover"))(c, z, mdnrnn.zero_state(16, (n,)))
+    np.testing.assert_array_equal(np.asarray(acts), np.asarray(want))
+    assert not np.allclose(np.asarray(new_state.h), np.asarray(mean_state.h), atol=1e-4)  # the noise reaches M
+    with pytest.raises(ValueError, match="needs noise"):
+        make_policy(sspec)(params, state, frames, first, index)
+    # the host policy: same episode seed -> same noise, whichever slot plays it
+    pol_a, pol_b = AgentPolicy(sspec, params), AgentPolicy(sspec, params)
+    pol_a.begin(0, 42)
+    pol_b.begin(2, 42)
+    np.testing.assert_array_equal(pol_a._noise(np.array([0])), pol_b._noise(np.array([2])))
+    pol_b.begin(2, 43)
+    assert not np.array_equal(pol_a._noise(np.array([0])), pol_b._noise(np.array([2])))
+
+
 # ---------------------------------------------------------------- evaluate in the real environments
 
 

@@ -6,7 +6,7 @@ import json
 from wm_jax.pipeline import Experiment, tau_table
 
 TINY = [
-    "data.episodes=4", "data.workers=2", "env.max_steps=60",
+    "data.episodes=4", "data.long_hold_episodes=1", "data.workers=2", "env.max_steps=60",
     "vae.z_dim=8", "vae.max_steps=3", "vae.batch_size=20", "vae.checkpoint_every=2", "vae.holdout_episodes=1",
     "mdnrnn.hidden=16", "mdnrnn.seq_len=20", "mdnrnn.batch_size=4", "mdnrnn.steps=3",
     "mdnrnn.checkpoint_every=2", "mdnrnn.holdout_episodes=1",
@@ -25,7 +25,8 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert [r["tau"] for r in rec["rows"][1:]] == ["0.50", "1.00"]
     run = tmp_path / "runs" / "quick"
     manifest = json.loads((run / "data" / "manifest.json").read_text())
-    assert len(manifest["episodes"]) == 4
+    assert len(manifest["episodes"]) == 5
+    assert [e["policy"] for e in manifest["episodes"]].count("repeat20-150") == 1
     for tau in ("0.5", "1"):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())
         assert len(res["returns"]) == 2 and all(1 <= r <= 60 for r in res["returns"])  # 1 per step alive, cap 60

@@ -1,6 +1,7 @@
-"""The batched World Models agent: frames → V (mean z) → C action → M step, one jitted call for all envs.
+"""The batched World Models agent: frames → V (z) → C action → M step, one jitted call for all envs.
 
-Order per step (as the original): z_t = V(frame_t) (the posterior mean); a_t = C([z_t, h_t]);
+Order per step (as the original): z_t = V(frame_t) (a posterior sample mu + sigma * eps, as the original's
+real-env wrapper and as M saw in training, or the mean with ``eval.z_sample=false``); a_t = C([z_t, h_t]);
 h_{t+1} = M(h_t, [z_t, a_t (, restart_t)]). Every slot of a :class:`~wm_jax.envs.vector.VectorEnv` is a
 row of the batch; a slot whose episode just began has ``first = True``, which zeroes its LSTM state
 before use (and is M's restart flag when the model was trained with one). Each row reads the controller
@@ -31,6 +32,7 @@ class AgentSpec(NamedTuple):
     hidden: int  # H, M's LSTM size
     inputs: str  # what C reads: "z", "zh", "zch"
     restart_flag: bool  # M takes a restart flag (1 at an episode's first step) as an extra input
+    z_sample: bool = False  # z = mu + sigma * noise (cfg.eval.z_sample); False: z = mu, noise ignored
 
     @property
     def action_dim(self) -> int:
@@ -46,11 +48,12 @@ class AgentParams(NamedTuple):
 
 
 def spec_from_config(cfg) -> AgentSpec:
-    return AgentSpec(cfg.env.name, cfg.vae.z_dim, cfg.mdnrnn.hidden, cfg.controller.inputs, cfg.mdnrnn.restart_flag)
+    return AgentSpec(cfg.env.name, cfg.vae.z_dim, cfg.mdnrnn.hidden, cfg.controller.inputs, cfg.mdnrnn.restart_flag,
+                     cfg.eval.z_sample)
 
 
 def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: jax.Array, first: jax.Array,
-                index: jax.Array) -> tuple[jax.Array, LSTMState]:
+                index: jax.Array, noise: jax.Array | None = None) -> tuple[jax.Array, LSTMState]:
     """One step of N agents.
 
     Args:
@@ -58,6 +61,7 @@ def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: 
       frames: uint8 [N, 64, 64, 3], the observations frame_t.
       first: bool [N], True at an episode's first step (state is zeroed; M's restart flag).
       index: int32 [N], which controller (row of `params.controllers`) drives each slot.
+      noise: float32 [N, Z] standard normal, needed when `spec.z_sample` (z = mu + exp(logvar / 2) * noise).
     Returns:
       actions float32 [N, A] (env format: CarRacing steer/gas/brake, TakeCover -1/0/+1) and h_{t+1} state.
     """
@@ -65,8 +69,12 @@ def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: 
 
     keep = (1.0 - first.astype(jnp.float32))[:, None]
     state = LSTMState(state.c * keep, state.h * keep)
-    z, _ = encode(params.vae, frames)  # mean z, as the original agent
-    z = z.astype(jnp.float32)
+    mu, logvar = encode(params.vae, frames)
+    z = mu.astype(jnp.float32)
+    if spec.z_sample:
+        if noise is None:
+            raise ValueError("AgentSpec.z_sample needs noise [N, Z]")
+        z = z + jnp.exp(0.5 * logvar.astype(jnp.float32)) * noise
     cparams = jax.tree.map(lambda x: x[index], params.controllers)  # [N, ...]
     actions = jax.vmap(lambda p, zz, s: ctrl.policy(p, zz, s, spec.inputs, spec.env_name))(cparams, z, state)
     parts = [z, actions]
@@ -82,7 +90,7 @@ _COMPILED: dict[AgentSpec, Any] = {}
 def make_policy(spec: AgentSpec):
     """The jitted :func:`policy_step` for `spec` (cached, so every caller shares one compilation per shape)."""
     if spec not in _COMPILED:
-        _COMPILED[spec] = jax.jit(lambda p, s, f, fi, i: policy_step(spec, p, s, f, fi, i))
+        _COMPILED[spec] = jax.jit(lambda p, s, f, fi, i, n=None: policy_step(spec, p, s, f, fi, i, n))
     return _COMPILED[spec]
 
 
@@ -167,17 +175,29 @@ def load_models(cfg, run_dir: str | Path) -> tuple[Any, dict]:
 class AgentPolicy:
     """Stateful host wrapper: keeps each slot group's LSTM state between calls to the jitted step.
 
-    `params.controllers` holds P candidates; `act` is told which candidate drives each slot.
+    `params.controllers` holds P candidates; `act` is told which candidate drives each slot. With
+    ``spec.z_sample`` each episode draws its z noise from a generator seeded by the episode's seed, so an
+    episode's numbers do not depend on the slot, worker or group that plays it.
     """
 
-    def __init__(self, spec: AgentSpec, params: AgentParams):
+    def __init__(self, spec: AgentSpec, params: AgentParams, seed_offset: int = 0x5A):
         self.spec, self.params = spec, params
         self.step = make_policy(spec)
         self.states: dict[int, LSTMState] = {}
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.offset = seed_offset
         self.calls = 0
 
     def begin(self, slot: int, seed: int) -> None:
-        """An episode starts in `slot` (the `first` flag resets its LSTM state; nothing to do here)."""
+        """An episode starts in `slot` (the `first` flag resets its LSTM state); its z noise is seeded here."""
+        self.rngs[slot] = np.random.default_rng([int(seed), self.offset])
+
+    def _noise(self, slots: np.ndarray) -> np.ndarray | None:
+        if not self.spec.z_sample:
+            return None
+        z = self.spec.z_dim
+        return np.stack([self.rngs[s].standard_normal(z, np.float32) if s in self.rngs else np.zeros(z, np.float32)
+                         for s in (int(s) for s in slots)])
 
     def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
             slots: np.ndarray) -> np.ndarray:
@@ -185,7 +205,7 @@ class AgentPolicy:
         if group not in self.states:
             self.states[group] = mdnrnn.zero_state(self.spec.hidden, (len(frames),))
         actions, self.states[group] = self.step(self.params, self.states[group], frames, first,
-                                                np.asarray(index, np.int32))
+                                                np.asarray(index, np.int32), self._noise(slots))
         self.calls += 1
         return np.asarray(actions)
 

@@ -127,6 +127,9 @@ class EvalConfig:
     seed: int = 10_000  # Evaluation seeds are disjoint from collection seeds.
     gifs: bool = True  # Write GIFs of the best and worst episode.
     groups: int = 1  # Worker blocks stepped in turn (2 = host computes one block's actions while the other steps).
+    # C and M read z = mu + sigma * eps, a sample of V's posterior, as the original's real-env wrapper did (and as
+    # M's training inputs and the dream's z are); false: V's mean. eps comes from the episode's seed.
+    z_sample: bool = True
     mdnrnn_untrained: bool = False  # Ablation: the agent's M keeps random initial weights (seed = cfg.seed).
     vae_untrained: bool = False  # Smoke/bench only: the agent's V keeps random initial weights (seed = cfg.seed).
 

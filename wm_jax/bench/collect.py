@@ -123,5 +123,4 @@ def measure(args: argparse.Namespace) -> dict:
         "seconds": args.seconds,
         "preprocess_us_per_frame": sum(w["preprocess_us"] for w in per) / len(per),
         "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
-        "note": "2-core machine shared with other jobs; loadavg shows the contention",
     }

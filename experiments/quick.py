@@ -2,6 +2,9 @@
 real-environment scores next to the random policy. Minutes on a 2-core CPU; rerun to resume.
 
     python experiments/quick.py [key=value ...]
+
+A ``name=NAME`` override names the run folder and the results folder (default ``quick``), e.g. another seed:
+``python experiments/quick.py name=quick_seed1 seed=1 data.seed=100000 es.seed=1``.
 """
 
 import sys
@@ -11,5 +14,6 @@ from wm_jax.pipeline import Experiment, tau_table
 TAUS = (1.0, 1.15, 1.3)
 
 if __name__ == "__main__":
-    exp = Experiment("quick", "configs/quick.yaml", overrides=sys.argv[1:])
-    tau_table(exp, TAUS)
+    overrides = sys.argv[1:]
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("name=")), "quick")
+    tau_table(Experiment(name, "configs/quick.yaml", overrides=overrides, scale="quick"), TAUS)

@@ -36,6 +36,7 @@ class Experiment:
     overrides: list[str] = field(default_factory=list)
     results_root: Path = Path("results")
     times: dict[str, float] = field(default_factory=dict)
+    scale: str = ""  # "quick", "cpu", "paper"; default: the name's last "_" part (takecover_tau_table_cpu -> cpu)
 
     def __post_init__(self) -> None:
         self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
@@ -91,7 +92,7 @@ class Experiment:
             "experiment": self.name,
             "config": self.config_path,
             "overrides": self.overrides,
-            "scale": self.name.rsplit("_", 1)[-1],
+            "scale": self.scale or self.name.rsplit("_", 1)[-1],
             "date": time.strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}",
             "wall_time_h": wall / 3600,  # sum of stage times, over every (resumed) invocation

@@ -1,17 +1,21 @@
 """The paper's CarRacing table: z only / z with a hidden layer / full world model / untrained M (C trained by CMA-ES in the real env), 100 tracks each.
 
-    python experiments/carracing_table.py --scale {cpu,paper} [key=value ...]
+    python experiments/carracing_table.py --scale {cpu,paper} [--rows full,z,...] [key=value ...]
+
+Rows train one after another (each resumes or is skipped when done); `--rows` picks some, in that order.
 """
 
 import argparse
 
-from wm_jax.pipeline import Experiment, carracing_table
+from wm_jax.pipeline import CARRACING_ROWS, Experiment, carracing_table
 
 CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
+    ap.add_argument("--rows", default=",".join(CARRACING_ROWS), help="comma-separated subset of: %(default)s")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
-    carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides))
+    carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides),
+                    tuple(r for r in args.rows.split(",") if r))

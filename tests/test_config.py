@@ -82,3 +82,19 @@ def test_saved_config_round_trip(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["episodes"] == 5
     with pytest.raises(ConfigError, match="no saved config"):
         load_saved_config(tmp_path / "elsewhere")
+
+
+def test_carracing_table_rejects_unknown_rows_before_work(tmp_path):
+    from wm_jax.pipeline import Experiment, carracing_table
+
+    exp = Experiment("t", "configs/carracing_cpu.yaml", [f"root={tmp_path}"], results_root=tmp_path / "results")
+    with pytest.raises(ValueError, match="unknown CarRacing table rows \\['fast'\\]"):
+        carracing_table(exp, ("full", "fast"))
+    assert not (tmp_path / "carracing_cpu").exists()  # nothing collected
+
+
+def test_real_es_cut_keys_validated():
+    cfg = load_config("configs/carracing_cpu.yaml")
+    assert (cfg.es.real_max_steps, cfg.es.real_stall_steps, cfg.env.max_steps) == (600, 60, 1000)
+    with pytest.raises(ConfigError, match="es.real_stall_steps"):
+        load_config("configs/carracing_cpu.yaml", ["es.real_stall_steps=-1"])

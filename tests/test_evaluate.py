@@ -56,6 +56,22 @@ def test_runner_masks_finished_slots_toy(groups):
     assert clips["best"][0, 0, 0, 0] == 3 and list(clips["best"][:, 0, 0, 1]) == list(range(9))
 
 
+def test_runner_cuts_training_episodes_toy():
+    # ES training cuts (es.real_max_steps / es.real_stall_steps): the host ends an episode early, not the env.
+    seeds = [0, 1, 2, 3, 4, 5, 6]
+    with VectorEnv(EnvConfig(max_steps=8), 3, 1, factory="wm_jax.envs.vector:make_toy_env") as venv:
+        cut, _ = run_episodes(venv, ConstantPolicy(0.5), [EpisodeSpec(s) for s in seeds], max_len=6, progress=False)
+        # reward 1 + a = 0 every step: no gain, so every episode stops after `stall` steps
+        stalled, _ = run_episodes(venv, ConstantPolicy(-1.0), [EpisodeSpec(s) for s in seeds], stall=3,
+                                  progress=False)
+        whole, _ = run_episodes(venv, ConstantPolicy(-1.0), [EpisodeSpec(s) for s in seeds], progress=False)
+    assert [r.length for r in cut] == [5, 6, 6, 6, 6, 6, 6]
+    assert [r.terminated for r in cut] == [True, True, False, False, False, False, False]  # seed 1 ends on step 6
+    np.testing.assert_allclose([r.ret for r in cut], [7.5, 9, 9, 9, 9, 9, 9])
+    assert [r.length for r in stalled] == [3] * 7 and not any(r.terminated for r in stalled)
+    assert [r.length for r in whole] == [min(5 + s % 7, 8) for s in seeds]  # no cut by default
+
+
 def test_vector_env_reports_worker_errors():
     with VectorEnv(EnvConfig(), 2, 1, factory="wm_jax.envs.vector:make_toy_env") as venv:
         venv.reset([0, 1], [0, 0])

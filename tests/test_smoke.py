@@ -33,6 +33,9 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert (out / "table.md").read_text().count("\n") == 2 + 3
     for tau in ("0.5", "1"):  # one decoded dream episode per τ, copied next to the table
         assert (out / "plots" / f"dream_rollout_tau_{tau}.gif").stat().st_size > 0
+    for tag in ("random", "tau_0.5", "tau_1"):  # the best and worst real episode of each evaluation
+        assert (out / "plots" / f"real_{tag}_best.gif").stat().st_size > 0
+        assert (out / "plots" / f"real_{tag}_worst.gif").stat().st_size > 0
     assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature"}
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",

@@ -262,12 +262,16 @@ def worker_groups(num_workers: int, groups: int) -> list[list[int]]:
 
 
 def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, record: bool = False,
-                 progress: bool = True, desc: str = "episodes") -> tuple[list[EpisodeResult], dict[str, np.ndarray]]:
+                 progress: bool = True, desc: str = "episodes", max_len: int = 0,
+                 stall: int = 0) -> tuple[list[EpisodeResult], dict[str, np.ndarray]]:
     """Play `episodes` on the slots of `venv`, a new episode starting in a slot as soon as its last one ends.
 
     Slots whose episode ended and have none left are masked: not stepped, their actions ignored; the policy
     still sees the whole group (fixed shapes, one compilation). With ``groups = 2`` the workers form two
     blocks stepped in turn, so one block's environments run while the host computes the other's actions.
+
+    The host may cut an episode short (terminated=False): after `max_len` steps, or after `stall` steps in a
+    row without a positive reward (0 = never; ES training episodes only, see ``es.real_max_steps``).
 
     Returns the results in the order of `episodes`, and (if `record`) the frames of the best and the worst
     episode as uint8 [T+1, S, S, 3] under "best" / "worst" (ties go to the lower episode index).
@@ -282,6 +286,7 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
     first = np.zeros(n, bool)
     ret = np.zeros(n, np.float64)
     length = np.zeros(n, np.int64)
+    since_gain = np.zeros(n, np.int64)  # steps since the last positive reward
     frames_of: dict[int, list[np.ndarray]] = {}
     results: list[EpisodeResult | None] = [None] * len(episodes)
     extremes: dict[str, tuple[float, int, np.ndarray]] = {}
@@ -294,6 +299,7 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
             if queue:
                 e = queue.pop()
                 slot_ep[s], cand[s], first[s], ret[s], length[s] = e, episodes[e].candidate, True, 0.0, 0
+                since_gain[s] = 0
                 policy.begin(int(s), episodes[e].seed)
                 chosen.append(int(s))
                 seeds.append(episodes[e].seed)
@@ -339,7 +345,12 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
                 buf = venv.step_wait(set(ws))
                 ret[live] += buf["rewards"][live]
                 length[live] += 1
+                since_gain[live] = np.where(buf["rewards"][live] > 0, 0, since_gain[live] + 1)
                 ended = buf["terminated"][live] | buf["truncated"][live]
+                if max_len > 0:
+                    ended |= length[live] >= max_len
+                if stall > 0:
+                    ended |= since_gain[live] >= stall
                 if record:
                     for s in live:
                         frames_of[s].append(buf["frames"][s].copy())

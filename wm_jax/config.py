@@ -117,6 +117,9 @@ class ESConfig:
     checkpoint_every: int = 1  # Generations between ES checkpoints.
     seed: int = 0
     dream_chunk: int = 50  # Dream steps per early-exit check (while_loop over scanned chunks; our choice).
+    # Real mode, training episodes only (the ES mean's evaluation and `wm-jax evaluate` play whole episodes):
+    real_max_steps: int = 0  # Cut each training episode after this many steps; 0 = env.max_steps.
+    real_stall_steps: int = 0  # Cut it after this many steps in a row without a positive reward; 0 = never.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +250,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.es.trials >= 1, "es.trials", "must be >= 1")
     need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
     need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
+    need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")
+    need(cfg.es.real_stall_steps >= 0, "es.real_stall_steps", "must be >= 0 (0: off)")
 
 
 # ---------------------------------------------------------------- YAML & overrides

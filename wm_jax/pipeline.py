@@ -74,14 +74,25 @@ class Experiment:
         self.stage("encode", "encode")
         self.stage("train-mdnrnn", "train-mdnrnn")
 
-    def evaluate(self, label: str, out: Path, *extra: str) -> dict:
-        """Real-environment score, cached in `out` (a results.json); rerun only if missing."""
+    def evaluate(self, label: str, out: Path, tag: str, *extra: str) -> dict:
+        """Real-environment score, cached in `out` (a results.json); rerun only if missing. The GIFs of its best
+        and worst episode are copied to results/<name>/plots/real_<tag>_{best,worst}.gif."""
         if out.exists():
             print(f"=== [{self.name}] {label}: cached {out}")
-            return json.loads(out.read_text())
-        self.run_cli(label, ["evaluate", "--run", str(self.cfg.run_dir), "--episodes", str(self.cfg.eval.episodes),
-                             "--seed", str(self.cfg.eval.seed), "--out", str(out.parent), *extra])
+        else:
+            self.run_cli(label, ["evaluate", "--run", str(self.cfg.run_dir), "--episodes",
+                                 str(self.cfg.eval.episodes), "--seed", str(self.cfg.eval.seed), "--out",
+                                 str(out.parent), *extra])
+        self.keep(out.parent, {f"{k}.gif": f"real_{tag}_{k}.gif" for k in ("best", "worst")})
         return json.loads(out.read_text())
+
+    def keep(self, folder: Path, names: dict[str, str]) -> None:
+        """Copy folder/<src> to results/<name>/plots/<dst> for each (src, dst) that exists."""
+        plots = self.results_dir / "plots"
+        for src, dst in names.items():
+            if (folder / src).exists():
+                plots.mkdir(exist_ok=True)
+                shutil.copyfile(folder / src, plots / dst)
 
     def finish(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], extra: dict | None = None) -> Path:
         """Write results.json and table.md (and copy the run's plots) into results/<name>/."""
@@ -143,11 +154,11 @@ def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
     exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list)
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     rows = []
-    rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "--policy", "random")
+    rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", "--policy", "random")
     rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand)})
     best = None
     for t in taus:
-        rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json",
+        rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
                            "--controller", str(run / "sweep" / f"tau_{t:g}"))
         rows.append({"agent": "C trained in the dream", "tau": f"{t:.2f}",
                      "virtual": f"{virtual[f'{t:g}']['dream_eval_return']:.0f}", "real": score(rec)})
@@ -174,14 +185,18 @@ def controller_rows(exp: Experiment, variants: list[tuple[str, list[str]]]) -> l
     """Train C once per variant (its own run folder sharing V and M), score each in the real env."""
     rows = []
     for label, overrides in variants:
-        name = f"{exp.cfg.name}_{label.split(':')[0]}"
+        name = f"{exp.cfg.name}_{label.split(':')[0]}"  # e.g. carracing_cpu_full
         link_world_model(exp.cfg, name)
         over = (f"name={name}", *overrides)
         exp.stage(f"train-controller {label}", "train-controller", overrides=over)
         run = exp.cfg.run_dir.parent / name
-        rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", "--controller", str(run / "controller"),
-                           *_eval_flags(overrides))
-        rows.append({"agent": label.split(":", 1)[1], "real": score(rec), "mean": rec["mean"]})
+        key = label.split(":")[0]
+        rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", key, "--controller",
+                           str(run / "controller"), *_eval_flags(overrides))
+        exp.keep(run / "plots", {"controller_curves.png": f"controller_curves_{key}.png"})
+        row_s = exp.times.get(f"train-controller {label}", 0.0) + exp.times.get(f"evaluate {label}", 0.0)
+        rows.append({"agent": label.split(":", 1)[1], "real": score(rec), "mean": rec["mean"],
+                     "row_wall": f"{row_s / 60:.0f} min"})
     return rows
 
 
@@ -190,24 +205,32 @@ def _eval_flags(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.startswith("eval.")]
 
 
-def carracing_table(exp: Experiment) -> Path:
+CARRACING_ROWS = {
+    "z": ("V model, z only", ["controller.inputs=z"]),
+    "zhidden": ("V model, z with a hidden layer", ["controller.inputs=z", "controller.hidden=40"]),
+    "full": ("full world model, [z, h]", ["controller.inputs=zh"]),
+    "untrainedM": ("full world model, untrained M", ["controller.inputs=zh", "eval.mdnrnn_untrained=true"]),
+}
+
+
+def carracing_table(exp: Experiment, rows: tuple[str, ...] = tuple(CARRACING_ROWS)) -> Path:
     """The paper's CarRacing table: C trained by CMA-ES in the real env on z only, z + hidden layer, [z, h],
-    and [z, h] with M left untrained (random initial weights)."""
+    and [z, h] with M left untrained (random initial weights). `rows`: which of CARRACING_ROWS, in order."""
+    unknown = [r for r in rows if r not in CARRACING_ROWS]
+    if unknown:
+        raise ValueError(f"unknown CarRacing table rows {unknown}; known: {', '.join(CARRACING_ROWS)}")
     exp.world_model()
-    variants = [
-        ("z:V model, z only", ["controller.inputs=z"]),
-        ("zhidden:V model, z with a hidden layer", ["controller.inputs=z", "controller.hidden=40"]),
-        ("full:full world model, [z, h]", ["controller.inputs=zh"]),
-        ("untrainedM:full world model, untrained M", ["controller.inputs=zh", "eval.mdnrnn_untrained=true"]),
-    ]
-    rows = controller_rows(exp, [(lbl, ["es.mode=real", *o]) for lbl, o in variants])
-    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)")]
-    return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})
+    variants = [(f"{r}:{CARRACING_ROWS[r][0]}", ["es.mode=real", *CARRACING_ROWS[r][1]]) for r in rows]
+    table = controller_rows(exp, variants)
+    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),
+               ("row_wall", "wall time of C + evaluation")]
+    return exp.finish(table, columns, {"episodes": exp.cfg.eval.episodes})
 
 
 def carracing_dream(exp: Experiment) -> Path:
     """C trained only inside M's dream (reward and done heads), scored on real tracks."""
     exp.world_model()
     rows = controller_rows(exp, [("dream:C trained in the dream, [z, h]", ["es.mode=dream"])])
-    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)")]
+    columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),
+               ("row_wall", "wall time of C + evaluation")]
     return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})

@@ -15,7 +15,8 @@ Every ``es.eval_every`` generations the ES mean plays ``es.eval_trials`` fixed h
 Outputs in ``<run>/controller``: orbax steps, ``metrics.jsonl`` + ``tb/``, ``params.npz`` (best evaluated
 mean; ``wm_jax.train.controller.load_controller``), ``score.json``, ``DONE``; ``<run>/plots/controller_curves.png``.
 Paper configuration: ``configs/carracing.yaml`` (population 64 × 16 trials). CPU configuration for 2 cores:
-``es.population=16 es.trials=2 env.max_steps=200 es.eval_trials=4`` (see the README / report).
+``configs/carracing_cpu.yaml`` (population 16 × 2 trials, training episodes cut at 600 steps or 60 steps
+without a new track tile: ``es.real_max_steps``, ``es.real_stall_steps``; the ES mean plays whole episodes).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
             seeds = trial_seeds(k_roll, es.trials)
             specs = [EpisodeSpec(s, c) for c in range(es.population) for s in seeds]
             policy = AgentPolicy(spec, AgentParams(vae, mdn, pop))
-            res, _ = run_episodes(venv, policy, specs, groups=cfg.eval.groups, progress=False)
+            res, _ = run_episodes(venv, policy, specs, groups=cfg.eval.groups, progress=False,
+                                  max_len=es.real_max_steps, stall=es.real_stall_steps)
             returns = np.asarray([r.ret for r in res], np.float32).reshape(es.population, es.trials)
             fit = fitness(pop, returns)
             es_state = tell(k_tell, pop, fit, es_state)

@@ -181,22 +181,20 @@ def link_world_model(cfg: Config, name: str) -> None:
             link.symlink_to(src / part, target_is_directory=True)
 
 
-def controller_rows(exp: Experiment, variants: list[tuple[str, list[str]]]) -> list[dict]:
-    """Train C once per variant (its own run folder sharing V and M), score each in the real env."""
+def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]]) -> list[dict]:
+    """Train C once per (key, title, overrides) variant, in run folder <name>_<key> sharing V and M; score each
+    in the real env."""
     rows = []
-    for label, overrides in variants:
-        name = f"{exp.cfg.name}_{label.split(':')[0]}"  # e.g. carracing_cpu_full
+    for key, title, overrides in variants:
+        label, name = f"{key}:{title}", f"{exp.cfg.name}_{key}"  # e.g. carracing_cpu_full
         link_world_model(exp.cfg, name)
-        over = (f"name={name}", *overrides)
-        exp.stage(f"train-controller {label}", "train-controller", overrides=over)
+        exp.stage(f"train-controller {label}", "train-controller", overrides=(f"name={name}", *overrides))
         run = exp.cfg.run_dir.parent / name
-        key = label.split(":")[0]
         rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", key, "--controller",
                            str(run / "controller"), *_eval_flags(overrides))
         exp.keep(run / "plots", {"controller_curves.png": f"controller_curves_{key}.png"})
         row_s = exp.times.get(f"train-controller {label}", 0.0) + exp.times.get(f"evaluate {label}", 0.0)
-        rows.append({"agent": label.split(":", 1)[1], "real": score(rec), "mean": rec["mean"],
-                     "row_wall": f"{row_s / 60:.0f} min"})
+        rows.append({"agent": title, "real": score(rec), "mean": rec["mean"], "row_wall": f"{row_s / 60:.0f} min"})
     return rows
 
 
@@ -220,7 +218,7 @@ def carracing_table(exp: Experiment, rows: tuple[str, ...] = tuple(CARRACING_ROW
     if unknown:
         raise ValueError(f"unknown CarRacing table rows {unknown}; known: {', '.join(CARRACING_ROWS)}")
     exp.world_model()
-    variants = [(f"{r}:{CARRACING_ROWS[r][0]}", ["es.mode=real", *CARRACING_ROWS[r][1]]) for r in rows]
+    variants = [(r, CARRACING_ROWS[r][0], ["es.mode=real", *CARRACING_ROWS[r][1]]) for r in rows]
     table = controller_rows(exp, variants)
     columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),
                ("row_wall", "wall time of C + evaluation")]
@@ -230,7 +228,7 @@ def carracing_table(exp: Experiment, rows: tuple[str, ...] = tuple(CARRACING_ROW
 def carracing_dream(exp: Experiment) -> Path:
     """C trained only inside M's dream (reward and done heads), scored on real tracks."""
     exp.world_model()
-    rows = controller_rows(exp, [("dream:C trained in the dream, [z, h]", ["es.mode=dream"])])
+    rows = controller_rows(exp, [("dream", "C trained in the dream, [z, h]", ["es.mode=dream"])])
     columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),
                ("row_wall", "wall time of C + evaluation")]
     return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})

@@ -98,3 +98,15 @@ def test_real_es_cut_keys_validated():
     assert (cfg.es.real_max_steps, cfg.es.real_stall_steps, cfg.env.max_steps) == (600, 60, 1000)
     with pytest.raises(ConfigError, match="es.real_stall_steps"):
         load_config("configs/carracing_cpu.yaml", ["es.real_stall_steps=-1"])
+
+
+def test_experiment_times_reset_when_run_folder_is_gone(tmp_path):
+    from wm_jax.pipeline import Experiment
+
+    args = ("t", "configs/quick.yaml", [f"root={tmp_path}"])
+    exp = Experiment(*args, results_root=tmp_path / "results")
+    (tmp_path / "quick").mkdir()
+    exp._record("collect", 5.0)
+    assert Experiment(*args, results_root=tmp_path / "results").times == {"collect": 5.0}  # resumed run: summed
+    (tmp_path / "quick").rmdir()  # the run was deleted: a new run must not inherit its seconds
+    assert Experiment(*args, results_root=tmp_path / "results").times == {}

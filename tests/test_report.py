@@ -30,10 +30,12 @@ def test_results_section_lists_each_experiment(tmp_path):
     d = tmp_path / "results" / "quick_quick"
     d.mkdir(parents=True)
     (d / "results.json").write_text(json.dumps({"experiment": "quick_quick", "scale": "quick", "date": "2026-11-21",
-                                                "machine": "2 cores", "wall_time_h": 0.2}))
+                                                "machine": "2 cores", "wall_time_h": 0.2,
+                                                "stage_seconds": {"collect": 90.0, "train-controller z:V, z": 1500}}))
     (d / "table.md").write_text("| agent | real |\n|---|---|\n| random | 210 ± 108 |\n")
     out = report.results_section(tmp_path / "results")
     assert "**quick_quick**" in out and "0.20 h" in out and "| random | 210 ± 108 |" in out
+    assert "Stage wall times (min): collect 1.5 · train-controller z 25.0" in out
     assert "dream-check" not in out  # no dream_check.json: no dream table
     (d / "dream_check.json").write_text(json.dumps({
         "env": "takecover", "done_mode": "threshold", "episodes": 64, "max_steps": 2100,

@@ -31,6 +31,7 @@ def test_whole_pipeline_on_real_frames(tmp_path):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())
         assert len(res["returns"]) == 2 and all(1 <= r <= 60 for r in res["returns"])  # 1 per step alive, cap 60
     assert (out / "table.md").read_text().count("\n") == 2 + 3
+    assert (out / "plots" / "sweep_curves.png").stat().st_size > 0  # ES curves, one line per τ
     for tau in ("0.5", "1"):  # one decoded dream episode per τ, copied next to the table
         assert (out / "plots" / f"dream_rollout_tau_{tau}.gif").stat().st_size > 0
     for tag in ("random", "tau_0.5", "tau_1"):  # the best and worst real episode of each evaluation

@@ -69,19 +69,25 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-def plot_curves(jsonl: str | os.PathLike, png: str | os.PathLike, keys: list[str], title: str = "") -> Path:
-    """Plot `keys` of a metrics.jsonl against step into a PNG (one panel per key)."""
+def plot_curves(jsonl: str | os.PathLike, png: str | os.PathLike, keys: list[str], title: str = "",
+                series: list[str] | None = None) -> Path:
+    """Plot `keys` of a metrics.jsonl against step into a PNG (one panel per key). With `series`, each panel
+    draws one labelled line per prefix: "<prefix>/<key>" (e.g. one per τ of a sweep)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     recs = read_jsonl(jsonl)
-    keys = [k for k in keys if any(k in r for r in recs)]
+    names = {k: [f"{s}/{k}" for s in series] if series else [k] for k in keys}
+    keys = [k for k in keys if any(n in r for r in recs for n in names[k])]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)
     for ax, k in zip(axes[0], keys):
-        pts = [(r["step"], r[k]) for r in recs if k in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts])
+        for name in names[k]:
+            pts = [(r["step"], r[name]) for r in recs if name in r]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name.split("/")[0] if series else None)
+        if series:
+            ax.legend(fontsize=7)
         ax.set_xlabel("step")
         ax.set_title(k)
         ax.grid(alpha=0.3)

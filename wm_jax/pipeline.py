@@ -43,8 +43,11 @@ class Experiment:
         self.results_dir = Path(self.results_root) / self.name
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._times_file = self.results_dir / "stage_seconds.json"
-        if self._times_file.exists():  # an interrupted earlier invocation: keep counting its time
-            self.times = json.loads(self._times_file.read_text())
+        if self._times_file.exists():
+            if self.cfg.run_dir.exists():  # an interrupted or extended earlier invocation: keep counting its time
+                self.times = json.loads(self._times_file.read_text())
+            else:  # its run folder was deleted: those seconds were spent on work that is gone
+                print(f"[{self.name}] {self.cfg.run_dir} does not exist: stage times start from zero")
 
     def stage(self, label: str, command: str, *args: str, overrides: tuple[str, ...] = ()) -> None:
         """Run ``wm-jax <command> --config F <args> <overrides>``; record its wall time under `label`."""

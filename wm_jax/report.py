@@ -72,6 +72,12 @@ def dream_check_table(path: Path) -> str:
     return "\n".join(rows)
 
 
+def stage_line(seconds: dict[str, float]) -> str:
+    """Wall time of each stage, in minutes ("train-controller full:<title>" shortened to its key)."""
+    cells = [f"{label.split(':')[0]} {s / 60:,.1f}" for label, s in seconds.items()]
+    return "Stage wall times (min): " + " · ".join(cells)
+
+
 def results_section(folder: Path) -> str:
     parts = []
     for path in sorted(folder.glob("*/results.json")):
@@ -80,6 +86,8 @@ def results_section(folder: Path) -> str:
         head = (f"**{rec.get('experiment', path.parent.name)}** (scale `{rec.get('scale', '?')}`, "
                 f"{rec.get('date', '?')}, {rec.get('machine', '?')}, wall time {rec.get('wall_time_h', 0):.2f} h)")
         parts.append(head + "\n\n" + (table.read_text().strip() if table.exists() else "(no table)"))
+        if rec.get("stage_seconds"):
+            parts.append(stage_line(rec["stage_seconds"]))
         if path.with_name("dream_check.json").exists():
             parts.append(dream_check_table(path.with_name("dream_check.json")))
     return "\n\n".join(parts) if parts else "No experiment has been run on this checkout yet."

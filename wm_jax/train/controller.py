@@ -212,9 +212,10 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[
         score = {"tau": tau, "dream_eval_return": float(best_eval[i]), "eval_trials": es.eval_trials,
                  "generations": gen, "params": ctrl.num_params(p_i)}
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
-    plot_keys = [tag(0, k) for k in ("mean_return", "best_return", "eval_return", "std")]
-    plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / f"{ckpt_dir.name}_curves.png", plot_keys,
-                title=f"ES in the dream ({cfg.env.name})")
+    png = cfg.run_dir / "plots" / ("sweep_curves.png" if n_tau > 1 else f"{ckpt_dir.name}_curves.png")
+    plot_curves(ckpt_dir / "metrics.jsonl", png, ["mean_return", "best_return", "eval_return", "std"],
+                title=f"ES in the dream ({cfg.env.name})",
+                series=[f"tau_{t:g}" for t in taus] if n_tau > 1 else None)
     if gif:  # one decoded dream episode per τ, each in the dream of its own temperature
         for i, tau in enumerate(taus):
             name = "dream_rollout.gif" if n_tau == 1 else f"dream_rollout_tau_{tau:g}.gif"

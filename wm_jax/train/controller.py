@@ -212,7 +212,8 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[
         score = {"tau": tau, "dream_eval_return": float(best_eval[i]), "eval_trials": es.eval_trials,
                  "generations": gen, "params": ctrl.num_params(p_i)}
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
-    png = cfg.run_dir / "plots" / ("sweep_curves.png" if n_tau > 1 else f"{ckpt_dir.name}_curves.png")
+    stage = ckpt_dir.parent.name if ckpt_dir.name == "ckpt" else ckpt_dir.name  # sweep/ckpt -> sweep_curves.png
+    png = cfg.run_dir / "plots" / f"{stage}_curves.png"
     plot_curves(ckpt_dir / "metrics.jsonl", png, ["mean_return", "best_return", "eval_return", "std"],
                 title=f"ES in the dream ({cfg.env.name})",
                 series=[f"tau_{t:g}" for t in taus] if n_tau > 1 else None)

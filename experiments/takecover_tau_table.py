@@ -2,6 +2,7 @@
 program), each scored over 100 real episodes, plus the random-policy row (paper: 210 ± 108; best 1092 ± 556).
 
     python experiments/takecover_tau_table.py --scale {cpu,paper} [key=value ...]
+    python experiments/takecover_tau_table.py --scale cpu --variant noiter iterate.rounds=0 name=takecover_cpu_noiter
 """
 
 import argparse
@@ -14,6 +15,9 @@ TAUS = (0.10, 0.50, 1.00, 1.15, 1.30)
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
+    ap.add_argument("--variant", default="", help="suffix of the results folder (results/takecover_tau_table_"
+                    "<scale>_<variant>), for an ablation run with overrides and its own run name")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
-    tau_table(Experiment(f"takecover_tau_table_{args.scale}", CONFIGS[args.scale], args.overrides), TAUS)
+    name = f"takecover_tau_table_{args.scale}" + (f"_{args.variant}" if args.variant else "")
+    tau_table(Experiment(name, CONFIGS[args.scale], args.overrides, scale=args.scale), TAUS)

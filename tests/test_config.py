@@ -49,6 +49,9 @@ def test_wrong_type_is_named(override, key):
     ("data.min_length=0", "data.min_length"),
     ("env.carracing_policy=uniform", "env.carracing_policy"),
     ("env.max_steps=0", "env.max_steps"),
+    ("iterate.epsilon=1.5", "iterate.epsilon"),
+    ("iterate.rounds=-1", "iterate.rounds"),
+    ("iterate.episodes=0", "iterate.episodes"),
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
@@ -110,3 +113,31 @@ def test_experiment_times_reset_when_run_folder_is_gone(tmp_path):
     assert Experiment(*args, results_root=tmp_path / "results").times == {"collect": 5.0}  # resumed run: summed
     (tmp_path / "quick").rmdir()  # the run was deleted: a new run must not inherit its seconds
     assert Experiment(*args, results_root=tmp_path / "results").times == {}
+
+
+def test_cached_evaluation_is_redone_when_the_controller_weights_change(tmp_path):
+    import numpy as np
+
+    from wm_jax.pipeline import Experiment, controller_digest
+
+    exp = Experiment("t", "configs/quick.yaml", [f"root={tmp_path}"], results_root=tmp_path / "results")
+    ctrl, out = tmp_path / "ctrl", tmp_path / "eval" / "results.json"
+    ctrl.mkdir()
+    calls = []
+
+    def fake_run_cli(label, argv):  # stands in for `wm-jax evaluate`: a score from the weights it reads
+        calls.append(label)
+        w = np.load(ctrl / "params.npz")["w"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"mean": float(w.sum()), "std": 0.0}))
+
+    exp.run_cli = fake_run_cli
+    np.savez(ctrl / "params.npz", w=np.ones(3, np.float32))
+    digest = controller_digest(ctrl)
+    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 3.0 and calls == ["e"]
+    np.savez(ctrl / "params.npz", w=np.ones(3, np.float32))  # rewritten, same weights (ES rerun): cached
+    assert controller_digest(ctrl) == digest
+    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 3.0 and calls == ["e"]
+    np.savez(ctrl / "params.npz", w=np.full(3, 2.0, np.float32))  # new weights (retrained): scored again
+    assert controller_digest(ctrl) != digest
+    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 6.0 and calls == ["e", "e"]

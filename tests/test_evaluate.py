@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from wm_jax.agent import (AgentSpec, EpisodeSpec, init_agent_params, make_policy, run_episodes,
-                          spec_from_config)
+from wm_jax.agent import (AgentSpec, EpisodeSpec, ExplorePolicy, init_agent_params, make_policy,
+                          run_episodes, spec_from_config)
 from wm_jax.config import EnvConfig, load_config
 from wm_jax.envs.vector import VectorEnv
 from wm_jax.models import mdnrnn
@@ -70,6 +70,42 @@ def test_runner_cuts_training_episodes_toy():
     np.testing.assert_allclose([r.ret for r in cut], [7.5, 9, 9, 9, 9, 9, 9])
     assert [r.length for r in stalled] == [3] * 7 and not any(r.terminated for r in stalled)
     assert [r.length for r in whole] == [min(5 + s % 7, 8) for s in seeds]  # no cut by default
+
+
+def test_runner_hands_over_whole_episodes_with_exploration_toy():
+    # collection with an agent (`wm-jax collect-agent`): each finished episode comes back whole, with the
+    # actions actually taken -- C's 0.5, or exploration's -1 / 0 / +1 held for 1-10 steps.
+    seeds = [0, 1, 2, 3, 4, 5, 6, 13]
+
+    def play():
+        got = {}
+        with VectorEnv(EnvConfig(max_steps=8), 3, 1, factory="wm_jax.envs.vector:make_toy_env") as venv:
+            res, _ = run_episodes(venv, ExplorePolicy(ConstantPolicy(0.5), "takecover", 0.3),
+                                  [EpisodeSpec(s) for s in seeds], progress=False,
+                                  on_episode=lambda e, ep: got.__setitem__(e, ep))
+        return res, got
+
+    res, got = play()
+    assert sorted(got) == list(range(len(seeds)))
+    for e, r in enumerate(res):
+        ep = got[e]
+        assert ep.seed == seeds[e] and ep.length == r.length and ep.frames.shape == (r.length + 1, 64, 64, 3)
+        assert list(ep.frames[:, 0, 0, 0]) == [seeds[e]] * (r.length + 1)  # this episode's frames, in order
+        assert list(ep.frames[:, 0, 0, 1]) == list(range(r.length + 1))
+        np.testing.assert_allclose(ep.rewards, 1 + ep.actions[:, 0])  # reward 1 + a: the actions taken
+        np.testing.assert_allclose(ep.rewards.sum(), r.ret)
+        assert bool(ep.terminated[-1]) == r.terminated and bool(ep.truncated[-1]) == (not r.terminated)
+        assert not ep.terminated[:-1].any() and not ep.truncated[:-1].any()
+    acts = np.concatenate([got[e].actions[:, 0] for e in got])
+    assert set(acts.tolist()) <= {-1.0, 0.0, 0.5, 1.0}
+    assert 0.2 < (acts != 0.5).mean() < 0.95  # both C's and exploration's actions (P(random) is about 0.6-0.7 here)
+    _, again = play()  # exploration is seeded by the episode seed
+    assert all(np.array_equal(got[e].actions, again[e].actions) for e in got)
+    with VectorEnv(EnvConfig(max_steps=8), 3, 1, factory="wm_jax.envs.vector:make_toy_env") as venv:
+        plain = {}
+        run_episodes(venv, ExplorePolicy(ConstantPolicy(0.5), "takecover", 0.0), [EpisodeSpec(s) for s in seeds],
+                     progress=False, on_episode=lambda e, ep: plain.__setitem__(e, ep))
+    assert all((ep.actions == 0.5).all() for ep in plain.values())  # epsilon 0: the wrapped policy alone
 
 
 def test_vector_env_reports_worker_errors():

@@ -37,6 +37,12 @@ def test_results_section_lists_each_experiment(tmp_path):
     assert "**quick_quick**" in out and "0.20 h" in out and "| random | 210 ± 108 |" in out
     assert "Stage wall times (min): collect 1.5 · train-controller z 25.0" in out
     assert "dream-check" not in out  # no dream_check.json: no dream table
+    assert "overrides" not in out
+    rec = json.loads((d / "results.json").read_text())
+    (d / "results.json").write_text(json.dumps({**rec, "overrides": ["iterate.rounds=0", "es.seed=1"],
+                                                "note": "Measured before the iterate section existed."}))
+    out = report.results_section(tmp_path / "results")
+    assert "0.20 h), overrides `iterate.rounds=0 es.seed=1`\n\nMeasured before the iterate section existed." in out
     (d / "dream_check.json").write_text(json.dumps({
         "env": "takecover", "done_mode": "threshold", "episodes": 64, "max_steps": 2100,
         "scores": {"1.0": {"stay": {"mean": 84.7, "std": 29.9}, "sweep50": {"mean": 1345.9, "std": 247.6}},

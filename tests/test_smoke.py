@@ -1,9 +1,14 @@
 """A tiny end-to-end run of the whole pipeline on real TakeCover frames, through the experiment runner:
-collect → train-vae → encode → train-mdnrnn → sweep-temperature (batched τ) → evaluate (real env) → table."""
+collect → train-vae → encode → train-mdnrnn → one iteration round (C in the dream → real episodes played
+by C → encode → M trained further) → sweep-temperature (batched τ) → evaluate (real env) → table."""
 
 import json
+import os
+import time
 
-from wm_jax.pipeline import Experiment, tau_table
+import pytest
+
+from wm_jax.pipeline import Experiment, StageError, tau_table
 
 TINY = [
     "data.episodes=4", "data.long_hold_episodes=1", "data.workers=2", "env.max_steps=60",
@@ -13,6 +18,7 @@ TINY = [
     "es.population=4", "es.trials=2", "es.generations=2", "es.dream_max_steps=30", "es.initial_states=4",
     "es.eval_every=1", "es.eval_trials=2",
     "eval.episodes=2", "eval.workers=1",
+    "iterate.rounds=1", "iterate.episodes=2", "iterate.mdnrnn_steps=2", "iterate.epsilon=0.5",
 ]
 
 
@@ -25,8 +31,13 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert [r["tau"] for r in rec["rows"][1:]] == ["0.50", "1.00"]
     run = tmp_path / "runs" / "quick"
     manifest = json.loads((run / "data" / "manifest.json").read_text())
-    assert len(manifest["episodes"]) == 5
+    assert len(manifest["episodes"]) == 5 + 2
     assert [e["policy"] for e in manifest["episodes"]].count("repeat20-150") == 1
+    agent = [e for e in manifest["episodes"] if e["policy"] == "agent_round0"]  # played by the round's C
+    assert [e["index"] for e in agent] == [5, 6] and all(1 <= e["length"] <= 60 for e in agent)
+    assert len(json.loads((run / "data" / "latents" / "manifest.json").read_text())["episodes"]) == 7  # encoded
+    assert json.loads((run / "mdnrnn" / "DONE").read_text())["step"] == 3 + 2  # M trained on, over all 7
+    assert (tmp_path / "runs" / "quick_iter0" / "controller" / "params.npz").exists()
     for tau in ("0.5", "1"):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())
         assert len(res["returns"]) == 2 and all(1 <= r <= 60 for r in res["returns"])  # 1 per step alive, cap 60
@@ -37,10 +48,19 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     for tag in ("random", "tau_0.5", "tau_1"):  # the best and worst real episode of each evaluation
         assert (out / "plots" / f"real_{tag}_best.gif").stat().st_size > 0
         assert (out / "plots" / f"real_{tag}_worst.gif").stat().st_size > 0
-    assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature"}
+    assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature",
+                                         "iterate 0 train-controller", "iterate 0 collect-agent",
+                                         "iterate 0 train-mdnrnn"}
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",
                                              [f"root={tmp_path / 'runs'}", *TINY],
                                              results_root=tmp_path / "results"), (0.5, 1.0)) / "results.json")
                        .read_text())
     assert again["rows"] == rec["rows"]
+    # M trained again after the sweep (here: its DONE marker is newer): the sweep's controllers learned an older
+    # dream, and the experiment says so instead of scoring them as this M's
+    t = time.time() + 60
+    os.utime(run / "mdnrnn" / "DONE", (t, t))
+    with pytest.raises(StageError, match="older M"):
+        tau_table(Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
+                             results_root=tmp_path / "results"), (0.5, 1.0))

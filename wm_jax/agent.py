@@ -227,14 +227,51 @@ class RandomPolicy:
 
     def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
             slots: np.ndarray) -> np.ndarray:
-        out = []
-        for s in slots:
-            rng = self.rngs[s] or np.random.default_rng(0)
-            if self.env_name == "carracing":
-                out.append([rng.uniform(-1, 1), rng.uniform(0, 1), rng.uniform(0, 1)])
-            else:
-                out.append([float(rng.integers(-1, 2))])
-        return np.asarray(out, np.float32)
+        return np.asarray([random_action(self.env_name, self.rngs[s] or np.random.default_rng(0)) for s in slots],
+                          np.float32)
+
+
+def random_action(env_name: str, rng: np.random.Generator) -> list[float]:
+    """One uniform random action (TakeCover -1/0/+1; CarRacing steer U[-1, 1], gas U[0, 1], brake U[0, 1])."""
+    if env_name == "carracing":
+        return [rng.uniform(-1, 1), rng.uniform(0, 1), rng.uniform(0, 1)]
+    return [float(rng.integers(-1, 2))]
+
+
+class ExplorePolicy:
+    """Exploration noise around another policy (data collection with a trained agent, the paper's section 5).
+
+    At each step a slot that is not already exploring starts, with probability `epsilon`, a uniform random
+    action held for `hold` = (lo, hi) steps (uniform, inclusive), as the random collection policy holds its
+    actions. The wrapped agent's M still steps with C's own action (its hidden state is C's input only).
+    Per-episode generators are seeded by the episode's seed: the same seeds give the same episodes.
+    """
+
+    def __init__(self, inner, env_name: str, epsilon: float, hold: tuple[int, int] = (1, 10),
+                 seed_offset: int = 0xE4):
+        self.inner, self.env_name, self.epsilon, self.hold, self.offset = inner, env_name, epsilon, hold, seed_offset
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.held: dict[int, tuple[list[float], int]] = {}  # slot -> (action, steps left)
+
+    def begin(self, slot: int, seed: int) -> None:
+        self.inner.begin(slot, seed)
+        self.rngs[slot] = np.random.default_rng([int(seed), self.offset])
+        self.held.pop(slot, None)
+
+    def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
+            slots: np.ndarray) -> np.ndarray:
+        actions = np.array(self.inner.act(group, frames, first, index, slots), np.float32)
+        for row, s in enumerate(int(s) for s in slots):
+            rng = self.rngs.get(s)
+            if rng is None:
+                continue
+            action, left = self.held.get(s, (None, 0))
+            if left == 0 and rng.random() < self.epsilon:
+                action, left = random_action(self.env_name, rng), int(rng.integers(self.hold[0], self.hold[1] + 1))
+            if left > 0:
+                actions[row] = action
+                self.held[s] = (action, left - 1)
+        return actions
 
 
 # ---------------------------------------------------------------- the episode runner
@@ -262,8 +299,8 @@ def worker_groups(num_workers: int, groups: int) -> list[list[int]]:
 
 
 def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, record: bool = False,
-                 progress: bool = True, desc: str = "episodes", max_len: int = 0,
-                 stall: int = 0) -> tuple[list[EpisodeResult], dict[str, np.ndarray]]:
+                 progress: bool = True, desc: str = "episodes", max_len: int = 0, stall: int = 0,
+                 on_episode=None) -> tuple[list[EpisodeResult], dict[str, np.ndarray]]:
     """Play `episodes` on the slots of `venv`, a new episode starting in a slot as soon as its last one ends.
 
     Slots whose episode ended and have none left are masked: not stepped, their actions ignored; the policy
@@ -272,6 +309,9 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
 
     The host may cut an episode short (terminated=False): after `max_len` steps, or after `stall` steps in a
     row without a positive reward (0 = never; ES training episodes only, see ``es.real_max_steps``).
+
+    `on_episode(index, episode)`, if given, receives each finished episode whole as a
+    :class:`wm_jax.data.shards.Episode` (frames, the actions taken, rewards, end flags): collection with an agent.
 
     Returns the results in the order of `episodes`, and (if `record`) the frames of the best and the worst
     episode as uint8 [T+1, S, S, 3] under "best" / "worst" (ties go to the lower episode index).
@@ -288,6 +328,7 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
     length = np.zeros(n, np.int64)
     since_gain = np.zeros(n, np.int64)  # steps since the last positive reward
     frames_of: dict[int, list[np.ndarray]] = {}
+    traj: dict[int, tuple[list, list, list]] = {}  # slot -> (frames, actions, rewards) when on_episode is given
     results: list[EpisodeResult | None] = [None] * len(episodes)
     extremes: dict[str, tuple[float, int, np.ndarray]] = {}
     queue = list(range(len(episodes)))[::-1]
@@ -310,6 +351,9 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
             if record:
                 for s in chosen:
                     frames_of[s] = [venv.buffers["frames"][s].copy()]
+            if on_episode is not None:
+                for s in chosen:
+                    traj[s] = ([venv.buffers["frames"][s].copy()], [], [])
 
     def finish(s: int, terminated: bool) -> None:
         e = int(slot_ep[s])
@@ -320,6 +364,15 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
                 old = extremes.get(key)
                 if old is None or better(ret[s], old[0]) or (ret[s] == old[0] and e < old[1]):
                     extremes[key] = (float(ret[s]), e, clip)
+        if on_episode is not None:
+            from wm_jax.data.shards import Episode
+
+            fr, ac, rw = traj.pop(s)
+            t = len(ac)
+            ends = [np.zeros(t, bool), np.zeros(t, bool)]
+            ends[0 if terminated else 1][-1] = True  # terminated, or cut (env cap or host cut): truncated
+            on_episode(e, Episode(np.stack(fr), np.stack(ac).astype(np.float32), np.asarray(rw, np.float32),
+                                  *ends, int(episodes[e].seed)))
         bar.update(1)
         done = [r.ret for r in results if r is not None]
         bar.set_postfix(mean=f"{np.mean(done):.1f}")
@@ -331,7 +384,11 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
             return False
         acts = policy.act(g, venv.buffers["frames"][slots], first[slots], cand[slots], slots)
         first[slots] = False
-        venv.step_async(live, acts[slot_ep[slots] >= 0])
+        taken = np.asarray(acts)[slot_ep[slots] >= 0]
+        if on_episode is not None:
+            for s, a in zip(live, taken):
+                traj[s][1].append(np.array(a, np.float32).reshape(-1))
+        venv.step_async(live, taken)
         return True
 
     try:
@@ -354,6 +411,10 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
                 if record:
                     for s in live:
                         frames_of[s].append(buf["frames"][s].copy())
+                if on_episode is not None:
+                    for s in live:
+                        traj[s][0].append(buf["frames"][s].copy())
+                        traj[s][2].append(float(buf["rewards"][s]))
                 for s, term in zip(live[ended], buf["terminated"][live][ended]):
                     finish(int(s), bool(term))
                 if ended.any():

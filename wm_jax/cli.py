@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-vae": ("wm_jax.train.vae", "train V on the collected frames"),
     "encode": ("wm_jax.train.encode", "write V's (mu, logvar) for every frame beside the data"),
     "train-mdnrnn": ("wm_jax.train.mdnrnn", "train M on encoded sequences"),
+    "collect-agent": ("wm_jax.data.collect_agent", "real episodes played by a trained controller, added to the data"),
     "train-controller": ("wm_jax.train.controller", "train C with an evosax strategy (dream or real env)"),
     "sweep-temperature": ("wm_jax.train.sweep", "train one controller per dream temperature, batched"),
     "dream-check": ("wm_jax.train.dream_check", "score fixed reference policies in M's dream (before ES)"),

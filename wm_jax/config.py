@@ -138,6 +138,18 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IterateConfig:
+    """Iterative training (paper, section 5): after M, `rounds` times: train C in the dream, play `episodes`
+    real episodes with it (plus exploration noise), add them to the data, train M further on all of it."""
+
+    rounds: int = 0  # 0 = off (the paper's TakeCover and CarRacing results use none).
+    episodes: int = 400  # Real episodes collected with each round's controller.
+    tau: float = 1.0  # Dream temperature of each round's controller.
+    epsilon: float = 0.1  # Per-step chance to start a random action held 1-10 steps (exploration).
+    mdnrnn_steps: int = 1500  # M training steps added per round (resumed from its checkpoint, Adam state kept).
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"  # Run name; the run folder is checkpoints/<name> unless `root` says otherwise.
     root: str = "checkpoints"  # Folder that holds run folders.
@@ -149,6 +161,7 @@ class Config:
     controller: ControllerConfig = ControllerConfig()
     es: ESConfig = ESConfig()
     eval: EvalConfig = EvalConfig()
+    iterate: IterateConfig = IterateConfig()
 
     # ---- derived values: computed here, never stored ----
     @property
@@ -252,6 +265,11 @@ def _validate(cfg: Config) -> None:
     need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
     need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")
     need(cfg.es.real_stall_steps >= 0, "es.real_stall_steps", "must be >= 0 (0: off)")
+    need(cfg.iterate.rounds >= 0, "iterate.rounds", "must be >= 0 (0: off)")
+    need(cfg.iterate.episodes >= 1, "iterate.episodes", "must be >= 1")
+    need(cfg.iterate.tau > 0, "iterate.tau", "must be > 0")
+    need(0.0 <= cfg.iterate.epsilon <= 1.0, "iterate.epsilon", "must be in [0, 1]")
+    need(cfg.iterate.mdnrnn_steps >= 0, "iterate.mdnrnn_steps", "must be >= 0")
 
 
 # ---------------------------------------------------------------- YAML & overrides

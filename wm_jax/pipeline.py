@@ -71,21 +71,42 @@ class Experiment:
         write_json_atomic(self._times_file, self.times)
 
     def world_model(self) -> None:
-        """collect → V → encode → M, each skipped or resumed by the command itself."""
+        """collect → V → encode → M, each skipped or resumed by the command itself; then `iterate.rounds`
+        rounds of (C in the dream → real episodes with C → encode → M trained further)."""
         self.stage("collect", "collect")
         self.stage("train-vae", "train-vae")
         self.stage("encode", "encode")
         self.stage("train-mdnrnn", "train-mdnrnn")
+        it = self.cfg.iterate
+        for r in range(it.rounds):
+            name = f"{self.cfg.name}_iter{r}"  # the round's controller, beside the run (shares data, V, M)
+            link_world_model(self.cfg, name)
+            ctrl_dir = self.cfg.run_dir.parent / name / "controller"
+            self.stage(f"iterate {r} train-controller", "train-controller",
+                       overrides=(f"name={name}", "es.mode=dream", f"es.temperature={it.tau:g}"))
+            self.stage(f"iterate {r} collect-agent", "collect-agent", "--controller", str(ctrl_dir),
+                       "--round", str(r))
+            self.stage(f"iterate {r} encode", "encode")
+            steps = self.cfg.mdnrnn.steps + (r + 1) * it.mdnrnn_steps
+            self.stage(f"iterate {r} train-mdnrnn", "train-mdnrnn", overrides=(f"mdnrnn.steps={steps}",))
 
     def evaluate(self, label: str, out: Path, tag: str, *extra: str) -> dict:
         """Real-environment score, cached in `out` (a results.json); rerun only if missing. The GIFs of its best
         and worst episode are copied to results/<name>/plots/real_<tag>_{best,worst}.gif."""
+        controller = Path(extra[extra.index("--controller") + 1]) if "--controller" in extra else None
+        digest = controller_digest(controller) if controller is not None else ""
+        stamp = out.parent / "controller.sha256"  # which weights the cached score belongs to
+        if out.exists() and stamp.exists() and stamp.read_text().strip() != digest:
+            print(f"=== [{self.name}] {label}: {controller} holds other weights than those scored in {out}: "
+                  f"evaluating again")
+            out.unlink()
         if out.exists():
             print(f"=== [{self.name}] {label}: cached {out}")
         else:
             self.run_cli(label, ["evaluate", "--run", str(self.cfg.run_dir), "--episodes",
                                  str(self.cfg.eval.episodes), "--seed", str(self.cfg.eval.seed), "--out",
                                  str(out.parent), *extra])
+        stamp.write_text(digest + "\n")
         self.keep(out.parent, {f"{k}.gif": f"real_{tag}_{k}.gif" for k in ("best", "worst")})
         return json.loads(out.read_text())
 
@@ -127,6 +148,30 @@ class Experiment:
         return self.results_dir
 
 
+def controller_digest(path: Path) -> str:
+    """sha256 of a controller's weights (the arrays of <path>/params.npz, not the zip's bytes, which hold
+    write times)."""
+    import hashlib
+
+    import numpy as np
+
+    f = path if path.suffix == ".npz" else path / "params.npz"
+    h = hashlib.sha256()
+    with np.load(f, allow_pickle=False) as z:
+        for k in sorted(z.files):
+            a = z[k]
+            h.update(f"{k}:{a.dtype}:{a.shape};".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _mtime(path: Path) -> float:
+    """Newest modification time of a file, or of any file under a folder (0 if there is none)."""
+    if path.is_file():
+        return path.stat().st_mtime
+    return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=0.0)
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "–"
@@ -154,6 +199,10 @@ def tau_table(exp: Experiment, taus: tuple[float, ...]) -> Path:
     if not check.exists() or check.stat().st_mtime < (run / "mdnrnn" / "DONE").stat().st_mtime:  # M retrained
         exp.stage("dream-check", "dream-check", "--taus", tau_list)
     shutil.copyfile(run / "dream_check.json", exp.results_dir / "dream_check.json")
+    m_done = (run / "mdnrnn" / "DONE").stat().st_mtime
+    if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < m_done:
+        raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/mdnrnn "
+                         f"finished after them): move that folder away, then rerun to train the sweep on this M")
     exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list)
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     rows = []

@@ -85,6 +85,10 @@ def results_section(folder: Path) -> str:
         table = path.with_name("table.md")
         head = (f"**{rec.get('experiment', path.parent.name)}** (scale `{rec.get('scale', '?')}`, "
                 f"{rec.get('date', '?')}, {rec.get('machine', '?')}, wall time {rec.get('wall_time_h', 0):.2f} h)")
+        if rec.get("overrides"):
+            head += f", overrides `{' '.join(rec['overrides'])}`"
+        if rec.get("note"):
+            head += f"\n\n{rec['note']}"
         parts.append(head + "\n\n" + (table.read_text().strip() if table.exists() else "(no table)"))
         if rec.get("stage_seconds"):
             parts.append(stage_line(rec["stage_seconds"]))

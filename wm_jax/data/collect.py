@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import multiprocessing as mp
@@ -139,7 +140,7 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
               expected_policy=None) -> dict[int, dict]:
     """Records of every valid episode on disk, by index; shards are the truth, the manifest a cache.
     `expected_policy(index) -> label`: records naming another policy are refused (a config change would
-    mix two policies under one index range)."""
+    mix two policies under one index range); None: any policy (episodes `wm-jax collect-agent` added)."""
     from wm_jax.config import ConfigError
 
     ep_dir = data_dir / "episodes"
@@ -169,7 +170,7 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
         if (r["seed"] - base_seed - i) % RETRY_STRIDE != 0:
             raise ConfigError(f"{data_dir}: episode {i} was collected with seed {r['seed']}, which does not "
                               f"match data.seed={base_seed} (+ index); keep data.seed or use another run name")
-        if expected_policy is not None and "policy" in r and r["policy"] != expected_policy(i):
+        if expected_policy is not None and "policy" in r and expected_policy(i) not in (None, r["policy"]):
             raise ConfigError(f"{data_dir}: episode {i} was collected with policy {r['policy']!r}, but the config "
                               f"asks {expected_policy(i)!r} for it (data.episodes / data.long_hold_episodes / "
                               f"env.doom_*repeat_*); keep them or use another run name")
@@ -184,15 +185,11 @@ def collect(cfg, progress: bool = True) -> list[dict]:
     data_dir = Path(cfg.data_dir)
     ep_dir = data_dir / "episodes"
     ep_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(data_dir / ".collect.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(f"another `wm-jax collect` is writing {data_dir}") from None
-    try:
+    with data_lock(data_dir):
         env, adim, seed = cfg.env.name, cfg.action_dim, cfg.data.seed
         n_plain, n_total = cfg.data.episodes, cfg.data.episodes + cfg.data.long_hold_episodes
-        records = reconcile(data_dir, env, adim, seed, lambda i: policy_label(cfg.env, i >= n_plain))
+        records = reconcile(data_dir, env, adim, seed,
+                            lambda i: policy_label(cfg.env, i >= n_plain) if i < n_total else None)
         write_manifest(data_dir, env, adim, list(records.values()))
         todo = [i for i in range(n_total) if i not in records]
         if not todo:
@@ -239,6 +236,18 @@ def collect(cfg, progress: bool = True) -> list[dict]:
             write_manifest(data_dir, env, adim, list(records.values()))
             _stop_workers(procs, tasks, results)
         return sorted(records.values(), key=lambda r: r["index"])
+
+
+@contextlib.contextmanager
+def data_lock(data_dir: Path):
+    """Hold the data folder's lock for one writer (`collect` or `collect-agent`); a second one is refused."""
+    lock = open(Path(data_dir) / ".collect.lock", "w")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another collection (`wm-jax collect` or `collect-agent`) writes {data_dir}") from None
+        yield
     finally:
         lock.close()
 

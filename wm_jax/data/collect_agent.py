@@ -1,0 +1,98 @@
+"""``wm-jax collect-agent --controller PATH --round R``: real episodes played by a trained agent, added to the data.
+
+The paper's iterative training (section 5): a controller trained in the dream plays the real game, with
+exploration noise (``iterate.epsilon``: random actions held 1-10 steps), and its episodes join the random-policy
+data, so M is next trained on the states such a controller visits -- where a dream it learned to exploit
+was wrong. Round R writes episodes ``n + R * iterate.episodes`` .. ``n + (R + 1) * iterate.episodes - 1``
+(n = data.episodes + data.long_hold_episodes), episode i on environment seed ``data.seed + i``, as shards and
+manifest records (policy ``agent_round<R>``) in the same format as ``wm-jax collect``.
+
+Resume: shards on disk are the truth (as for ``collect``); a rerun plays only the missing indices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wm_jax.config import Config, ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--controller", required=True, help="controller folder (params.npz) that plays")
+    parser.add_argument("--round", type=int, required=True, help="iteration round: picks the episode indices")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def round_indices(cfg: Config, rnd: int) -> range:
+    """Episode indices of iteration round `rnd`."""
+    first = cfg.data.episodes + cfg.data.long_hold_episodes + rnd * cfg.iterate.episodes
+    return range(first, first + cfg.iterate.episodes)
+
+
+def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool = True) -> dict:
+    """Play the missing episodes of round `rnd` with `controller` (+ exploration) into ``cfg.data_dir``."""
+    from wm_jax.agent import EpisodeSpec, ExplorePolicy, run_episodes
+    from wm_jax.data.collect import data_lock, reconcile
+    from wm_jax.data.shards import episode_record, shard_name, write_episode, write_manifest
+    from wm_jax.envs.vector import VectorEnv
+    from wm_jax.evaluate import make_agent_policy, slot_layout
+
+    if rnd < 0:
+        raise ConfigError(f"--round must be >= 0, got {rnd}")
+    data_dir = Path(cfg.data_dir)
+    if not (data_dir / "manifest.json").exists():
+        raise ConfigError(f"{data_dir}: no collected data (run `wm-jax collect` first)")
+    label = f"agent_round{rnd}"
+    with data_lock(data_dir):
+        indices = round_indices(cfg, rnd)
+        records = reconcile(data_dir, cfg.env.name, cfg.action_dim, cfg.data.seed,
+                            lambda i: label if i in indices else None)
+        todo = [i for i in indices if i not in records]
+        summary = {"round": rnd, "controller": str(controller), "episodes": len(indices), "played": len(todo)}
+        if todo:
+            policy, cfg = make_agent_policy(cfg, cfg.run_dir, str(controller))
+            workers, slots = slot_layout(cfg, len(todo))
+            explore = ExplorePolicy(policy, cfg.env.name, cfg.iterate.epsilon)
+            specs = [EpisodeSpec(cfg.data.seed + i) for i in todo]
+            last_write = [time.perf_counter()]
+
+            def save(e: int, ep) -> None:
+                index = todo[e]
+                write_episode(data_dir / "episodes" / shard_name(index), ep, cfg.data.compress_level)
+                records[index] = {**episode_record(index, ep), "policy": label}
+                if time.perf_counter() - last_write[0] > 1.0:
+                    write_manifest(data_dir, cfg.env.name, cfg.action_dim, list(records.values()))
+                    last_write[0] = time.perf_counter()
+
+            t0 = time.perf_counter()
+            try:
+                with VectorEnv(cfg.env, slots, workers) as venv:
+                    run_episodes(venv, explore, specs, groups=cfg.eval.groups, progress=progress,
+                                 desc=f"collect {cfg.env.name} ({label}, epsilon {cfg.iterate.epsilon:g})",
+                                 on_episode=save)
+            finally:
+                write_manifest(data_dir, cfg.env.name, cfg.action_dim, list(records.values()))
+            summary["wall_s"] = time.perf_counter() - t0
+        mine = [records[i] for i in indices]
+        summary.update(frames=int(sum(r["length"] + 1 for r in mine)),
+                       mean_return=float(np.mean([r["return"] for r in mine])),
+                       mean_length=float(np.mean([r["length"] for r in mine])))
+        return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.cli import config_from_args
+
+    cfg = config_from_args(args)
+    s = collect_agent(cfg, args.controller, args.round, progress=not args.no_progress)
+    print(f"collect-agent round {s['round']}: {s['episodes']} episodes ({s['played']} played now) with "
+          f"{s['controller']} + exploration (epsilon {cfg.iterate.epsilon:g}): mean return {s['mean_return']:.1f}, "
+          f"mean length {s['mean_length']:.0f}, {s['frames']} frames -> {cfg.data_dir}")
+    return 0

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from wm_jax.agent import (AgentSpec, EpisodeSpec, ExplorePolicy, init_agent_params, make_policy,
-                          run_episodes, spec_from_config)
+from wm_jax.agent import AgentSpec, init_agent_params, make_policy, spec_from_config
 from wm_jax.config import EnvConfig, load_config
 from wm_jax.envs.vector import VectorEnv
 from wm_jax.models import mdnrnn
+from wm_jax.runner import EpisodeSpec, ExplorePolicy, run_episodes
 
 TINY = ["vae.z_dim=8", "mdnrnn.hidden=16", "eval.vae_untrained=true", "eval.mdnrnn_untrained=true",
         "env.max_steps=30", "eval.envs_per_worker=1", "eval.workers=2"]

@@ -103,7 +103,7 @@ def with_controller_shape(cfg: Config, path: Path) -> Config:
 def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str = "agent",
              controller: str | None = None, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Play `episodes` episodes with seeds seed, seed+1, ...; write results.json and GIFs; return the results."""
-    from wm_jax.agent import EpisodeSpec, RandomPolicy, run_episodes
+    from wm_jax.runner import EpisodeSpec, RandomPolicy, run_episodes
     from wm_jax.checkpoint import write_json_atomic
     from wm_jax.envs.vector import VectorEnv
 

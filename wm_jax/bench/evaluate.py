@@ -73,7 +73,8 @@ def _policy_alone(spec, params, n: int) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     import jax
 
-    from wm_jax.agent import AgentPolicy, AgentSpec, EpisodeSpec, RandomPolicy, init_agent_params, run_episodes
+    from wm_jax.agent import AgentPolicy, AgentSpec, init_agent_params
+    from wm_jax.runner import EpisodeSpec, RandomPolicy, run_episodes
     from wm_jax.config import EnvConfig
     from wm_jax.envs.vector import VectorEnv
 
@@ -129,6 +130,6 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def _blocks(venv, g: int) -> list[list[int]]:
-    from wm_jax.agent import worker_groups
+    from wm_jax.runner import worker_groups
 
     return worker_groups(venv.num_workers, g)

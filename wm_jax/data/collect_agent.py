@@ -38,7 +38,7 @@ def round_indices(cfg: Config, rnd: int) -> range:
 
 def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool = True) -> dict:
     """Play the missing episodes of round `rnd` with `controller` (+ exploration) into ``cfg.data_dir``."""
-    from wm_jax.agent import EpisodeSpec, ExplorePolicy, run_episodes
+    from wm_jax.runner import EpisodeSpec, ExplorePolicy, run_episodes
     from wm_jax.data.collect import data_lock, reconcile
     from wm_jax.data.shards import episode_record, shard_name, write_episode, write_manifest
     from wm_jax.envs.vector import VectorEnv

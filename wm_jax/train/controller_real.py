@@ -62,7 +62,8 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     import jax
     from tqdm import tqdm
 
-    from wm_jax.agent import AgentParams, AgentPolicy, EpisodeSpec, load_models, run_episodes, spec_from_config
+    from wm_jax.agent import AgentParams, AgentPolicy, load_models, spec_from_config
+    from wm_jax.runner import EpisodeSpec, run_episodes
     from wm_jax.checkpoint import Checkpointer
     from wm_jax.envs.vector import VectorEnv
     from wm_jax.es import ESCarry, carry_from_tree, carry_to_tree, get_program

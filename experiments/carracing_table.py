@@ -7,15 +7,17 @@ Rows train one after another (each resumes or is skipped when done); `--rows` pi
 
 import argparse
 
-from wm_jax.pipeline import CARRACING_ROWS, Experiment, carracing_table
+from wm_jax.pipeline import CARRACING_ROWS, PAPER_ROWS, Experiment, carracing_table
 
 CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
-    ap.add_argument("--rows", default=",".join(CARRACING_ROWS), help="comma-separated subset of: %(default)s")
+    ap.add_argument("--rows", default="", help=f"comma-separated subset of: {','.join(CARRACING_ROWS)} (default: "
+                    f"all at cpu scale; {','.join(PAPER_ROWS)} at paper scale)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
+    args.rows = args.rows or ",".join(CARRACING_ROWS if args.scale == "cpu" else PAPER_ROWS)
     carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides),
                     tuple(r for r in args.rows.split(",") if r))

@@ -15,7 +15,8 @@ from wm_jax.cli import main as cli_main
 from wm_jax.config import ConfigError, load_config
 from wm_jax.data.collect import collect
 from wm_jax.data.dataset import frame_batches, open_dataset
-from wm_jax.data.preprocess import area_resize, area_weights, carracing_frame, doom_frame
+from wm_jax.data.preprocess import (area_resize, area_weights, carracing_frame, doom_frame, fireball_mask,
+                                    fireball_recall)
 from wm_jax.data.shards import (CorruptShardError, Episode, episode_record, read_episode, shard_name,
                                 write_episode, write_manifest)
 
@@ -63,6 +64,28 @@ def test_carracing_frame_drops_indicator_strip():
     with pytest.raises(ValueError, match="96, 96, 3"):
         carracing_frame(np.zeros((64, 64, 3), np.uint8))
 
+
+
+FIRE, FLASH, WALL = (250, 160, 40), (200, 30, 30), (120, 90, 60)  # fireball orange, hit flash red, wall brown
+
+
+def test_fireball_mask_colours():
+    f = np.zeros((2, 2, 3), np.uint8)
+    f[0, 0], f[0, 1], f[1, 0], f[1, 1] = FIRE, FLASH, WALL, (255, 255, 255)
+    assert fireball_mask(f).tolist() == [[True, False], [False, False]]
+
+
+def test_fireball_recall_by_hand():
+    frames = np.full((3, 64, 64, 3), 80, np.uint8)
+    frames[0, 10:13, 10:13] = FIRE  # 9 px: counted
+    frames[1, 0, 0:2] = FIRE        # 2 px: too small to count (< lo)
+    frames[2] = FIRE                # a fireball filling the screen (> hi): not counted
+    recon = np.full_like(frames, 80)
+    recon[0, 10, 10:13] = FIRE      # 3 of the 9 kept
+    recon[0, 40, 40] = FIRE         # a fireball pixel elsewhere is no recall
+    recon[1:] = frames[1:]
+    assert fireball_recall(frames, recon) == (pytest.approx(3 / 9), 1)
+    assert fireball_recall(frames[1:], recon[1:]) == (pytest.approx(float("nan"), nan_ok=True), 0)
 
 # ---------------------------------------------------------------- shards
 

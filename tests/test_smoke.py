@@ -25,10 +25,13 @@ TINY = [
 def test_whole_pipeline_on_real_frames(tmp_path):
     exp = Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
                      results_root=tmp_path / "results")
-    out = tau_table(exp, (0.5, 1.0))
+    out = tau_table(exp, (0.5, 1.0), paper=(0.5,))  # 1.0 plays a τ beyond the paper's table
     rec = json.loads((out / "results.json").read_text())
-    assert [r["agent"] for r in rec["rows"]] == ["random policy", "C trained in the dream", "C trained in the dream"]
+    assert [r["agent"] for r in rec["rows"]] == ["random policy", "C trained in the dream",
+                                                 "C trained in the dream (τ beyond the paper's table)"]
     assert [r["tau"] for r in rec["rows"][1:]] == ["0.50", "1.00"]
+    assert rec["best_paper_tau"] == 0.5 and rec["best_tau"] in (0.5, 1.0)
+    assert rec["best_real_mean"] >= rec["best_paper_real_mean"]
     run = tmp_path / "runs" / "quick"
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     assert len(manifest["episodes"]) == 5 + 2
@@ -54,7 +57,8 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",
                                              [f"root={tmp_path / 'runs'}", *TINY],
-                                             results_root=tmp_path / "results"), (0.5, 1.0)) / "results.json")
+                                             results_root=tmp_path / "results"), (0.5, 1.0), paper=(0.5,))
+                        / "results.json")
                        .read_text())
     assert again["rows"] == rec["rows"]
     # M trained again after the sweep (here: its DONE marker is newer): the sweep's controllers learned an older
@@ -64,3 +68,10 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     with pytest.raises(StageError, match="older M"):
         tau_table(Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
                              results_root=tmp_path / "results"), (0.5, 1.0))
+
+
+def test_tau_table_needs_every_paper_tau(tmp_path):
+    exp = Experiment("tau_check", "configs/quick.yaml", [f"root={tmp_path / 'runs'}"], results_root=tmp_path)
+    with pytest.raises(StageError, match=r"lacks the paper's \[1.15\]"):  # before any stage runs
+        tau_table(exp, (0.1, 1.0), paper=(0.1, 1.15))
+    assert not (tmp_path / "runs").exists()

@@ -88,3 +88,29 @@ def doom_frame(screen: np.ndarray, size: int = 64) -> np.ndarray:
     if screen.ndim != 3 or screen.shape[2] != 3 or screen.dtype != np.uint8:
         raise ValueError(f"Doom frame must be uint8 [H, W, 3], got {screen.dtype} {screen.shape}")
     return area_resize(screen, size, size)
+
+
+def fireball_mask(frames: np.ndarray) -> np.ndarray:
+    """TakeCover's fireballs: the bright orange/yellow pixels of uint8 [..., 64, 64, 3] frames -> bool [..., 64, 64].
+
+    Thresholds picked on collected frames: walls, floor, imps and the red flash of a hit stay outside.
+    """
+    f = frames.astype(np.int16)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return (r > 180) & (g > 90) & (b < 90) & (r - b > 120)
+
+
+def fireball_recall(frames: np.ndarray, recon: np.ndarray, lo: int = 4, hi: int = 80) -> tuple[float, int]:
+    """Share of the fireball pixels of `frames` that are fireball pixels in `recon` too (both uint8 [N,64,64,3]),
+    over frames holding `lo`..`hi` of them: fireballs on their way, before one fills the screen at a hit.
+
+    Returns (recall, frames counted); recall is nan when no frame qualifies. The fireballs are what the dream
+    must show for a controller to learn dodging; a V that blurs them away leaves only the walls to learn from.
+    """
+    mask = fireball_mask(frames)
+    n = mask.sum(axis=(1, 2))
+    keep = (n >= lo) & (n <= hi)
+    if not keep.any():
+        return float("nan"), 0
+    hit = mask[keep] & fireball_mask(recon[keep])
+    return float(hit.sum() / mask[keep].sum()), int(keep.sum())

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if "holdout_mse" in summary:
         print(f"held-out per-pixel MSE {summary['holdout_mse']:.5f} on {summary['holdout_frames']} frames")
+    if "fireball_recall" in summary:
+        print(f"held-out fireball pixels kept by the reconstructions: {summary['fireball_recall']:.1%} "
+              f"({summary['fireball_frames']} frames with a fireball on its way)")
     print(f"V finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
     return 0
 
@@ -236,7 +239,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     summary: dict = {"step": step}
     if step >= goal:
         final = {"params": jax.device_get(params)}
-        summary.update(holdout_metrics(final["params"], hold_set))
+        summary.update(holdout_metrics(final["params"], hold_set, env=cfg.env.name))
         with MetricsWriter(folder, resume_step=step) as mw:
             mw.write(step, holdout_mse=summary["holdout_mse"])
         if plots:
@@ -246,12 +249,15 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     return summary
 
 
-def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100) -> dict:
-    """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames."""
+def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "") -> dict:
+    """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames; for TakeCover also
+    the share of approaching fireballs' pixels the reconstructions keep (``data.preprocess.fireball_recall``)."""
+    from wm_jax.data.preprocess import fireball_recall
+
     frames = holdout_frames(hold_set, max_frames)
     if len(frames) == 0:
         return {}
-    sse, n = 0.0, 0
+    sse, n, recons = 0.0, 0, []
     for s in range(0, len(frames), batch):
         chunk = frames[s:s + batch]
         pad = batch - len(chunk)
@@ -259,7 +265,12 @@ def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int =
         r = np.asarray(reconstruct(params, x))[:len(chunk)]
         sse += float(np.sum((r - chunk.astype(np.float32) / 255.0) ** 2))
         n += chunk.size
-    return {"holdout_mse": sse / n, "holdout_frames": int(len(frames))}
+        if env == "takecover":
+            recons.append(np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8))
+    out = {"holdout_mse": sse / n, "holdout_frames": int(len(frames))}
+    if env == "takecover":
+        out["fireball_recall"], out["fireball_frames"] = fireball_recall(frames, np.concatenate(recons))
+    return out
 
 
 def holdout_frames(hold_set, max_frames: int) -> np.ndarray:

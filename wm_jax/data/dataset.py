@@ -201,7 +201,10 @@ class _Prefetcher:
             self.slots.release()  # the consumer is done with that block
 
     def close(self) -> None:
+        """Stop the thread and wait for it (a block being decompressed is finished first): a daemon thread
+        still inside numpy or zlib when the interpreter exits can abort the process."""
         self.stop.set()
+        self.thread.join(timeout=60)
 
 
 def frame_batches(dataset: Dataset, batch_size: int, seed: int, epochs: int | None = None,

@@ -65,7 +65,6 @@ def test_carracing_frame_drops_indicator_strip():
         carracing_frame(np.zeros((64, 64, 3), np.uint8))
 
 
-
 FIRE, FLASH, WALL = (250, 160, 40), (200, 30, 30), (120, 90, 60)  # fireball orange, hit flash red, wall brown
 
 
@@ -86,6 +85,7 @@ def test_fireball_recall_by_hand():
     recon[1:] = frames[1:]
     assert fireball_recall(frames, recon) == (pytest.approx(3 / 9), 1)
     assert fireball_recall(frames[1:], recon[1:]) == (pytest.approx(float("nan"), nan_ok=True), 0)
+
 
 # ---------------------------------------------------------------- shards
 

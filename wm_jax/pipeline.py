@@ -185,6 +185,10 @@ def score(rec: dict) -> str:
     return f"{rec['mean']:.0f} ± {rec['std']:.0f}"
 
 
+def _holds(taus: tuple[float, ...], t: float) -> bool:
+    return any(abs(t - u) < 1e-9 for u in taus)
+
+
 def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...] = ()) -> Path:
     """The paper's TakeCover table: C trained in the dream at each τ (one batched program), scored for real.
 
@@ -192,7 +196,7 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     paper's τ values, which `taus` must hold; rows of other τ are marked as beyond the paper's table, and the
     best real score is reported both over all τ and over the paper's.
     """
-    missing = [t for t in paper if not any(abs(t - u) < 1e-9 for u in taus)]
+    missing = [t for t in paper if not _holds(taus, t)]
     if missing:
         raise StageError(f"es.taus {list(taus)} lacks the paper's {missing}: the table needs every τ of the paper")
     run = exp.cfg.run_dir
@@ -217,7 +221,7 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     for t in taus:
         rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
                            "--controller", str(run / "sweep" / f"tau_{t:g}"))
-        in_paper = not paper or any(abs(t - u) < 1e-9 for u in paper)
+        in_paper = not paper or _holds(paper, t)
         rows.append({"agent": "C trained in the dream" + ("" if in_paper else " (τ beyond the paper's table)"),
                      "tau": f"{t:.2f}", "virtual": f"{virtual[f'{t:g}']['dream_eval_return']:.0f}",
                      "real": score(rec)})
@@ -277,7 +281,7 @@ CARRACING_ROWS = {
 PAPER_ROWS = ("z", "zhidden", "full", "untrainedM")  # the paper's table; cpu scale adds full150
 
 
-def carracing_table(exp: Experiment, rows: tuple[str, ...] = tuple(CARRACING_ROWS)) -> Path:
+def carracing_table(exp: Experiment, rows: tuple[str, ...] = PAPER_ROWS) -> Path:
     """The paper's CarRacing table: C trained by CMA-ES in the real env on z only, z + hidden layer, [z, h],
     and [z, h] with M left untrained (random initial weights). `rows`: which of CARRACING_ROWS, in order."""
     unknown = [r for r in rows if r not in CARRACING_ROWS]

@@ -248,3 +248,19 @@ def test_encode_shapes_values_and_skip(trained):
         np.testing.assert_allclose(lat["logvar"], np.asarray(logvar), rtol=1e-4, atol=1e-5)
     s2 = encode_dataset(full, progress=False)
     assert (s2["encoded"], s2["skipped"]) == (0, 5)
+
+
+def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
+    from wm_jax.train.vae_eval import evaluate_vae
+
+    full, s_full = trained[0], trained[2]
+    out = evaluate_vae(full)
+    assert [r["step"] for r in out["rows"]] == [2, 4]  # vae.checkpoint_every=2
+    assert out["rows"][-1]["holdout_mse"] == pytest.approx(s_full["holdout_mse"], rel=1e-6)
+    assert out["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
+    assert out["rows"][0]["fireball_recall"] is None  # TakeCover data without fireballs: no figure, no NaN
+    assert json.loads((Path(full.run_dir) / "vae" / "eval.json").read_text())["rows"] == out["rows"]
+    wide = evaluate_vae(full, [4], holdout_episodes=3)
+    assert (wide["trained_on"], wide["rows"][0]["holdout_frames"]) == (2, 60)
+    with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
+        evaluate_vae(full, [7])

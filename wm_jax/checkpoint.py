@@ -39,6 +39,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Every step kept on disk, ascending."""
+        return sorted(int(s) for s in self._mgr.all_steps())
+
     def save(self, step: int, tree: Any, metadata: dict | None = None) -> None:
         """Save `tree` at `step`; blocks until the write is durable (so a kill right after loses nothing)."""
         self._mgr.save(step, args=ocp.args.StandardSave(tree), force=True)

@@ -16,6 +16,7 @@ import threading
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("wm_jax.data.collect", "random-policy rollouts from the real environment into shards"),
     "train-vae": ("wm_jax.train.vae", "train V on the collected frames"),
+    "eval-vae": ("wm_jax.train.vae_eval", "V checkpoints' held-out reconstruction error (TakeCover: fireball recall)"),
     "encode": ("wm_jax.train.encode", "write V's (mu, logvar) for every frame beside the data"),
     "train-mdnrnn": ("wm_jax.train.mdnrnn", "train M on encoded sequences"),
     "collect-agent": ("wm_jax.data.collect_agent", "real episodes played by a trained controller, added to the data"),

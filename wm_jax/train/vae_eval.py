@@ -1,0 +1,85 @@
+"""``wm-jax eval-vae``: compare V checkpoints on held-out frames, before spending an M and a C on one.
+
+For each V step kept in ``<run>/vae`` (or those named by ``--steps``): per-pixel MSE of the reconstructions
+from z = mu, and for TakeCover the share of approaching fireballs' pixels the reconstructions keep
+(``wm_jax.data.preprocess.fireball_recall``) — the figure that tells whether a dream can contain the threat
+at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
+``vae.holdout_episodes``); when that is more than V held out, the output says how many of them V trained on.
+
+Output: a table on stdout and ``<run>/vae/eval.json`` (rows keyed by step, conditions, written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from wm_jax.config import Config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wm_jax.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--steps", default="", help="comma-separated V steps (default: every step kept)")
+    parser.add_argument("--holdout-episodes", type=int, default=None,
+                        help="score on the last N episodes of the data (default: vae.holdout_episodes)")
+    parser.add_argument("--max-frames", type=int, default=20_000, help="cap on the held-out frames scored")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.cli import config_from_args
+
+    cfg = config_from_args(args)
+    steps = [int(s) for s in args.steps.split(",") if s.strip()] or None
+    out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames)
+    print(f"V checkpoints of {out['run_dir']} on the last {out['holdout_episodes']} episodes "
+          f"({out['trained_on']} of them in V's training set), {out['rows'][0]['holdout_frames']} frames:")
+    fire = "fireball_recall" in out["rows"][0]
+    print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else ""))
+    print("|---:|---:|" + ("---:|" if fire else ""))
+    for r in out["rows"]:
+        line = f"| {r['step']} | {r['holdout_mse']:.5f} |"
+        if fire and r["fireball_recall"] is not None:
+            line += f" {r['fireball_recall']:.1%} ({r['fireball_frames']} frames) |"
+        elif fire:
+            line += " – (no frame with a fireball on its way) |"
+        print(line)
+    print(f"written: {out['path']}")
+    return 0
+
+
+def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: int | None = None,
+                 max_frames: int = 20_000) -> dict:
+    """Score V checkpoints of cfg.run_dir on the data's last episodes; writes and returns ``eval.json``'s dict."""
+    from wm_jax.checkpoint import Checkpointer, write_json_atomic
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.sysinfo import device_info
+    from wm_jax.train.vae import STAGE, holdout_metrics, load_vae
+
+    folder = Path(cfg.run_dir) / STAGE
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no V checkpoints in {folder}; run `wm-jax train-vae` first")
+    with Checkpointer(folder) as ck:
+        kept = ck.all_steps()
+    missing = sorted(set(steps or []) - set(kept))
+    if missing:
+        raise ValueError(f"{folder}: no V checkpoint at step(s) {missing}; kept steps: {kept}")
+    n = cfg.vae.holdout_episodes if holdout_episodes is None else holdout_episodes
+    dataset = open_dataset(cfg.data_dir)
+    _, hold = dataset.split(n)
+    rows = []
+    for step in steps or kept:
+        t0 = time.perf_counter()
+        params, _ = load_vae(cfg.run_dir, step)
+        m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.name)
+        if m.get("fireball_frames") == 0:
+            m["fireball_recall"] = None  # no fireball on its way in these frames (JSON has no NaN)
+        rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
+    out = {"run_dir": str(cfg.run_dir), "data_dir": str(cfg.data_dir), "holdout_episodes": n,
+           "trained_on": max(0, n - cfg.vae.holdout_episodes), "env": cfg.env.name,
+           "device": device_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+    out["path"] = str(folder / "eval.json")
+    write_json_atomic(folder / "eval.json", out)
+    return out

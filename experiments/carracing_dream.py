@@ -1,6 +1,7 @@
 """CarRacing with C trained only in M's dream (reward and done heads), scored over 100 real tracks (best published: 528 ± 221).
 
-    python experiments/carracing_dream.py --scale {cpu,paper} [key=value ...]
+    python experiments/carracing_dream.py --scale {cpu,paper} [--variant NAME] [key=value ...]
+    python experiments/carracing_dream.py --scale cpu --variant iter name=carracing_cpu_it iterate.rounds=2
 """
 
 import argparse
@@ -15,7 +16,9 @@ DREAM_ES = {"cpu": ["es.population=64", "es.trials=4", "es.generations=100"], "p
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
+    ap.add_argument("--variant", default="", help="suffix of the results folder (results/carracing_dream_"
+                    "<scale>_<variant>), for a run with overrides and its own run name")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
-    carracing_dream(Experiment(f"carracing_dream_{args.scale}", CONFIGS[args.scale],
-                               [*DREAM_ES[args.scale], *args.overrides]))
+    name = f"carracing_dream_{args.scale}" + (f"_{args.variant}" if args.variant else "")
+    carracing_dream(Experiment(name, CONFIGS[args.scale], [*DREAM_ES[args.scale], *args.overrides]))

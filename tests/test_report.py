@@ -43,6 +43,10 @@ def test_results_section_lists_each_experiment(tmp_path):
                                                 "note": "Measured before the iterate section existed."}))
     out = report.results_section(tmp_path / "results")
     assert "0.20 h), overrides `iterate.rounds=0 es.seed=1`\n\nMeasured before the iterate section existed." in out
+    (d / "note.md").write_text("A reading that survives reruns.\n")
+    out = report.results_section(tmp_path / "results")
+    assert "es.seed=1`\n\nA reading that survives reruns.\n\n| agent | real |" in out  # note.md wins
+    (d / "note.md").unlink()
     (d / "dream_check.json").write_text(json.dumps({
         "env": "takecover", "done_mode": "threshold", "episodes": 64, "max_steps": 2100,
         "scores": {"1.0": {"stay": {"mean": 84.7, "std": 29.9}, "sweep50": {"mean": 1345.9, "std": 247.6}},

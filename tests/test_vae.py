@@ -262,5 +262,10 @@ def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
     assert json.loads((Path(full.run_dir) / "vae" / "eval.json").read_text())["rows"] == out["rows"]
     wide = evaluate_vae(full, [4], holdout_episodes=3)
     assert (wide["trained_on"], wide["rows"][0]["holdout_frames"]) == (2, 60)
+    other = Path(full.run_dir).parent / "other" / "data"
+    make_data(other, seed=1)
+    alien = evaluate_vae(full, [4], data_dir=other)
+    assert alien["trained_on"] == 0 and alien["path"].endswith("eval_other.json")
+    assert alien["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
     with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
         evaluate_vae(full, [7])

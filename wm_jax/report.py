@@ -4,7 +4,7 @@
 
 Benchmarks: ``benchmarks/*.json`` (written by ``wm-jax bench <stage>``).
 Results: ``results/<experiment>/results.json`` (written by ``experiments/*.py``), with its ``table.md`` and,
-when present, ``dream_check.json``.
+when present, ``dream_check.json`` and ``note.md`` (a person's reading of the run, kept across reruns).
 Nothing in those sections is typed by hand; rerun this after a benchmark or an experiment.
 """
 
@@ -87,8 +87,10 @@ def results_section(folder: Path) -> str:
                 f"{rec.get('date', '?')}, {rec.get('machine', '?')}, wall time {rec.get('wall_time_h', 0):.2f} h)")
         if rec.get("overrides"):
             head += f", overrides `{' '.join(rec['overrides'])}`"
-        if rec.get("note"):
-            head += f"\n\n{rec['note']}"
+        note = path.with_name("note.md")
+        note = note.read_text().strip() if note.exists() else rec.get("note", "")
+        if note:
+            head += f"\n\n{note}"
         parts.append(head + "\n\n" + (table.read_text().strip() if table.exists() else "(no table)"))
         if rec.get("stage_seconds"):
             parts.append(stage_line(rec["stage_seconds"]))

@@ -6,7 +6,10 @@ from z = mu, and for TakeCover the share of approaching fireballs' pixels the re
 at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
 ``vae.holdout_episodes``); when that is more than V held out, the output says how many of them V trained on.
 
-Output: a table on stdout and ``<run>/vae/eval.json`` (rows keyed by step, conditions, written atomically).
+``--data DIR`` scores on another run's data instead (V's of different runs compared on the same frames).
+
+Output: a table on stdout and ``<run>/vae/eval.json`` (``eval_<other run>.json`` with ``--data``; rows keyed by
+step, conditions; written atomically).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="", help="comma-separated V steps (default: every step kept)")
     parser.add_argument("--holdout-episodes", type=int, default=None,
                         help="score on the last N episodes of the data (default: vae.holdout_episodes)")
+    parser.add_argument("--data", default=None,
+                        help="score on this data folder instead of the run's (compare V's of runs on the same frames)")
     parser.add_argument("--max-frames", type=int, default=20_000, help="cap on the held-out frames scored")
 
 
@@ -33,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     steps = [int(s) for s in args.steps.split(",") if s.strip()] or None
-    out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames)
+    out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames, args.data)
     print(f"V checkpoints of {out['run_dir']} on the last {out['holdout_episodes']} episodes "
-          f"({out['trained_on']} of them in V's training set), {out['rows'][0]['holdout_frames']} frames:")
+          f"of {out['data_dir']} ({out['trained_on']} of them in V's training set), "
+          f"{out['rows'][0]['holdout_frames']} frames:")
     fire = "fireball_recall" in out["rows"][0]
     print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else ""))
     print("|---:|---:|" + ("---:|" if fire else ""))
@@ -51,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: int | None = None,
-                 max_frames: int = 20_000) -> dict:
-    """Score V checkpoints of cfg.run_dir on the data's last episodes; writes and returns ``eval.json``'s dict."""
+                 max_frames: int = 20_000, data_dir: str | Path | None = None) -> dict:
+    """Score V checkpoints of cfg.run_dir on the last episodes of its data (or of `data_dir`, whose episodes
+    V never trained on unless it is the run's own); writes and returns ``eval.json``'s dict."""
     from wm_jax.checkpoint import Checkpointer, write_json_atomic
     from wm_jax.data.dataset import open_dataset
     from wm_jax.sysinfo import device_info
@@ -67,8 +74,9 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     if missing:
         raise ValueError(f"{folder}: no V checkpoint at step(s) {missing}; kept steps: {kept}")
     n = cfg.vae.holdout_episodes if holdout_episodes is None else holdout_episodes
-    dataset = open_dataset(cfg.data_dir)
-    _, hold = dataset.split(n)
+    own = data_dir is None or Path(data_dir).resolve() == Path(cfg.data_dir).resolve()
+    data_dir = Path(cfg.data_dir if data_dir is None else data_dir)
+    _, hold = open_dataset(data_dir).split(n)
     rows = []
     for step in steps or kept:
         t0 = time.perf_counter()
@@ -77,9 +85,10 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
         if m.get("fireball_frames") == 0:
             m["fireball_recall"] = None  # no fireball on its way in these frames (JSON has no NaN)
         rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
-    out = {"run_dir": str(cfg.run_dir), "data_dir": str(cfg.data_dir), "holdout_episodes": n,
-           "trained_on": max(0, n - cfg.vae.holdout_episodes), "env": cfg.env.name,
+    out = {"run_dir": str(cfg.run_dir), "data_dir": str(data_dir), "holdout_episodes": n,
+           "trained_on": max(0, n - cfg.vae.holdout_episodes) if own else 0, "env": cfg.env.name,
            "device": device_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
-    out["path"] = str(folder / "eval.json")
-    write_json_atomic(folder / "eval.json", out)
+    path = folder / ("eval.json" if own else f"eval_{data_dir.resolve().parent.name}.json")
+    out["path"] = str(path)
+    write_json_atomic(path, out)
     return out

@@ -266,6 +266,7 @@ def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
     make_data(other, seed=1)
     alien = evaluate_vae(full, [4], data_dir=other)
     assert alien["trained_on"] == 0 and alien["path"].endswith("eval_other.json")
+    assert evaluate_vae(full, [4], 3, data_dir=trained[1].data_dir)["trained_on"] == 2  # same seeds
     assert alien["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
     with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
         evaluate_vae(full, [7])

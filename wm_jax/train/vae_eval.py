@@ -4,9 +4,10 @@ For each V step kept in ``<run>/vae`` (or those named by ``--steps``): per-pixel
 from z = mu, and for TakeCover the share of approaching fireballs' pixels the reconstructions keep
 (``wm_jax.data.preprocess.fireball_recall``) — the figure that tells whether a dream can contain the threat
 at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
-``vae.holdout_episodes``); when that is more than V held out, the output says how many of them V trained on.
-
-``--data DIR`` scores on another run's data instead (V's of different runs compared on the same frames).
+``vae.holdout_episodes``), or of another run's data with ``--data DIR`` (V's of different runs compared on the
+same frames). The output counts how many of the scored episodes V trained on: those whose (seed, length, return)
+match one of V's training episodes, i.e. the run's first ``data.episodes + data.long_hold_episodes`` collected
+episodes minus its ``vae.holdout_episodes`` (episodes added later by ``collect-agent`` came after V).
 
 Output: a table on stdout and ``<run>/vae/eval.json`` (``eval_<other run>.json`` with ``--data``; rows keyed by
 step, conditions; written atomically).
@@ -15,6 +16,7 @@ step, conditions; written atomically).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     steps = [int(s) for s in args.steps.split(",") if s.strip()] or None
-    out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames, args.data)
+    try:
+        out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames, args.data)
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint, unknown step, too few episodes, corrupt shard
+        print(f"wm-jax eval-vae: {e}", file=sys.stderr)
+        return 1
     print(f"V checkpoints of {out['run_dir']} on the last {out['holdout_episodes']} episodes "
           f"of {out['data_dir']} ({out['trained_on']} of them in V's training set), "
           f"{out['rows'][0]['holdout_frames']} frames:")
@@ -77,6 +83,8 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     own = data_dir is None or Path(data_dir).resolve() == Path(cfg.data_dir).resolve()
     data_dir = Path(cfg.data_dir if data_dir is None else data_dir)
     _, hold = open_dataset(data_dir).split(n)
+    collected = open_dataset(cfg.data_dir).episodes[:cfg.data.episodes + cfg.data.long_hold_episodes]
+    seen = {_fingerprint(r) for r in collected[:max(0, len(collected) - cfg.vae.holdout_episodes)]}
     rows = []
     for step in steps or kept:
         t0 = time.perf_counter()
@@ -86,9 +94,14 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
             m["fireball_recall"] = None  # no fireball on its way in these frames (JSON has no NaN)
         rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
     out = {"run_dir": str(cfg.run_dir), "data_dir": str(data_dir), "holdout_episodes": n,
-           "trained_on": max(0, n - cfg.vae.holdout_episodes) if own else 0, "env": cfg.env.name,
+           "trained_on": sum(_fingerprint(r) in seen for r in hold.episodes), "env": cfg.env.name,
            "device": device_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
     path = folder / ("eval.json" if own else f"eval_{data_dir.resolve().parent.name}.json")
     out["path"] = str(path)
     write_json_atomic(path, out)
     return out
+
+
+def _fingerprint(rec) -> tuple:
+    """An episode's identity across data folders: the same seed, length and return."""
+    return rec.seed, rec.length, round(rec.episode_return, 3)

@@ -83,7 +83,7 @@ def results_section(folder: Path) -> str:
     for path in sorted(folder.glob("*/results.json")):
         rec = json.loads(path.read_text())
         table = path.with_name("table.md")
-        head = (f"**{rec.get('experiment', path.parent.name)}** (scale `{rec.get('scale', '?')}`, "
+        head = (f"**{path.parent.name}** (scale `{rec.get('scale', '?')}`, "
                 f"{rec.get('date', '?')}, {rec.get('machine', '?')}, wall time {rec.get('wall_time_h', 0):.2f} h)")
         if rec.get("overrides"):
             head += f", overrides `{' '.join(rec['overrides'])}`"

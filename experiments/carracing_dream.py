@@ -29,4 +29,4 @@ if __name__ == "__main__":
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
     name = f"carracing_dream_{args.scale}" + (f"_{args.variant}" if args.variant else "")
-    carracing_dream(Experiment(name, CONFIGS[args.scale], [*DREAM_ES[args.scale], *args.overrides]))
+    carracing_dream(Experiment(name, CONFIGS[args.scale], [*DREAM_ES[args.scale], *args.overrides], scale=args.scale))

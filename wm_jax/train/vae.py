@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if "holdout_mse" in summary:
         print(f"held-out per-pixel MSE {summary['holdout_mse']:.5f} on {summary['holdout_frames']} frames")
-    if "fireball_recall" in summary:
+    if summary.get("fireball_recall") is not None:
         print(f"held-out fireball pixels kept by the reconstructions: {summary['fireball_recall']:.1%} "
               f"({summary['fireball_frames']} frames with a fireball on its way)")
     print(f"V finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
@@ -251,7 +251,8 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
 
 def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "") -> dict:
     """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames; for TakeCover also
-    the share of approaching fireballs' pixels the reconstructions keep (``data.preprocess.fireball_recall``)."""
+    the share of approaching fireballs' pixels the reconstructions keep (``data.preprocess.fireball_recall``;
+    None when no frame has one)."""
     from wm_jax.data.preprocess import fireball_recall
 
     frames = holdout_frames(hold_set, max_frames)
@@ -269,7 +270,9 @@ def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int =
             recons.append(np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8))
     out = {"holdout_mse": sse / n, "holdout_frames": int(len(frames))}
     if env == "takecover":
-        out["fireball_recall"], out["fireball_frames"] = fireball_recall(frames, np.concatenate(recons))
+        recall, counted = fireball_recall(frames, np.concatenate(recons))
+        # None when no held-out frame has a fireball on its way: summaries are JSON, which has no NaN
+        out["fireball_recall"], out["fireball_frames"] = (recall if counted else None), counted
     return out
 
 

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: int | None = None,
                  max_frames: int = 20_000, data_dir: str | Path | None = None) -> dict:
-    """Score V checkpoints of cfg.run_dir on the last episodes of its data (or of `data_dir`, whose episodes
-    V never trained on unless it is the run's own); writes and returns ``eval.json``'s dict."""
+    """Score V checkpoints of cfg.run_dir on the last episodes of its data (or of `data_dir`), counting those
+    V trained on; writes and returns ``eval.json``'s dict."""
     from wm_jax.checkpoint import Checkpointer, write_json_atomic
     from wm_jax.data.dataset import open_dataset
     from wm_jax.sysinfo import device_info
@@ -82,16 +82,16 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     n = cfg.vae.holdout_episodes if holdout_episodes is None else holdout_episodes
     own = data_dir is None or Path(data_dir).resolve() == Path(cfg.data_dir).resolve()
     data_dir = Path(cfg.data_dir if data_dir is None else data_dir)
-    _, hold = open_dataset(data_dir).split(n)
-    collected = open_dataset(cfg.data_dir).episodes[:cfg.data.episodes + cfg.data.long_hold_episodes]
+    scored = open_dataset(data_dir)
+    _, hold = scored.split(n)
+    run_data = scored if own else open_dataset(cfg.data_dir)
+    collected = run_data.episodes[:cfg.data.episodes + cfg.data.long_hold_episodes]
     seen = {_fingerprint(r) for r in collected[:max(0, len(collected) - cfg.vae.holdout_episodes)]}
     rows = []
     for step in steps or kept:
         t0 = time.perf_counter()
         params, _ = load_vae(cfg.run_dir, step)
         m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.name)
-        if m.get("fireball_frames") == 0:
-            m["fireball_recall"] = None  # no fireball on its way in these frames (JSON has no NaN)
         rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
     out = {"run_dir": str(cfg.run_dir), "data_dir": str(data_dir), "holdout_episodes": n,
            "trained_on": sum(_fingerprint(r) in seen for r in hold.episodes), "env": cfg.env.name,

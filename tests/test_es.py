@@ -156,7 +156,7 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
         r = res[tau]
         assert r["right"] == {"mean": CAP, "std": 0.0}
         assert r["stay"]["mean"] == r["left"]["mean"] == 1.0
-        assert r["sweep50"]["mean"] == 1.0  # starts with 50 steps of 'left'
+        assert r["sweep50"]["mean"] == r["sweep120"]["mean"] == 1.0  # sweeps start with 'left'
         # random survives a step only by drawing 'right' (p = 1/3): return ~ geometric, mean 1.5, std 0.87;
         # 64 episodes put the sample mean within 1.5 ± 0.33 (3 standard errors)
         assert 1.17 < r["random"]["mean"] < 1.83, r["random"]

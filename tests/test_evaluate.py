@@ -56,6 +56,39 @@ def test_runner_masks_finished_slots_toy(groups):
     assert clips["best"][0, 0, 0, 0] == 3 and list(clips["best"][:, 0, 0, 1]) == list(range(9))
 
 
+def test_reference_policy_counts_steps_per_episode_toy():
+    # sweep2: -1, -1, +1, +1, -1, ... from each episode's first step; ToyEnv reward 1 + a: 0, 0, 2, 2, 0, 0, 2, 2
+    from wm_jax.runner import ReferencePolicy
+
+    seeds = [0, 3, 0, 3, 1]  # lengths 5, 8, 5, 8, 6: slots are reused, so the step count must restart
+    with VectorEnv(EnvConfig(max_steps=8), 2, 1, factory="wm_jax.envs.vector:make_toy_env") as venv:
+        res, _ = run_episodes(venv, ReferencePolicy("takecover", "sweep2", 2), [EpisodeSpec(s) for s in seeds],
+                              progress=False)
+    assert [r.length for r in res] == [5, 8, 5, 8, 6]
+    np.testing.assert_allclose([r.ret for r in res], [4, 8, 4, 8, 4])
+
+
+def test_reference_policies_agree_in_numpy_and_jax():
+    import jax.numpy as jnp
+
+    from wm_jax.envs import reference
+
+    t = np.arange(400)
+    for env in ("takecover", "carracing"):
+        for name in reference.names(env):
+            f = reference.get(env, name)
+            host = np.stack([f(i, np) for i in t])
+            dream = np.asarray(jax.vmap(lambda i: f(i, jnp))(jnp.asarray(t)))
+            np.testing.assert_array_equal(host, dream)
+            assert host.shape == (400, 3 if env == "carracing" else 1)
+    sweep = np.stack([reference.get("takecover", "sweep120")(i, np) for i in (0, 119, 120, 239, 240)])[:, 0]
+    assert sweep.tolist() == [-1, -1, 1, 1, -1]  # left first, 120 steps each way
+    with pytest.raises(ValueError, match="unknown reference policy 'sweep0'.*sweepN"):
+        reference.get("takecover", "sweep0")
+    with pytest.raises(ValueError, match="unknown reference policy 'sweep50' for carracing"):
+        reference.get("carracing", "sweep50")
+
+
 def test_runner_cuts_training_episodes_toy():
     # ES training cuts (es.real_max_steps / es.real_stall_steps): the host ends an episode early, not the env.
     seeds = [0, 1, 2, 3, 4, 5, 6]
@@ -244,6 +277,18 @@ def test_random_policy_cli_needs_no_models(tmp_path):
     assert main([a.replace("name=rnd", "name=rnd2") for a in args]) == 0  # same seeds -> same episodes
     res2 = json.loads((tmp_path / "rnd2" / "eval" / "random" / "results.json").read_text())
     assert res2["returns"] == res["returns"]
+
+
+def test_reference_policy_cli_real_env_and_bad_name(tmp_path, capsys):
+    from wm_jax.cli import main
+
+    base = ["evaluate", "--config", "configs/takecover.yaml", "--episodes", "2", "--no-progress",
+            f"root={tmp_path}", "name=ref", "eval.gifs=false", "eval.workers=1"]
+    assert main([*base, "--policy", "left"]) == 0
+    res = json.loads((tmp_path / "ref" / "eval" / "left" / "results.json").read_text())
+    assert res["policy"] == "left" and all(res["terminated"]) and all(0 < n < 2100 for n in res["lengths"])
+    assert main([*base, "--policy", "sweepy"]) != 0
+    assert "--policy sweepy: unknown reference policy 'sweepy' for takecover" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- real-env ES: kill + resume == straight run

@@ -27,9 +27,12 @@ def test_whole_pipeline_on_real_frames(tmp_path):
                      results_root=tmp_path / "results")
     out = tau_table(exp, (0.5, 1.0), paper=(0.5,))  # 1.0 plays a τ beyond the paper's table
     rec = json.loads((out / "results.json").read_text())
-    assert [r["agent"] for r in rec["rows"]] == ["random policy", "C trained in the dream",
+    assert [r["agent"] for r in rec["rows"]] == ["random policy", "sweeping left/right every 120 steps (no models)",
+                                                 "C trained in the dream",
                                                  "C trained in the dream (τ beyond the paper's table)"]
-    assert [r["tau"] for r in rec["rows"][1:]] == ["0.50", "1.00"]
+    assert [r["tau"] for r in rec["rows"][2:]] == ["0.50", "1.00"]
+    blind = json.loads((tmp_path / "runs" / "quick" / "eval" / "sweep120" / "results.json").read_text())
+    assert blind["policy"] == "sweep120" and rec["blind_mean"] == blind["mean"] and len(blind["returns"]) == 2
     assert rec["best_paper_tau"] == 0.5 and rec["best_tau"] in (0.5, 1.0)
     assert rec["best_real_mean"] >= rec["best_paper_real_mean"]
     run = tmp_path / "runs" / "quick"
@@ -44,7 +47,7 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     for tau in ("0.5", "1"):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())
         assert len(res["returns"]) == 2 and all(1 <= r <= 60 for r in res["returns"])  # 1 per step alive, cap 60
-    assert (out / "table.md").read_text().count("\n") == 2 + 3
+    assert (out / "table.md").read_text().count("\n") == 2 + 4
     assert (out / "plots" / "sweep_curves.png").stat().st_size > 0  # ES curves, one line per τ
     for tau in ("0.5", "1"):  # one decoded dream episode per τ, copied next to the table
         assert (out / "plots" / f"dream_rollout_tau_{tau}.gif").stat().st_size > 0

@@ -1,11 +1,12 @@
-"""``wm-jax evaluate``: score a run's controller (or the random policy) in the real environment.
+"""``wm-jax evaluate``: score a run's controller (or a policy without models) in the real environment.
 
-    wm-jax evaluate --run RUN_DIR [--episodes 100] [--seed S] [--controller PATH] [--policy agent|random]
+    wm-jax evaluate --run RUN_DIR [--episodes 100] [--seed S] [--controller PATH] [--policy agent|random|NAME]
                     [key=value ...]
 
 The config is the run's ``config.json`` (or ``--config FILE``) plus dotted overrides. Episode i uses the
 environment seed ``seed + i`` (default ``eval.seed``), so the same seed gives the same tracks / episodes.
-Writes ``<run>/eval/results.json`` (``<run>/eval/random/`` for the random policy) atomically: mean, std,
+Writes ``<run>/eval/results.json`` (``<run>/eval/<policy>/`` for the random policy or a
+fixed reference policy NAME of :mod:`wm_jax.envs.reference`, e.g. ``sweep120``) atomically: mean, std,
 per-episode returns, lengths, seeds, wall time and throughput; plus best.gif / worst.gif.
 """
 
@@ -29,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="first environment seed (default eval.seed)")
     parser.add_argument("--controller", default=None,
                         help="controller checkpoint folder or run folder (default <run>/controller)")
-    parser.add_argument("--policy", choices=("agent", "random"), default="agent",
-                        help="agent: V+M+C from the run; random: uniform random actions (no models)")
-    parser.add_argument("--out", default=None, help="output folder (default <run>/eval, or <run>/eval/random)")
+    parser.add_argument("--policy", default="agent",
+                        help="agent: V+M+C from the run; random: uniform random actions; or a fixed reference "
+                             "policy of wm_jax.envs.reference (TakeCover: stay, left, right, sweepN; CarRacing: "
+                             "coast, gas), no models")
+    parser.add_argument("--out", default=None, help="output folder (default <run>/eval, or <run>/eval/<policy> "
+                                                    "for a policy without models)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(parser)
 
@@ -103,14 +107,16 @@ def with_controller_shape(cfg: Config, path: Path) -> Config:
 def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str = "agent",
              controller: str | None = None, out: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Play `episodes` episodes with seeds seed, seed+1, ...; write results.json and GIFs; return the results."""
-    from wm_jax.runner import EpisodeSpec, RandomPolicy, run_episodes
+    from wm_jax.runner import EpisodeSpec, RandomPolicy, ReferencePolicy, run_episodes
     from wm_jax.checkpoint import write_json_atomic
     from wm_jax.envs.vector import VectorEnv
 
-    out = Path(out) if out else run / "eval" / ("random" if policy_kind == "random" else "")
+    out = Path(out) if out else default_out(run, policy_kind)
     workers, slots = slot_layout(cfg, episodes)
     if policy_kind == "random":
         policy = RandomPolicy(cfg.env.name, slots)
+    elif policy_kind != "agent":
+        policy = ReferencePolicy(cfg.env.name, policy_kind, slots)
     else:
         policy, cfg = make_agent_policy(cfg, run, controller)
     specs = [EpisodeSpec(seed + i) for i in range(episodes)]
@@ -143,6 +149,23 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
     return summary
 
 
+def default_out(run: Path, policy_kind: str) -> Path:
+    """<run>/eval for the agent, <run>/eval/<policy> for a policy without models."""
+    return run / "eval" / ("" if policy_kind == "agent" else policy_kind)
+
+
+def check_policy(env_name: str, policy_kind: str) -> None:
+    """ConfigError naming the valid choices unless `policy_kind` is agent, random or a reference policy."""
+    from wm_jax.envs import reference
+
+    if policy_kind in ("agent", "random"):
+        return
+    try:
+        reference.get(env_name, policy_kind)
+    except ValueError as e:
+        raise ConfigError(f"--policy {policy_kind}: {e} (or agent, random)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import signal
 
@@ -154,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     seed = args.seed if args.seed is not None else cfg.eval.seed
+    check_policy(cfg.env.name, args.policy)
     s = evaluate(cfg, run_dir, episodes, seed, args.policy, args.controller,
                  Path(args.out) if args.out else None, progress=not args.no_progress)
-    out = Path(args.out) if args.out else run_dir / "eval" / ("random" if args.policy == "random" else "")
+    out = Path(args.out) if args.out else default_out(run_dir, args.policy)
     print(f"{s['env']} {s['policy']}: {s['mean']:.1f} ± {s['std']:.1f} over {episodes} episodes "
           f"(seeds {seed}..{seed + episodes - 1}; {s['frames']} frames in {s['wall_s']:.1f} s, "
           f"{s['frames_per_s']:.0f} frames/s) -> {out / 'results.json'}")

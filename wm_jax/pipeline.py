@@ -189,10 +189,15 @@ def _holds(taus: tuple[float, ...], t: float) -> bool:
     return any(abs(t - u) < 1e-9 for u in taus)
 
 
+BLIND_SWEEP = "sweep120"  # the best sweep period of wm_jax.envs.reference.SWEEPS in real TakeCover (dream_check)
+
+
 def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...] = ()) -> Path:
     """The paper's TakeCover table: C trained in the dream at each τ (one batched program), scored for real.
 
-    Rows: the random policy, then one row per τ with its virtual (dream) score and real score. `paper`: the
+    Rows: the random policy, a blind sweep (left and right alternately for ``BLIND_SWEEP`` steps: what moving
+    without looking scores, the bar for a controller that reacts to what it sees), then one row per τ with its
+    virtual (dream) score and real score. `paper`: the
     paper's τ values, which `taus` must hold; rows of other τ are marked as beyond the paper's table, and the
     best real score is reported both over all τ and over the paper's.
     """
@@ -217,6 +222,10 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     rows = []
     rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", "--policy", "random")
     rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand)})
+    blind = exp.evaluate(f"evaluate {BLIND_SWEEP}", run / "eval" / BLIND_SWEEP / "results.json", BLIND_SWEEP,
+                         "--policy", BLIND_SWEEP)
+    rows.append({"agent": f"sweeping left/right every {BLIND_SWEEP[5:]} steps (no models)", "tau": None,
+                 "virtual": None, "real": score(blind)})
     best, best_paper = None, None
     for t in taus:
         rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
@@ -229,7 +238,8 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
             best = (t, rec)
         if in_paper and (best_paper is None or rec["mean"] > best_paper[1]["mean"]):
             best_paper = (t, rec)
-    extra = {"random_mean": rand["mean"], "best_tau": best[0], "best_real_mean": best[1]["mean"],
+    extra = {"random_mean": rand["mean"], "blind_policy": BLIND_SWEEP, "blind_mean": blind["mean"],
+             "best_tau": best[0], "best_real_mean": best[1]["mean"],
              "best_real_std": best[1]["std"], "best_paper_tau": best_paper[0],
              "best_paper_real_mean": best_paper[1]["mean"], "best_paper_real_std": best_paper[1]["std"],
              "episodes": exp.cfg.eval.episodes}

@@ -33,6 +33,26 @@ class RandomPolicy:
                           np.float32)
 
 
+class ReferencePolicy:
+    """A fixed policy of :mod:`wm_jax.envs.reference` (``stay``, ``sweep120``, ...): the action depends only on
+    the step index within the episode, counted per slot from :meth:`begin`. No models, no JAX."""
+
+    def __init__(self, env_name: str, name: str, num_envs: int):
+        from wm_jax.envs import reference
+
+        self.fn = reference.get(env_name, name)
+        self.t = np.zeros(num_envs, np.int64)
+
+    def begin(self, slot: int, seed: int) -> None:
+        self.t[slot] = 0
+
+    def act(self, group: int, frames: np.ndarray, first: np.ndarray, index: np.ndarray,
+            slots: np.ndarray) -> np.ndarray:
+        acts = np.stack([np.asarray(self.fn(self.t[s], np), np.float32).reshape(-1) for s in slots])
+        self.t[slots] += 1
+        return acts
+
+
 def random_action(env_name: str, rng: np.random.Generator) -> list[float]:
     """One uniform random action (TakeCover -1/0/+1; CarRacing steer U[-1, 1], gas U[0, 1], brake U[0, 1])."""
     if env_name == "carracing":

@@ -52,10 +52,17 @@ def test_wrong_type_is_named(override, key):
     ("iterate.epsilon=1.5", "iterate.epsilon"),
     ("iterate.rounds=-1", "iterate.rounds"),
     ("iterate.episodes=0", "iterate.episodes"),
+    ("vae.fireball_weight=-1", "vae.fireball_weight"),
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(None, [override])
+
+
+def test_fireball_weight_is_takecover_only():
+    assert load_config(None, ["vae.fireball_weight=10"]).vae.fireball_weight == 10.0
+    with pytest.raises(ConfigError, match="'vae.fireball_weight': fireballs exist in takecover only"):
+        load_config(None, ["env.name=carracing", "vae.fireball_weight=10"])
 
 
 def test_yaml_extends_and_overrides():

@@ -76,6 +76,28 @@ def test_loss_by_hand():
     np.testing.assert_allclose(np.asarray(g), [[0, 0], [1.0, 0]], atol=1e-6)
 
 
+def test_fireball_weighted_loss_by_hand():
+    from wm_jax.data.preprocess import fireball_mask
+
+    x = np.zeros((2, 2, 2, 3), np.float32)
+    recon = np.full((2, 2, 2, 3), 0.5, np.float32)  # SSE 0.75 per pixel
+    mu, logvar = np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32)
+    w = np.ones((2, 2, 2), np.float32)
+    w[0, 1, 0] = 11.0  # one pixel of image 0 weighs 11
+    t = V.loss_terms(x, recon, mu, logvar, 0.0, jnp.asarray(w))
+    np.testing.assert_allclose(float(t["loss"]), ((3 + 10 * 0.75) + 3) / 2, rtol=1e-6)
+    np.testing.assert_allclose(float(t["mse"]), 0.25, rtol=1e-6)  # the per-pixel MSE stays unweighted
+
+    frames = np.full((1, 64, 64, 3), 60, np.uint8)  # a dark wall
+    frames[0, 10, 20] = (250, 160, 30)  # a fireball pixel in the frame
+    painted = np.full((1, 64, 64, 3), 60 / 255, np.float32)
+    painted[0, 40, 5] = (240 / 255, 140 / 255, 20 / 255)  # one the reconstruction paints where there is none
+    assert fireball_mask(frames).sum() == 1 and np.array_equal(np.asarray(fireball_mask(jnp.asarray(frames), jnp)),
+                                                               fireball_mask(frames))
+    wf = np.asarray(V.fireball_weights(jnp.asarray(frames), jnp.asarray(painted), 9.0))
+    assert wf[0, 10, 20] == 10 and wf[0, 40, 5] == 10 and wf.sum() == 64 * 64 + 2 * 9
+
+
 # ---------------------------------------------------------------- fast formulations == reference
 
 

@@ -69,6 +69,9 @@ class VAEConfig:
     log_every: int = 50  # Steps between metric records.
     holdout_episodes: int = 2  # Last episodes kept out of training, for reconstruction MSE.
     encode_batch_size: int = 1000  # Frames per jitted call in `wm-jax encode`.
+    # TakeCover only: fireball pixels (of the frame or the reconstruction) weigh 1 + this in the squared error;
+    # 0 = the original's loss. Tells V what the dream must show (beyond the paper; see configs/takecover_cpu.yaml).
+    fireball_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +258,9 @@ def _validate(cfg: Config) -> None:
     need(cfg.env.max_steps >= 1, "env.max_steps", "must be >= 1")
     need(cfg.vae.z_dim > 0, "vae.z_dim", "must be > 0")
     need(cfg.vae.batch_size > 0, "vae.batch_size", "must be > 0")
+    need(cfg.vae.fireball_weight >= 0, "vae.fireball_weight", "must be >= 0 (0: the original's loss)")
+    need(cfg.vae.fireball_weight == 0 or cfg.env.name == "takecover", "vae.fireball_weight",
+         "fireballs exist in takecover only")
     need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")
     need(cfg.controller.inputs in ("z", "zh", "zch"), "controller.inputs", "must be 'z', 'zh' or 'zch'")
     need(cfg.es.mode in ("dream", "real"), "es.mode", "must be 'dream' or 'real'")

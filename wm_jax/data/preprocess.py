@@ -90,12 +90,13 @@ def doom_frame(screen: np.ndarray, size: int = 64) -> np.ndarray:
     return area_resize(screen, size, size)
 
 
-def fireball_mask(frames: np.ndarray) -> np.ndarray:
+def fireball_mask(frames, xp=np):
     """TakeCover's fireballs: the bright orange/yellow pixels of uint8 [..., 64, 64, 3] frames -> bool [..., 64, 64].
 
     Thresholds picked on collected frames: walls, floor, imps and the red flash of a hit stay outside.
+    `xp`: numpy, or jax.numpy inside a jitted loss (``vae.fireball_weight``).
     """
-    f = frames.astype(np.int16)
+    f = frames.astype(xp.int16)
     r, g, b = f[..., 0], f[..., 1], f[..., 2]
     return (r > 180) & (g > 90) & (b < 90) & (r - b > 120)
 

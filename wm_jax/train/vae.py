@@ -88,23 +88,24 @@ def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None
 
     frames: uint8 [B,64,64,3] (converted to [0,1] inside). The sample key is ``fold_in(key, step)``.
     With a mesh: params/opt state replicated, frames split along axis "data" (B must divide).
-    Cached per (kl_tolerance, mesh, plan), so reruns in one process reuse the compiled step (the learning
-    rate is read from opt_state).
+    Cached per (kl_tolerance, fireball_weight, mesh, plan), so reruns in one process reuse the compiled step
+    (the learning rate is read from opt_state).
     """
-    return _make_train_step(v.kl_tolerance, mesh, None if plan is None else tuple(plan))
+    return _make_train_step(v.kl_tolerance, v.fireball_weight, mesh, None if plan is None else tuple(plan))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_train_step(kl_tolerance: float, mesh, plan: tuple[str, ...] | None) -> Callable:
+def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tuple[str, ...] | None) -> Callable:
     from wm_jax.models.vae import FAST, loss_fn
 
     plan = FAST if plan is None else plan
-    v = VAEConfig(kl_tolerance=kl_tolerance)
+    v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight)
     optimizer = make_optimizer(v)
 
     def step(params, opt_state, frames, key_data, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frames, key, v.kl_tolerance, plan)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frames, key, v.kl_tolerance, plan,
+                                                                       v.fireball_weight)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 

@@ -70,7 +70,7 @@ class VAEConfig:
     holdout_episodes: int = 2  # Last episodes kept out of training, for reconstruction MSE.
     encode_batch_size: int = 1000  # Frames per jitted call in `wm-jax encode`.
     # TakeCover only: fireball pixels (of the frame or the reconstruction) weigh 1 + this in the squared error;
-    # 0 = the original's loss. Tells V what the dream must show (beyond the paper; see configs/takecover_cpu.yaml).
+    # 0 = the original's loss. Tells V what the dream must show (beyond the paper; README, "fireball_weight").
     fireball_weight: float = 0.0
 
 

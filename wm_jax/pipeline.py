@@ -189,17 +189,16 @@ def _holds(taus: tuple[float, ...], t: float) -> bool:
     return any(abs(t - u) < 1e-9 for u in taus)
 
 
-BLIND_SWEEP = "sweep120"  # the best sweep period of wm_jax.envs.reference.SWEEPS in real TakeCover (dream_check)
+BLIND_SWEEP = "sweep120"  # the best of the sweep periods measured in real TakeCover (wm_jax.train.dream_check)
 
 
 def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...] = ()) -> Path:
     """The paper's TakeCover table: C trained in the dream at each τ (one batched program), scored for real.
 
-    Rows: the random policy, a blind sweep (left and right alternately for ``BLIND_SWEEP`` steps: what moving
-    without looking scores, the bar for a controller that reacts to what it sees), then one row per τ with its
-    virtual (dream) score and real score. `paper`: the
-    paper's τ values, which `taus` must hold; rows of other τ are marked as beyond the paper's table, and the
-    best real score is reported both over all τ and over the paper's.
+    Rows: the random policy, a blind sweep (left and right alternately, ``BLIND_SWEEP``: what moving without
+    looking scores, the bar for a controller that reacts to what it sees), then one row per τ with its virtual
+    (dream) score and real score. `paper`: the paper's τ values, which `taus` must hold; rows of other τ are
+    marked as beyond the paper's table, and the best real score is reported both over all τ and over the paper's.
     """
     missing = [t for t in paper if not _holds(taus, t)]
     if missing:

@@ -5,8 +5,8 @@ A policy is ``f(t, xp) -> action`` of the step index alone (``xp`` is ``numpy`` 
 scalar or traced int), so the same definition runs inside a jitted dream scan and in the host loop.
 
 TakeCover (-1 left, 0 stay, +1 right): ``stay``, ``left``, ``right`` and ``sweepN``: left for N steps, then right
-for N steps, and so on. Sweeping is the best policy that sees nothing: the monsters aim at where the player is,
-so a player that keeps moving is missed by most fireballs until it stops against a wall. The best blind period
+for N steps, and so on. Sweeping is the best blind policy we measured: the monsters aim at where the player is,
+so a player that keeps moving is missed by most fireballs until it stops against a wall. The best sweep period
 sets the bar a controller must clear to show it reacts to what it sees (measured real scores in
 ``wm_jax.train.dream_check``). CarRacing: ``coast`` (no input) and ``gas`` (straight ahead, full gas).
 The uniform random policy is not here: it needs a generator (``wm_jax.runner.RandomPolicy``, and

@@ -17,6 +17,7 @@ mean ± std of the dream returns goes to stdout and ``<run_dir>/dream_check.json
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 
@@ -39,13 +40,19 @@ def policies(env_name: str) -> dict:
 
     from wm_jax.envs import reference
 
-    fixed = {name: reference.get(env_name, name) for name in reference.names(env_name)}
-    out = {name: (lambda f: lambda t, k: f(t, jnp))(f) for name, f in fixed.items()}
+    out = {name: functools.partial(_fixed, reference.get(env_name, name)) for name in reference.names(env_name)}
     if env_name == "takecover":
         out["random"] = lambda t, k: jax.random.randint(k, (1,), -1, 2).astype(jnp.float32)
     else:
         out["random"] = lambda t, k: jax.random.uniform(k, (3,), minval=jnp.array([-1.0, 0, 0]), maxval=1.0)
     return out
+
+
+def _fixed(f, t, key):
+    """A reference policy f(t, xp) as a dream policy f(t, key): jax.numpy, no randomness."""
+    import jax.numpy as jnp
+
+    return f(t, jnp)
 
 
 def returns_fn(policy, max_steps: int):

@@ -53,6 +53,7 @@ def test_wrong_type_is_named(override, key):
     ("iterate.rounds=-1", "iterate.rounds"),
     ("iterate.episodes=0", "iterate.episodes"),
     ("vae.fireball_weight=-1", "vae.fireball_weight"),
+    ("mdnrnn.done_horizon=0", "mdnrnn.done_horizon"),
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):

@@ -78,6 +78,20 @@ def test_bernoulli_done_is_calibrated_for_the_pos_weight():
         assert abs(float(done.mean()) - want) < 0.015, (w, float(done.mean()))
 
 
+def test_bernoulli_done_spreads_over_the_done_horizon():
+    """A head trained to predict death within the next k steps gives q; the dream ends a step with q / k
+    (here q = sigmoid(2) = 0.881 for w = 1: 0.220 for k = 4). The threshold rule ignores k."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 20_000)
+    p = dream.make_params(toy_m(), *BANK, tau=1.0, max_steps=CAP, done_mode="bernoulli", done_horizon=4)
+    _, s = dream.reset(jax.random.PRNGKey(0), p)
+    done = jax.jit(jax.vmap(lambda k: dream.step(k, s, jnp.array([0.0]), p)[3]))(keys)
+    assert abs(float(done.mean()) - 0.8808 / 4) < 0.012, float(done.mean())
+    p = dream.make_params(toy_m(), *BANK, tau=1.0, max_steps=CAP, done_horizon=4)
+    assert bool(dream.step(keys[0], s, jnp.array([0.0]), p)[3])
+    with pytest.raises(ValueError, match="done_horizon"):
+        dream.make_params(toy_m(), *BANK, done_horizon=0)
+
+
 def test_cma_es_learns_to_survive(runs):
     full, _, s_full, _, _ = runs
     recs = read_jsonl(full.run_dir / "controller" / "metrics.jsonl")

@@ -86,6 +86,25 @@ def test_alignment_and_masks(data):
         assert np.all(b["actions"][~valid] == 0) and np.all(b["rewards"][~valid] == 0)
 
 
+def test_done_horizon_marks_the_last_steps_of_deaths_only(data):
+    """done_horizon=k: 1 on the last k steps (clipped at the episode's start) of episodes that ended by death
+    (odd ids: lengths 9, 12 and 1); truncated episodes stay all 0. Horizon 1 is the plain done target."""
+    k = 4
+    for b in _take(sequence_batches(data, seq_len=6, batch_size=3, seed=2, progress=False, done_horizon=k), 8):
+        valid = b["mask"] > 0
+        ep, t = b["mu"][:, :-1, 1].astype(int), b["mu"][:, :-1, 0]
+        lengths = np.asarray(LENGTHS)[ep]
+        want = (t >= lengths - k) & (ep % 2 == 1) & valid
+        assert np.array_equal(b["dones"] > 0, want)
+    from wm_jax.data.sequences import open_cache
+
+    cache = open_cache(data, progress=False)
+    np.testing.assert_array_equal(cache.horizon_dones(1), np.asarray(cache.arrays["dones"]))
+    assert cache.horizon_dones(4).sum() == 4 + 4 + 1  # episodes 1 (T=9), 3 (T=12), 5 (T=1: clipped)
+    with pytest.raises(ValueError, match="done horizon"):
+        cache.horizon_dones(0)
+
+
 def test_every_step_once_per_epoch(data):
     """One epoch (Σ(T+1) stream steps) visits every real step exactly once."""
     per_epoch = sum(t + 1 for t in LENGTHS)

@@ -86,6 +86,10 @@ class MDNRNNConfig:
     done_pos_weight: float = 10.0  # Weight of the positive (episode end) class in the done BCE (original Doom).
     reward_weight: float = 1.0  # Weight of the reward MSE in the loss.
     done_weight: float = 1.0  # Weight of the done BCE in the loss.
+    # The done target of step t is 1 when the episode ends by death within the next `done_horizon` steps (the
+    # last `done_horizon` steps of a terminated episode); 1 = the original's (the death step only). The dream
+    # then ends a step with the calibrated probability / done_horizon (beyond the paper; README, "done_horizon").
+    done_horizon: int = 1
     restart_flag: bool = False  # Feed a restart flag as an extra input (original Doom model).
     checkpoint_every: int = 500
     log_every: int = 50
@@ -262,6 +266,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.vae.fireball_weight == 0 or cfg.env.name == "takecover", "vae.fireball_weight",
          "fireballs exist in takecover only")
     need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")
+    need(cfg.mdnrnn.done_horizon >= 1, "mdnrnn.done_horizon", "must be >= 1 (1: the death step only, original)")
     need(cfg.controller.inputs in ("z", "zh", "zch"), "controller.inputs", "must be 'z', 'zh' or 'zch'")
     need(cfg.es.mode in ("dream", "real"), "es.mode", "must be 'dream' or 'real'")
     need(cfg.es.done_mode in ("threshold", "bernoulli"), "es.done_mode", "must be 'threshold' or 'bernoulli'")

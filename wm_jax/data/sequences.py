@@ -13,7 +13,8 @@ mask 0. The stream is cut into consecutive windows of L steps (L + 1 latent rows
 So episodes are packed (no padding beyond one step per episode), a long episode spans several windows
 (each starts from M's zero state), and ``restart`` is 1 where an episode's first step falls in the window:
 the trainer resets M's state there. Targets at step t (DESIGN.md): z_{t+1} = row t+1, r_t, done_t, where
-done_t is ``terminated[t]`` (an episode cut by the step cap is not a death and is not a positive).
+done_t is ``terminated[t]`` (an episode cut by the step cap is not a death and is not a positive), or with
+``done_horizon=k`` 1 on the last k steps of an episode that ended by death (:meth:`SequenceCache.horizon_dones`).
 """
 
 from __future__ import annotations
@@ -128,6 +129,23 @@ class SequenceCache:
     def action_dim(self) -> int:
         return int(self.arrays["actions"].shape[1])
 
+    def horizon_dones(self, horizon: int) -> np.ndarray:
+        """float32 [rows]: 1 on the last `horizon` steps of each episode that ended by death (its done row and
+        the horizon - 1 steps before it, within the episode), 0 elsewhere; horizon 1 is the ``dones`` array."""
+        if horizon < 1:
+            raise ValueError(f"done horizon must be >= 1, got {horizon}")
+        dones = np.asarray(self.arrays["dones"])
+        lengths = np.diff(self.offsets)  # T_i + 1 rows per episode (0 for a skipped one)
+        kept = np.flatnonzero(lengths > 1)
+        last = self.offsets[kept + 1] - 2  # row of each episode's last real step
+        died = dones[last] > 0
+        out = np.zeros_like(dones, dtype=np.float32)
+        for k in range(horizon):
+            rows = last - k
+            ok = died & (rows >= self.offsets[kept])
+            out[rows[ok]] = 1.0
+        return out
+
 
 def open_cache(dataset, cache_root: str | os.PathLike | None = None, progress: bool = True) -> SequenceCache:
     """The dataset's flat cache, built (once, atomically) if absent. Corrupt episodes: see Dataset.skip_corrupt."""
@@ -238,8 +256,10 @@ class _Stream:
 
 
 def sequence_batches(dataset, seq_len: int, batch_size: int, seed: int, *, start: int = 0,
-                     cache_root: str | os.PathLike | None = None, progress: bool = True) -> Iterator[dict]:
+                     cache_root: str | os.PathLike | None = None, progress: bool = True,
+                     done_horizon: int = 1) -> Iterator[dict]:
     """Endless training batches of packed windows (module docstring); `start` skips that many batches.
+    `done_horizon` > 1 spreads each death over the episode's last steps (:meth:`SequenceCache.horizon_dones`).
 
     Yields numpy dicts: mu, logvar float32 [B, L+1, Z]; actions [B, L, A]; rewards, dones, mask,
     restart float32 [B, L]. Same (dataset, seed, start) -> same batches, so a resumed run continues the
@@ -249,7 +269,9 @@ def sequence_batches(dataset, seq_len: int, batch_size: int, seed: int, *, start
         raise ValueError(f"sequence_batches: seq_len={seq_len} and batch_size={batch_size} must be >= 1")
     cache = open_cache(dataset, cache_root, progress)
     stream = _Stream(cache, seed)
-    a = cache.arrays
+    a = dict(cache.arrays)
+    if done_horizon != 1:
+        a["dones"] = cache.horizon_dones(done_horizon)
     b = start
     while True:
         rows = np.stack([stream.rows((b * batch_size + w) * seq_len, seq_len + 1) for w in range(batch_size)])

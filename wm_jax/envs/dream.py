@@ -6,8 +6,8 @@ weights, τ, the step cap, the initial-state bank), so one compiled program serv
 be vmapped. ``step`` does not auto-reset: after ``done`` the state keeps evolving and callers mask it.
 
 Rules (as the original): TakeCover ("takecover") earns 1 per step taken and ends when the done logit > 0
-(``done_mode="threshold"``) or with probability sigmoid(logit - log done_pos_weight) (``"bernoulli"``, the
-calibrated probability); CarRacing earns the reward head's prediction. Both end at ``max_steps``. The return
+(``done_mode="threshold"``) or with probability sigmoid(logit - log done_pos_weight) / done_horizon
+(``"bernoulli"``: the calibrated probability of death within M's done horizon, spread over its steps); CarRacing earns the reward head's prediction. Both end at ``max_steps``. The return
 of an episode of length T counts steps 0..T-1 (the
 step that ends it included), nothing after.
 
@@ -38,6 +38,7 @@ class DreamParams:
     init_mu: jax.Array  # [N, Z] V's mu of real episode starts (the initial-state bank)
     init_logvar: jax.Array  # [N, Z] V's logvar of the same frames
     done_bias: jax.Array  # [] added to the done logit before bernoulli sampling (see make_params)
+    done_scale: jax.Array  # [] the bernoulli probability is multiplied by this (1 / M's done horizon)
     kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
     done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
 
@@ -64,12 +65,17 @@ class StepNoise(NamedTuple):
 
 
 def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
-                kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0) -> DreamParams:
+                kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0,
+                done_horizon: int = 1) -> DreamParams:
     """`done_pos_weight`: the weight M's done loss gave episode ends (cfg.mdnrnn.done_pos_weight). Weighting the
     positives by w multiplies the odds M predicts by w, so bernoulli sampling uses sigmoid(logit - log w), the
-    calibrated probability; the threshold rule (logit > 0, the original's) is unchanged."""
+    calibrated probability; the threshold rule (logit > 0, the original's) is unchanged.
+    `done_horizon` (cfg.mdnrnn.done_horizon = k): M's head predicts death within the next k steps, q; a constant
+    per-step hazard h gives q ≈ k·h, so bernoulli sampling ends a step with probability q / k."""
     if done_pos_weight <= 0:
         raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
+    if done_horizon < 1:
+        raise ValueError(f"done_horizon must be >= 1, got {done_horizon}")
     if kind not in ("takecover", "carracing"):
         raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
     if done_mode not in ("threshold", "bernoulli"):
@@ -79,7 +85,8 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
         raise ValueError(f"initial-state bank must be mu, logvar [N, Z] of equal shape, got {init_mu.shape}, "
                          f"{init_logvar.shape}")
     return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
-                       jnp.asarray(-np.log(done_pos_weight), jnp.float32), kind, done_mode)
+                       jnp.asarray(-np.log(done_pos_weight), jnp.float32),
+                       jnp.asarray(1.0 / done_horizon, jnp.float32), kind, done_mode)
 
 
 def sizes(params: DreamParams) -> tuple[int, int, int]:
@@ -145,7 +152,7 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array,
     if params.done_mode == "threshold":
         ended = done_logit > 0
     else:
-        ended = noise.u_done < jax.nn.sigmoid(done_logit + params.done_bias)
+        ended = noise.u_done < jax.nn.sigmoid(done_logit + params.done_bias) * params.done_scale
     t = state.t + 1
     done = ended | (t >= params.max_steps)
     new = DreamState(z_next, lstm, t, done)

@@ -67,7 +67,7 @@ def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]
 
     return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
                              kind=cfg.env.name, done_mode=cfg.es.done_mode,
-                             done_pos_weight=cfg.mdnrnn.done_pos_weight)
+                             done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon)
 
 
 def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:

@@ -187,7 +187,7 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
     params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
     train_step = cached_train_step(m, tuple(mesh.devices.flat))
     batches = sequence_batches(train_ds, m.seq_len, m.batch_size, cfg.seed, start=int(state["data_pos"]),
-                               progress=progress)
+                               progress=progress, done_horizon=m.done_horizon)
     writer = MetricsWriter(folder, resume_step=step)
     end = m.steps if stop_after is None else min(m.steps, stop_after)
     bar = tqdm(total=m.steps, initial=step, unit="step", desc="M", disable=not progress, dynamic_ncols=True)

@@ -305,8 +305,11 @@ def test_collect_killed_by_sigterm_exits_cleanly_and_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; rerun the same command to resume" in err
-    done = len(open_dataset(tmp_path / "k" / "data"))
-    assert 3 <= done < 40 and not [p for p in shards.iterdir() if ".tmp" in p.name]
+    # Shards are the truth, the manifest a cache: one written just before the signal may not be listed yet (the
+    # rerun adopts it), so count the disk here and only check that the manifest lists no more than it holds.
+    on_disk = len(list(shards.glob("ep_*.npz")))
+    assert 3 <= on_disk < 40 and not [p for p in shards.iterdir() if ".tmp" in p.name]
+    assert len(open_dataset(tmp_path / "k" / "data")) <= on_disk
     assert subprocess.run(argv, capture_output=True).returncode == 0
     ds = open_dataset(tmp_path / "k" / "data")
     assert [r.index for r in ds.episodes] == list(range(40)) and ds.verify() == []

@@ -236,6 +236,22 @@ def test_train_resume_equals_uninterrupted_and_reports(tmp_path):
     assert (cfg_a.run_dir / "plots" / "mdnrnn_pred_vs_actual.png").stat().st_size > 1000
 
 
+def test_heldout_done_metrics_follow_the_done_horizon(tmp_path):
+    """Held-out precision/recall compare the head with its own target: with done_horizon=3 the one held-out death
+    (an episode of 8 or 6 steps) contributes 3 positive steps, with the default 1 step."""
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.train.mdnrnn import init_model
+    from wm_jax.train.mdnrnn_eval import evaluate_heldout
+
+    for k, want in ((1, 1), (3, 3)):
+        cfg = _cfg(tmp_path / f"h{k}", f"mdnrnn.done_horizon={k}")
+        ds = open_dataset(cfg.data_dir)
+        _, held = ds.split(cfg.mdnrnn.holdout_episodes)
+        metrics, _ = evaluate_heldout(cfg, init_model(cfg, jax.random.key(0)), held)
+        assert metrics["deaths"] == 1 and metrics["done_positives"] == want, metrics
+        assert metrics["done_true_pos"] + metrics["done_false_neg"] == want
+
+
 def test_nan_guard_names_the_step(tmp_path):
     from wm_jax.train.mdnrnn import train
 

@@ -7,9 +7,9 @@ be vmapped. ``step`` does not auto-reset: after ``done`` the state keeps evolvin
 
 Rules (as the original): TakeCover ("takecover") earns 1 per step taken and ends when the done logit > 0
 (``done_mode="threshold"``) or with probability sigmoid(logit - log done_pos_weight) / done_horizon
-(``"bernoulli"``: the calibrated probability of death within M's done horizon, spread over its steps); CarRacing earns the reward head's prediction. Both end at ``max_steps``. The return
-of an episode of length T counts steps 0..T-1 (the
-step that ends it included), nothing after.
+(``"bernoulli"``: the calibrated probability of death within M's done horizon, spread over its steps);
+CarRacing earns the reward head's prediction. Both end at ``max_steps``. The return of an episode of length T
+counts steps 0..T-1 (the step that ends it included), nothing after.
 
 Sampling z' (the paper's τ-scaled mixture): component k ~ softmax(logits / τ) picked by inverse CDF with one
 uniform per z dimension on M's component-major raw head (``mdnrnn.head_raw``: no gathers, no log-softmax;

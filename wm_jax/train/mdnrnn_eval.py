@@ -2,7 +2,8 @@
 
 ``heldout.json`` (in ``<run_dir>/mdnrnn``): NLL per dimension of the targets z_{t+1} sampled from V's
 posterior (as in training, fixed key) and of the posterior means; reward MSE; done head precision and recall
-with the dream's threshold rule (done logit > 0) against ``terminated`` (deaths) over all held-out steps.
+with the dream's threshold rule (done logit > 0) against ``terminated`` (deaths) over all held-out steps (with
+``mdnrnn.done_horizon=k``: against the head's target, the last k steps of each death).
 Visuals (``<run_dir>/plots``): ``mdnrnn_pred_vs_actual.png`` (a few z dimensions of one held-out episode:
 V's μ_{t+1} against the mean of M's most likely component, ±σ) and, if V is trained,
 ``mdnrnn_rollout.gif`` (rows: real frame, V's reconstruction, M teacher-forced, M free-running at τ = 1).
@@ -54,7 +55,11 @@ def evaluate_heldout(cfg: Config, params: dict, held_ds) -> tuple[dict[str, Any]
     mask = w["mask"].T.astype(bool)  # [T, N]
     nll_s, nll_mu = np.asarray(nll_s)[mask], np.asarray(nll_mu)[mask]  # [steps, Z]
     logit, reward = np.asarray(out.done_logit)[mask], np.asarray(out.reward)[mask]
-    deaths, rewards = w["dones"].T[mask] > 0.5, w["rewards"].T[mask]
+    k = cfg.mdnrnn.done_horizon  # the head's target: death within k steps (the last k steps of a death)
+    t_idx = np.arange(w["dones"].shape[1])[None]
+    died = w["dones"][np.arange(len(w["lengths"])), w["lengths"] - 1] > 0.5
+    target = died[:, None] & (t_idx >= w["lengths"][:, None] - k) & (w["mask"] > 0)
+    deaths, rewards = target.T[mask], w["rewards"].T[mask]
     pred = logit > 0
     tp, fp, fn = int((pred & deaths).sum()), int((pred & ~deaths).sum()), int((~pred & deaths).sum())
     metrics = {
@@ -62,10 +67,10 @@ def evaluate_heldout(cfg: Config, params: dict, held_ds) -> tuple[dict[str, Any]
         "nll_per_dim": nll_s.mean(0).round(5).tolist(), "nll_mean": float(nll_s.mean()),
         "nll_per_dim_mu": nll_mu.mean(0).round(5).tolist(), "nll_mean_mu": float(nll_mu.mean()),
         "reward_mse": float(((reward - rewards) ** 2).mean()),
-        "deaths": int(deaths.sum()), "done_true_pos": tp, "done_false_pos": fp, "done_false_neg": fn,
+        "deaths": int(died.sum()), "done_positives": int(deaths.sum()), "done_true_pos": tp, "done_false_pos": fp, "done_false_neg": fn,
         "done_precision": tp / (tp + fp) if tp + fp else None,
         "done_recall": tp / (tp + fn) if tp + fn else None,
-        "done_rule": "done logit > 0 vs terminated",
+        "done_rule": "done logit > 0 vs terminated" + (f" within {k} steps" if k > 1 else ""),
     }
     return metrics, {"windows": w, "out": jax.tree.map(lambda a: np.asarray(a)[:, 0], out)}
 

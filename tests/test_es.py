@@ -175,3 +175,7 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
         # 64 episodes put the sample mean within 1.5 ± 0.33 (3 standard errors)
         assert 1.17 < r["random"]["mean"] < 1.83, r["random"]
         assert 0.5 < r["random"]["std"] < 1.3, r["random"]  # geometric(2/3) std 0.87: the episodes do differ
+    _, hazard = check(cfg, (1.0,), episodes=8, seed=0, mdn=toy_m(), bank=BANK, with_hazard=True)
+    # threshold rule: every live step of 'stay' fires (1,000 per 1,000); 'right' never does; CAP < 100, so only
+    # the first bucket has live steps
+    assert hazard["1"]["stay"] == [1000.0] + [None] * 5 and hazard["1"]["right"] == [0.0] + [None] * 5

@@ -12,6 +12,12 @@ Policies (:mod:`wm_jax.envs.reference`; TakeCover action -1 left, 0 stay, +1 rig
 CarRacing: ``coast`` (no input), ``gas`` (straight, full gas), ``random`` (uniform steer, gas, brake). Each
 policy runs `--episodes` dream episodes per τ (same keys for every policy) with the run's done rule and cap; the
 mean ± std of the dream returns goes to stdout and ``<run_dir>/dream_check.json``.
+
+The JSON also holds each policy's dream hazard by time (``hazard``: deaths per 1,000 steps in the buckets
+``HAZARD_EDGES``, the probability the done rule gives each live step: the calibrated bernoulli probability, or 1
+where the threshold rule fires; null where no episode is alive). Real TakeCover gets harder with time (sweep100,
+16 real episodes: no death before step 200, then 2.4 / 2.1 / 3.6 per 1,000 steps over 400-800 / 800-1,400 /
+1,400-2,100), so a dream whose late buckets sit far below that is kind where random-policy data never went.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 
 from wm_jax.cli import add_config_arguments, config_from_args
 from wm_jax.train.sweep import parse_taus
+
+HAZARD_EDGES = (0, 100, 200, 400, 800, 1400)  # bucket starts; the last bucket runs to the episode cap
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,13 +64,16 @@ def _fixed(f, t, key):
 
 
 def returns_fn(policy, max_steps: int):
-    """Jitted f(keys, dp) -> dream returns [len(keys)] of `policy` (one scan of max_steps per episode, vmapped).
+    """Jitted f(keys, dp) -> (dream returns [E], hazard sums [E, B], live steps [E, B]) of `policy` over E =
+    len(keys) episodes (one scan of max_steps each, vmapped); B time buckets start at ``HAZARD_EDGES``.
 
     dp (with its τ) is an argument, not a constant: one trace serves every τ."""
     import jax
     import jax.numpy as jnp
 
     from wm_jax.envs import dream
+
+    edges = jnp.asarray(HAZARD_EDGES)
 
     def episode(key, dp):
         k0, k1 = jax.random.split(key)
@@ -71,17 +82,32 @@ def returns_fn(policy, max_steps: int):
         def body(carry, t):
             state, alive, ret, k = carry
             k, ka, ks = jax.random.split(k, 3)
-            _, state, r, done, _ = dream.step(ks, state, policy(t, ka), dp)
-            return (state, alive * (1.0 - done.astype(jnp.float32)), ret + alive * r, k), None
+            _, state, r, done, info = dream.step(ks, state, policy(t, ka), dp)
+            logit = info["done_logit"]
+            if dp.done_mode == "threshold":
+                p = (logit > 0).astype(jnp.float32)
+            else:
+                p = jax.nn.sigmoid(logit + dp.done_bias) * dp.done_scale
+            bucket = (jnp.sum(t >= edges) - 1 == jnp.arange(len(HAZARD_EDGES))).astype(jnp.float32)
+            out = (alive * p * bucket, alive * bucket)
+            return (state, alive * (1.0 - done.astype(jnp.float32)), ret + alive * r, k), out
 
-        (_, _, ret, _), _ = jax.lax.scan(body, (state, jnp.float32(1), jnp.float32(0), k1), jnp.arange(max_steps))
-        return ret
+        init = (state, jnp.float32(1), jnp.float32(0), k1)
+        (_, _, ret, _), (hz, live) = jax.lax.scan(body, init, jnp.arange(max_steps))
+        return ret, hz.sum(0), live.sum(0)
 
     return jax.jit(jax.vmap(episode, in_axes=(0, None)))
 
 
-def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None) -> dict:
-    """{τ: {policy: {mean, std}}} for the run's M (or the given `mdn`, `bank`)."""
+def hazard_per_1000(hz, live) -> list[float | None]:
+    """Deaths per 1,000 live steps in each bucket (None where no episode was alive), summed over episodes."""
+    hz, live = np.asarray(hz).sum(0), np.asarray(live).sum(0)
+    return [round(float(1000 * h / n), 3) if n > 0 else None for h, n in zip(hz, live)]
+
+
+def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, with_hazard: bool = False):
+    """{τ: {policy: {mean, std}}} for the run's M (or the given `mdn`, `bank`); with `with_hazard`, also
+    {τ: {policy: deaths per 1,000 live steps by bucket of HAZARD_EDGES}}."""
     import jax
     import jax.numpy as jnp
 
@@ -92,12 +118,14 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None) -> dict:
     dp0 = dream_params_for(cfg, mdn, bank)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     fns = {name: returns_fn(pol, cfg.es.dream_max_steps) for name, pol in policies(cfg.env.name).items()}
-    out = {}
+    out, hazard = {}, {}
     for tau in taus:
         dp = dp0.replace(tau=jnp.float32(tau))
-        rets = {name: np.asarray(f(keys, dp)) for name, f in fns.items()}
-        out[f"{tau:g}"] = {name: {"mean": float(r.mean()), "std": float(r.std())} for name, r in rets.items()}
-    return out
+        res = {name: f(keys, dp) for name, f in fns.items()}
+        out[f"{tau:g}"] = {name: {"mean": float(np.mean(r[0])), "std": float(np.std(r[0]))}
+                           for name, r in res.items()}
+        hazard[f"{tau:g}"] = {name: hazard_per_1000(r[1], r[2]) for name, r in res.items()}
+    return (out, hazard) if with_hazard else out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,11 +133,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     taus = parse_taus(args.taus, (cfg.es.temperature,))
-    res = check(cfg, taus, args.episodes, args.seed)
+    res, hazard = check(cfg, taus, args.episodes, args.seed, with_hazard=True)
     for tau, row in res.items():
         print(f"tau {tau}: " + "  ".join(f"{k} {v['mean']:.1f} ± {v['std']:.1f}" for k, v in row.items()))
+        print(f"  deaths per 1,000 live steps from steps {list(HAZARD_EDGES)}: "
+              + "  ".join(f"{k} {v}" for k, v in hazard[tau].items()))
     path = cfg.run_dir / "dream_check.json"
     write_json_atomic(path, {"env": cfg.env.name, "done_mode": cfg.es.done_mode, "episodes": args.episodes,
-                             "max_steps": cfg.es.dream_max_steps, "scores": res})
+                             "max_steps": cfg.es.dream_max_steps, "scores": res,
+                             "hazard_edges": list(HAZARD_EDGES), "hazard": hazard})
     print(f"-> {path}")
     return 0

@@ -272,21 +272,36 @@ def _runs(actions: np.ndarray) -> list[int]:
     return np.diff(np.concatenate([[0], change, [len(actions)]])).tolist()
 
 
-def test_collect_long_hold_episodes(tmp_path):
+def test_collect_long_hold_and_sweep_episodes(tmp_path):
     over = [f"root={tmp_path}", "name=h", "env.max_steps=400", "data.workers=1", "data.episodes=1",
-            "data.long_hold_episodes=1", "env.doom_long_repeat_min=40", "env.doom_long_repeat_max=60"]
+            "data.long_hold_episodes=1", "env.doom_long_repeat_min=40", "env.doom_long_repeat_max=60",
+            "data.sweep_episodes=1", "env.doom_sweep_min=30", "env.doom_sweep_max=40"]
     cfg = load_config("configs/takecover.yaml", over)
+    assert cfg.data.collected == 3
     records = collect(cfg, progress=False)
-    assert [(r["index"], r["policy"]) for r in records] == [(0, "repeat1-10"), (1, "repeat40-60")]
+    policies = [(r["index"], r["policy"]) for r in records]
+    assert policies == [(0, "repeat1-10"), (1, "repeat40-60"), (2, "sweep30-40r0")]
     ds = open_dataset(tmp_path / "h" / "data")
     plain, held = _runs(ds.load(0).actions), _runs(ds.load(1).actions)
     assert np.median(plain) <= 15  # 1..10 frame holds (a new hold may draw the same action again)
     assert all(r >= 40 for r in held[:-1]) and len(held) >= 2  # every finished hold lasts >= 40 frames
+    swept = ds.load(2).actions[:, 0]
+    legs = _runs(swept[:, None])
+    assert set(np.unique(swept)) <= {-1.0, 1.0} and len(legs) >= 2  # it keeps moving ...
+    assert all(30 <= r <= 40 for r in legs[:-1]) and legs[-1] <= 40  # ... in legs of 30..40 frames
+    starts = np.concatenate([[0], np.cumsum(legs)[:-1]])
+    assert np.all(swept[starts[1:]] == -swept[starts[:-1]])  # ... alternating direction
     # The same indices under another policy split are refused, naming the episode and the policy.
     with pytest.raises(ConfigError, match="episode 1 was collected with policy 'repeat40-60'"):
         collect(cfg.replace(**{"data.episodes": 2, "data.long_hold_episodes": 0}), progress=False)
+    with pytest.raises(ConfigError, match="episode 2 was collected with policy 'sweep30-40r0'"):
+        collect(cfg.replace(**{"env.doom_sweep_max": 50}), progress=False)
     with pytest.raises(ConfigError, match="long_hold_episodes"):
         load_config("configs/carracing.yaml", ["data.long_hold_episodes=1"])
+    with pytest.raises(ConfigError, match="sweep_episodes"):
+        load_config("configs/carracing.yaml", ["data.sweep_episodes=1"])
+    with pytest.raises(ConfigError, match="doom_sweep_random_leg"):
+        load_config("configs/takecover.yaml", ["env.doom_sweep_random_leg=1.5"])
 
 
 def test_collect_killed_by_sigterm_exits_cleanly_and_resumes(tmp_path):

@@ -13,7 +13,7 @@ from wm_jax.data.collect import collect_episode, rollout
 from wm_jax.data.preprocess import carracing_frame
 from wm_jax.envs import make_env, make_policy, policy_rng
 from wm_jax.envs.carracing import BrownianPolicy, FastCarRacing, RandomLinearPolicy
-from wm_jax.envs.takecover import RepeatPolicy, action_buttons
+from wm_jax.envs.takecover import RepeatPolicy, SweepPolicy, action_buttons
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,12 @@ def test_action_thresholds_and_policies():
     b.reset(policy_rng(2))
     a = np.array([b(None) for _ in range(300)])
     assert np.abs(np.diff(a, axis=0)).max() < 1.0  # a random walk, not i.i.d. draws
+    sweep = SweepPolicy(5, 5, random_leg=1.0)  # every leg a random hold: stays appear
+    sweep.reset(policy_rng(3))
+    acts = np.array([sweep(None)[0] for _ in range(500)]).reshape(100, 5)
+    assert (acts == acts[:, :1]).all() and set(np.unique(acts)) == {-1.0, 0.0, 1.0}
+    with pytest.raises(ValueError, match="unknown TakeCover collection policy 'zigzag'"):
+        make_policy(EnvConfig(name="takecover"), "zigzag")
 
 
 def test_worker_import_path_has_no_jax():

@@ -273,6 +273,14 @@ def test_random_policy_cli_needs_no_models(tmp_path):
     res = json.loads((tmp_path / "rnd" / "eval" / "random" / "results.json").read_text())
     assert res["policy"] == "random" and len(res["returns"]) == 3
     assert all(res["terminated"])  # the random agent dies long before the cap
+    # the real hazard by time: 3 deaths over sum(lengths) live steps, every one in a bucket some episode reached
+    live, hz = np.asarray(res["lengths"]), res["hazard"]
+    assert res["hazard_edges"] == [0, 100, 200, 400, 800, 1400] and len(hz) == 6
+    for lo, hi, h in zip(res["hazard_edges"], res["hazard_edges"][1:] + [10**9], hz):
+        steps = np.clip(np.minimum(live, hi) - lo, 0, None).sum()
+        assert (h is None) == (steps == 0)
+        if steps:
+            assert h == pytest.approx(1000 * np.sum((live - 1 >= lo) & (live - 1 < hi)) / steps, abs=1e-3)
     assert all(0 < n < 2100 for n in res["lengths"])
     assert main([a.replace("name=rnd", "name=rnd2") for a in args]) == 0  # same seeds -> same episodes
     res2 = json.loads((tmp_path / "rnd2" / "eval" / "random" / "results.json").read_text())

@@ -54,3 +54,14 @@ def test_results_section_lists_each_experiment(tmp_path):
     out = report.results_section(tmp_path / "results")
     assert "64 dream episodes each, done rule `threshold`" in out and "| τ | stay | sweep50 |" in out
     assert "| 1.00 | 85 ± 30 | 1,346 ± 248 |" in out and "| 1.15 | 82 ± 30 | 341 ± 216 |" in out
+
+
+def test_episode_hazard_hand_computed():
+    from wm_jax.metrics import episode_hazard
+
+    # edges 0 / 10 / 20: a death at step 4 (length 5); a death at step 14 (length 15); a survivor cut at 30
+    # live steps per bucket: [5 + 10 + 10, 0 + 5 + 10, 0 + 0 + 10] = [25, 15, 10]; deaths [1, 1, 0]
+    got = episode_hazard([5, 15, 30], [True, True, False], edges=(0, 10, 20))
+    assert got == [40.0, pytest.approx(66.667, abs=1e-3), 0.0]
+    # a death on the last step of a bucket counts in that bucket; no episode alive in a bucket -> None
+    assert episode_hazard([10], [True], edges=(0, 10, 20)) == [100.0, None, None]

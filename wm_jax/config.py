@@ -39,6 +39,10 @@ class EnvConfig:
     doom_repeat_max: int = 10
     doom_long_repeat_min: int = 20  # ... and for `data.long_hold_episodes`: actions held 20..150 frames, long
     doom_long_repeat_max: int = 150  # enough to cross the room and stay pinned at a wall (deaths there).
+    doom_sweep_min: int = 60  # `data.sweep_episodes`: legs of 60..130 frames, direction alternating, ...
+    doom_sweep_max: int = 130
+    doom_sweep_random_leg: float = 0.0  # ... a leg holds a random action instead with this probability (0.1
+    # halves the mean length, 774 -> 538 steps on 60 seeds: stopping is what gets the player hit).
     doom_screen_flashes: bool = False  # Render the red flash of a hit (take_cover.cfg: off; see envs/takecover.py).
     carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
 
@@ -50,11 +54,25 @@ class DataConfig:
     # are held env.doom_long_repeat_min..max frames. The original 1-10 frame random walk keeps the player near
     # the middle, so M never sees it die at a wall and the dream rewards running into one ("always right").
     long_hold_episodes: int = 0
+    # TakeCover only (beyond the paper): then episodes of a scripted sweeping policy (envs.takecover.SweepPolicy)
+    # that survives ~750 steps: random play dies within ~300, so M never sees the crowded, deadlier late game.
+    sweep_episodes: int = 0
     workers: int = 0  # Collection worker processes; 0 = one per CPU core.
     seed: int = 0  # Base seed; episode i uses seed + i, so reruns reproduce and top up.
     skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
     min_length: int = 1  # Episodes shorter than this many steps are discarded at collection.
     compress_level: int = 1  # Deflate level of episode shards (1: fastest; np.savez_compressed uses 6).
+
+    @property
+    def collected(self) -> int:
+        """Episodes ``wm-jax collect`` gathers: plain random, then long-hold, then sweep (by index)."""
+        return self.episodes + self.long_hold_episodes + self.sweep_episodes
+
+    def policy_kind(self, index: int) -> str:
+        """Which collection policy plays episode `index` (< collected): 'random', 'long_hold' or 'sweep'."""
+        if index < self.episodes:
+            return "random"
+        return "long_hold" if index < self.episodes + self.long_hold_episodes else "sweep"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +274,11 @@ def _validate(cfg: Config) -> None:
     need(cfg.data.long_hold_episodes >= 0, "data.long_hold_episodes", "must be >= 0")
     need(cfg.data.long_hold_episodes == 0 or cfg.env.name == "takecover", "data.long_hold_episodes",
          "long-hold episodes exist for takecover only")
+    need(cfg.data.sweep_episodes >= 0, "data.sweep_episodes", "must be >= 0")
+    need(cfg.data.sweep_episodes == 0 or cfg.env.name == "takecover", "data.sweep_episodes",
+         "sweep episodes exist for takecover only")
+    need(1 <= cfg.env.doom_sweep_min <= cfg.env.doom_sweep_max, "env.doom_sweep_min", "need 1 <= min <= max")
+    need(0.0 <= cfg.env.doom_sweep_random_leg <= 1.0, "env.doom_sweep_random_leg", "must be in [0, 1]")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.min_length >= 1, "data.min_length", "must be >= 1")
     need(0 <= cfg.data.compress_level <= 9, "data.compress_level", "must be in 0..9")

@@ -110,6 +110,7 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
     from wm_jax.runner import EpisodeSpec, RandomPolicy, ReferencePolicy, run_episodes
     from wm_jax.checkpoint import write_json_atomic
     from wm_jax.envs.vector import VectorEnv
+    from wm_jax.metrics import HAZARD_EDGES, episode_hazard
 
     out = Path(out) if out else default_out(run, policy_kind)
     workers, slots = slot_layout(cfg, episodes)
@@ -140,6 +141,9 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
         "controller_inputs": cfg.controller.inputs, "controller_hidden": cfg.controller.hidden,
         "wall_s": t2 - t0, "startup_s": t1 - t0, "frames": frames, "frames_per_s": frames / max(t2 - t1, 1e-9),
     }
+    if cfg.env.name == "takecover":  # the real game's hazard by time, to set beside dream-check's dream hazard
+        summary["hazard_edges"] = list(HAZARD_EDGES)
+        summary["hazard"] = episode_hazard(summary["lengths"], summary["terminated"])
     write_json_atomic(out / "results.json", summary)
     if clips:
         from wm_jax.viz import save_gif
@@ -184,4 +188,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{s['env']} {s['policy']}: {s['mean']:.1f} ± {s['std']:.1f} over {episodes} episodes "
           f"(seeds {seed}..{seed + episodes - 1}; {s['frames']} frames in {s['wall_s']:.1f} s, "
           f"{s['frames_per_s']:.0f} frames/s) -> {out / 'results.json'}")
+    if "hazard" in s:
+        print("deaths per 1,000 live steps from step " + ", ".join(
+            f"{e}: {'-' if h is None else h}" for e, h in zip(s["hazard_edges"], s["hazard"])))
     return 0

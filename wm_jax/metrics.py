@@ -11,6 +11,27 @@ from typing import Any
 import numpy as np
 
 
+HAZARD_EDGES = (0, 100, 200, 400, 800, 1400)  # time-bucket starts of a hazard; the last runs to the episode cap
+
+
+def hazard_per_1000(hz, live) -> list[float | None]:
+    """Deaths per 1,000 live steps in each bucket (None where no episode was alive), summed over episodes.
+    `hz`, `live`: [E, B] deaths (or death probabilities) and live steps per episode and bucket."""
+    hz, live = np.asarray(hz).sum(0), np.asarray(live).sum(0)
+    return [round(float(1000 * h / n), 3) if n > 0 else None for h, n in zip(hz, live)]
+
+
+def episode_hazard(lengths, terminated, edges=HAZARD_EDGES) -> list[float | None]:
+    """The empirical hazard of real episodes: an episode of length L lives steps 0..L-1 and, if it was
+    terminated (a death, not the cap), dies at step L-1; deaths per 1,000 live steps per bucket of `edges`."""
+    lengths, dead = np.asarray(lengths)[:, None], np.asarray(terminated, bool)[:, None]
+    lo = np.asarray(edges)[None, :]
+    hi = np.append(np.asarray(edges)[1:], np.iinfo(np.int64).max)[None, :]
+    live = np.clip(np.minimum(lengths, hi) - lo, 0, None)
+    died = dead & (lengths - 1 >= lo) & (lengths - 1 < hi)
+    return hazard_per_1000(died.astype(np.float64), live)
+
+
 class MetricsWriter:
     """Append metrics to ``<dir>/metrics.jsonl`` and TensorBoard event files in ``<dir>/tb``.
 

@@ -7,7 +7,8 @@
   worker steps its own environment, writes its shards itself (compression runs in parallel) and reports
   the manifest record to the main process, which owns the manifest.
 - Episodes ``data.episodes .. data.episodes + data.long_hold_episodes - 1`` (TakeCover) use the long-hold
-  variant of the random policy; each manifest record names its policy (``policy_label``), and a rerun whose
+  variant of the random policy, the ``data.sweep_episodes`` after them a scripted sweeping policy
+  (``DataConfig.policy_kind``); each manifest record names its policy (``policy_label``), and a rerun whose
   config would give an existing index another policy is refused.
 - Resume: shards on disk are the truth. At start the manifest is reconciled with ``episodes/``: records whose
   shard vanished are dropped, shards missing from the manifest (the manifest rewrite was killed) are
@@ -88,28 +89,30 @@ def _exit_on_term(signum, frame):
     raise SystemExit(0)
 
 
-def policy_label(env_cfg, long_hold: bool) -> str:
-    """Name of the collection policy of an episode, stored in its manifest record."""
+def policy_label(env_cfg, kind: str) -> str:
+    """Name of the collection policy `kind` (``DataConfig.policy_kind``), stored in the manifest records."""
     if env_cfg.name == "takecover":
-        lo, hi = ((env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max) if long_hold
+        if kind == "sweep":
+            return f"sweep{env_cfg.doom_sweep_min}-{env_cfg.doom_sweep_max}r{env_cfg.doom_sweep_random_leg:g}"
+        lo, hi = ((env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max) if kind == "long_hold"
                   else (env_cfg.doom_repeat_min, env_cfg.doom_repeat_max))
         return f"repeat{lo}-{hi}"
     return env_cfg.carracing_policy
 
 
-def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_dir: str, n_plain: int,
+def _worker(env_fields: dict, data_fields: dict, base_seed: int, min_length: int, level: int, ep_dir: str,
             tasks, results) -> None:
     """Worker process: take indices from `tasks` until None; write shards; report records to `results`.
-    Indices >= `n_plain` use the long-hold policy."""
+    Each index plays the policy ``DataConfig.policy_kind`` names."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _exit_on_term)  # ... with SIGTERM: exit through `finally` and close the game
-    from wm_jax.config import EnvConfig
+    from wm_jax.config import DataConfig, EnvConfig
     from wm_jax.envs import make_env, make_policy
 
     parent = mp.parent_process()
-    env_cfg = EnvConfig(**env_fields)
+    env_cfg, data_cfg = EnvConfig(**env_fields), DataConfig(**data_fields)
     env = make_env(env_cfg)
-    policies = {False: make_policy(env_cfg), True: make_policy(env_cfg, long_hold=True)}
+    policies = {}
     try:
         while True:
             try:
@@ -121,10 +124,12 @@ def _worker(env_fields: dict, base_seed: int, min_length: int, level: int, ep_di
             if index is None:
                 return
             try:
-                long_hold = index >= n_plain
-                ep = collect_episode(env, policies[long_hold], index, base_seed, min_length)
+                kind = data_cfg.policy_kind(index)
+                if kind not in policies:
+                    policies[kind] = make_policy(env_cfg, kind)
+                ep = collect_episode(env, policies[kind], index, base_seed, min_length)
                 write_episode(Path(ep_dir) / shard_name(index), ep, level)
-                rec = {**episode_record(index, ep), "policy": policy_label(env_cfg, long_hold)}
+                rec = {**episode_record(index, ep), "policy": policy_label(env_cfg, kind)}
                 results.put(("ok", rec, "jax" in sys.modules))
             except Exception:
                 results.put(("error", index, traceback.format_exc()))
@@ -173,13 +178,13 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
         if expected_policy is not None and "policy" in r and expected_policy(i) not in (None, r["policy"]):
             raise ConfigError(f"{data_dir}: episode {i} was collected with policy {r['policy']!r}, but the config "
                               f"asks {expected_policy(i)!r} for it (data.episodes / data.long_hold_episodes / "
-                              f"env.doom_*repeat_*); keep them or use another run name")
+                              f"data.sweep_episodes / env.doom_*repeat_* / env.doom_sweep_*); keep them or use "
+                              f"another run name")
     return records
 
 
 def collect(cfg, progress: bool = True) -> list[dict]:
-    """Top `cfg.data_dir` up to `cfg.data.episodes + cfg.data.long_hold_episodes` episodes; returns the
-    manifest records (sorted)."""
+    """Top `cfg.data_dir` up to `cfg.data.collected` episodes; returns the manifest records (sorted)."""
     from tqdm import tqdm
 
     data_dir = Path(cfg.data_dir)
@@ -187,9 +192,9 @@ def collect(cfg, progress: bool = True) -> list[dict]:
     ep_dir.mkdir(parents=True, exist_ok=True)
     with data_lock(data_dir):
         env, adim, seed = cfg.env.name, cfg.action_dim, cfg.data.seed
-        n_plain, n_total = cfg.data.episodes, cfg.data.episodes + cfg.data.long_hold_episodes
+        n_total = cfg.data.collected
         records = reconcile(data_dir, env, adim, seed,
-                            lambda i: policy_label(cfg.env, i >= n_plain) if i < n_total else None)
+                            lambda i: policy_label(cfg.env, cfg.data.policy_kind(i)) if i < n_total else None)
         write_manifest(data_dir, env, adim, list(records.values()))
         todo = [i for i in range(n_total) if i not in records]
         if not todo:
@@ -201,8 +206,8 @@ def collect(cfg, progress: bool = True) -> list[dict]:
             tasks.put(i)
         for _ in range(n_workers):
             tasks.put(None)
-        args = (dataclasses.asdict(cfg.env), seed, cfg.data.min_length, cfg.data.compress_level, str(ep_dir),
-                n_plain)
+        args = (dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.data), seed, cfg.data.min_length,
+                cfg.data.compress_level, str(ep_dir))
         saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
         os.environ.update(WORKER_ENV)
         try:
@@ -298,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     save_config(cfg, cfg.run_dir / "config.json")
     t0 = time.perf_counter()
     records = collect(cfg, progress=not args.no_progress)
-    want = [r for r in records if r["index"] < cfg.data.episodes + cfg.data.long_hold_episodes]
+    want = [r for r in records if r["index"] < cfg.data.collected]
     frames = sum(r["length"] + 1 for r in want)
     print(f"collect: {len(want)} episodes ({frames} frames, mean return "
           f"{np.mean([r['return'] for r in want]) if want else float('nan'):.1f}) in {cfg.data_dir} "

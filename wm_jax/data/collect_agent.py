@@ -4,8 +4,8 @@ The paper's iterative training (section 5): a controller trained in the dream pl
 exploration noise (``iterate.epsilon``: random actions held 1-10 steps), and its episodes join the random-policy
 data, so M is next trained on the states such a controller visits -- where a dream it learned to exploit
 was wrong. Round R writes episodes ``n + R * iterate.episodes`` .. ``n + (R + 1) * iterate.episodes - 1``
-(n = data.episodes + data.long_hold_episodes), episode i on environment seed ``data.seed + i``, as shards and
-manifest records (policy ``agent_round<R>``) in the same format as ``wm-jax collect``.
+(n = data.collected: the random, long-hold and sweep episodes), episode i on environment seed ``data.seed + i``,
+as shards and manifest records (policy ``agent_round<R>``) in the same format as ``wm-jax collect``.
 
 Resume: shards on disk are the truth (as for ``collect``); a rerun plays only the missing indices.
 """
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def round_indices(cfg: Config, rnd: int) -> range:
     """Episode indices of iteration round `rnd`."""
-    first = cfg.data.episodes + cfg.data.long_hold_episodes + rnd * cfg.iterate.episodes
+    first = cfg.data.collected + rnd * cfg.iterate.episodes
     return range(first, first + cfg.iterate.episodes)
 
 

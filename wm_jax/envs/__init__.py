@@ -25,18 +25,23 @@ def make_env(env_cfg):
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 
-def make_policy(env_cfg, long_hold: bool = False):
-    """The random collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
-    `long_hold`: TakeCover's long-hold variant (``data.long_hold_episodes``)."""
+def make_policy(env_cfg, kind: str = "random"):
+    """The collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
+    `kind` (TakeCover): 'random' (the original), 'long_hold' (``data.long_hold_episodes``) or 'sweep'
+    (``data.sweep_episodes``)."""
     if env_cfg.name == "carracing":
         from wm_jax.envs.carracing import BrownianPolicy, RandomLinearPolicy
 
         return BrownianPolicy() if env_cfg.carracing_policy == "brownian" else RandomLinearPolicy()
     if env_cfg.name == "takecover":
-        from wm_jax.envs.takecover import RepeatPolicy
+        from wm_jax.envs.takecover import RepeatPolicy, SweepPolicy
 
-        if long_hold:
+        if kind == "sweep":
+            return SweepPolicy(env_cfg.doom_sweep_min, env_cfg.doom_sweep_max, env_cfg.doom_sweep_random_leg)
+        if kind == "long_hold":
             return RepeatPolicy(env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max)
+        if kind != "random":
+            raise ValueError(f"unknown TakeCover collection policy {kind!r}: 'random', 'long_hold' or 'sweep'")
         return RepeatPolicy(env_cfg.doom_repeat_min, env_cfg.doom_repeat_max)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 

@@ -104,3 +104,29 @@ class RepeatPolicy:
             self.left = int(self.rng.integers(self.lo, self.hi + 1))
         self.left -= 1
         return self.a.copy()
+
+
+class SweepPolicy:
+    """A scripted exploration policy that lives long (``data.sweep_episodes``): run left or right (direction
+    alternating, the first one random) for a uniform random number of frames in [leg_min, leg_max]; with
+    probability `random_leg` a leg holds a uniform random action instead. Random play dies within ~300 steps,
+    long before the room fills with monsters; a player that keeps moving is missed by most fireballs and
+    reaches the crowded late game (legs of 60..130: 774 +- 479 steps on 60 seeds), so M sees how deadly it is."""
+
+    def __init__(self, leg_min: int = 60, leg_max: int = 130, random_leg: float = 0.0):
+        self.lo, self.hi, self.random_leg = leg_min, leg_max, random_leg
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.left = 0
+        self.direction = float(rng.choice([-1.0, 1.0]))
+        self.a = np.zeros(1, np.float32)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.left == 0:
+            self.direction = -self.direction
+            random_leg = self.rng.random() < self.random_leg
+            self.a = np.array([self.rng.integers(-1, 2) if random_leg else self.direction], np.float32)
+            self.left = int(self.rng.integers(self.lo, self.hi + 1))
+        self.left -= 1
+        return self.a.copy()

@@ -28,9 +28,8 @@ import functools
 import numpy as np
 
 from wm_jax.cli import add_config_arguments, config_from_args
+from wm_jax.metrics import HAZARD_EDGES, hazard_per_1000
 from wm_jax.train.sweep import parse_taus
-
-HAZARD_EDGES = (0, 100, 200, 400, 800, 1400)  # bucket starts; the last bucket runs to the episode cap
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,12 +96,6 @@ def returns_fn(policy, max_steps: int):
         return ret, hz.sum(0), live.sum(0)
 
     return jax.jit(jax.vmap(episode, in_axes=(0, None)))
-
-
-def hazard_per_1000(hz, live) -> list[float | None]:
-    """Deaths per 1,000 live steps in each bucket (None where no episode was alive), summed over episodes."""
-    hz, live = np.asarray(hz).sum(0), np.asarray(live).sum(0)
-    return [round(float(1000 * h / n), 3) if n > 0 else None for h, n in zip(hz, live)]
 
 
 def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, with_hazard: bool = False):

@@ -6,8 +6,8 @@ from z = mu, and for TakeCover the share of approaching fireballs' pixels the re
 at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
 ``vae.holdout_episodes``), or of another run's data with ``--data DIR`` (V's of different runs compared on the
 same frames). The output counts how many of the scored episodes V trained on: those whose (seed, length, return)
-match one of V's training episodes, i.e. the run's first ``data.episodes + data.long_hold_episodes`` collected
-episodes minus its ``vae.holdout_episodes`` (episodes added later by ``collect-agent`` came after V).
+match one of V's training episodes, i.e. the run's first ``data.collected`` episodes minus its
+``vae.holdout_episodes`` (episodes added later by ``collect-agent`` came after V).
 
 Output: a table on stdout and ``<run>/vae/eval.json`` (``eval_<other run>.json`` with ``--data``; rows keyed by
 step, conditions; written atomically).
@@ -85,7 +85,7 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     scored = open_dataset(data_dir)
     _, hold = scored.split(n)
     run_data = scored if own else open_dataset(cfg.data_dir)
-    collected = run_data.episodes[:cfg.data.episodes + cfg.data.long_hold_episodes]
+    collected = run_data.episodes[:cfg.data.collected]
     seen = {_fingerprint(r) for r in collected[:max(0, len(collected) - cfg.vae.holdout_episodes)]}
     rows = []
     for step in steps or kept:

@@ -65,3 +65,10 @@ def test_episode_hazard_hand_computed():
     assert got == [40.0, pytest.approx(66.667, abs=1e-3), 0.0]
     # a death on the last step of a bucket counts in that bucket; no episode alive in a bucket -> None
     assert episode_hazard([10], [True], edges=(0, 10, 20)) == [100.0, None, None]
+    # the tau table's column: the buckets from step 400 on (400-800 / 800-1,400 / 1,400+)
+    from wm_jax.pipeline import late_hazard
+
+    rec = {"lengths": [500, 900, 2100], "terminated": [True, True, False]}
+    # live 400-800: 100 + 400 + 400 = 900, 1 death; 800-1,400: 100 + 600 = 700, 1 death; 1,400+: 700, none
+    assert late_hazard(rec) == "1.1 / 1.4 / 0.0"
+    assert late_hazard({"lengths": [300], "terminated": [True]}) == "– / – / –"

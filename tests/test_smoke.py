@@ -31,6 +31,7 @@ def test_whole_pipeline_on_real_frames(tmp_path):
                                                  "C trained in the dream",
                                                  "C trained in the dream (τ beyond the paper's table)"]
     assert [r["tau"] for r in rec["rows"][2:]] == ["0.50", "1.00"]
+    assert all(r["hazard"] == "– / – / –" for r in rec["rows"])  # real hazard from step 400: the cap is 60
     blind = json.loads((tmp_path / "runs" / "quick" / "eval" / "sweep120" / "results.json").read_text())
     assert blind["policy"] == "sweep120" and rec["blind_mean"] == blind["mean"] and len(blind["returns"]) == 2
     assert rec["best_paper_tau"] == 0.5 and rec["best_tau"] in (0.5, 1.0)

@@ -185,6 +185,15 @@ def score(rec: dict) -> str:
     return f"{rec['mean']:.0f} ± {rec['std']:.0f}"
 
 
+def late_hazard(rec: dict) -> str:
+    """Real deaths per 1,000 live steps over steps 400-800 / 800-1,400 / 1,400-cap of an evaluate results.json
+    (TakeCover gets harder as imps keep spawning; a dream kind late in an episode trains a C that dies there)."""
+    from wm_jax.metrics import HAZARD_EDGES, episode_hazard
+
+    hz = episode_hazard(rec["lengths"], rec["terminated"])[HAZARD_EDGES.index(400):]
+    return " / ".join("–" if h is None else f"{h:.1f}" for h in hz)
+
+
 def _holds(taus: tuple[float, ...], t: float) -> bool:
     return any(abs(t - u) < 1e-9 for u in taus)
 
@@ -220,11 +229,12 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     rows = []
     rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", "--policy", "random")
-    rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand)})
+    rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand),
+                 "hazard": late_hazard(rand)})
     blind = exp.evaluate(f"evaluate {BLIND_SWEEP}", run / "eval" / BLIND_SWEEP / "results.json", BLIND_SWEEP,
                          "--policy", BLIND_SWEEP)
     rows.append({"agent": f"sweeping left/right every {BLIND_SWEEP[5:]} steps (no models)", "tau": None,
-                 "virtual": None, "real": score(blind)})
+                 "virtual": None, "real": score(blind), "hazard": late_hazard(blind)})
     best, best_paper = None, None
     for t in taus:
         rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
@@ -232,7 +242,7 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
         in_paper = not paper or _holds(paper, t)
         rows.append({"agent": "C trained in the dream" + ("" if in_paper else " (τ beyond the paper's table)"),
                      "tau": f"{t:.2f}", "virtual": f"{virtual[f'{t:g}']['dream_eval_return']:.0f}",
-                     "real": score(rec)})
+                     "real": score(rec), "hazard": late_hazard(rec)})
         if best is None or rec["mean"] > best[1]["mean"]:
             best = (t, rec)
         if in_paper and (best_paper is None or rec["mean"] > best_paper[1]["mean"]):
@@ -243,7 +253,8 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
              "best_paper_real_mean": best_paper[1]["mean"], "best_paper_real_std": best_paper[1]["std"],
              "episodes": exp.cfg.eval.episodes}
     columns = [("agent", "agent"), ("tau", "τ"), ("virtual", "virtual score"),
-               ("real", f"real score ({exp.cfg.eval.episodes} episodes)")]
+               ("real", f"real score ({exp.cfg.eval.episodes} episodes)"),
+               ("hazard", "real deaths per 1,000 steps, steps 400–800 / 800–1,400 / 1,400+")]
     return exp.finish(rows, columns, extra)
 
 

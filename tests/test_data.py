@@ -328,3 +328,48 @@ def test_collect_killed_by_sigterm_exits_cleanly_and_resumes(tmp_path):
     assert subprocess.run(argv, capture_output=True).returncode == 0
     ds = open_dataset(tmp_path / "k" / "data")
     assert [r.index for r in ds.episodes] == list(range(40)) and ds.verify() == []
+
+
+def test_collect_carracing_follow_episodes(tmp_path):
+    """data.follow_episodes (CarRacing): episodes after the random ones are played by the scripted road follower,
+    which gains track tiles where the Brownian walk leaves the road; its manifest label names the excursions."""
+    over = [f"root={tmp_path}", "name=f", "env.max_steps=150", "data.workers=1", "data.episodes=1",
+            "data.follow_episodes=1", "env.carracing_excursion=0"]
+    cfg = load_config("configs/carracing.yaml", over)
+    assert cfg.data.collected == 2 and cfg.data.policy_kind(1) == "follow"
+    records = collect(cfg, progress=False)
+    assert [r["policy"] for r in records] == ["brownian", "follow_x0_10-60"]
+    ds = open_dataset(tmp_path / "f" / "data")
+    follow = ds.load(1)
+    tiles = int((follow.rewards > 0).sum())
+    assert tiles >= 20, f"the follower gained only {tiles} tiles in 150 steps"
+    assert np.all(np.abs(follow.actions[:, 0]) <= 1) and np.all(follow.actions[:, 1:] >= 0)
+    with pytest.raises(ConfigError, match="follow episodes exist for carracing only"):
+        load_config("configs/takecover.yaml", ["data.follow_episodes=1"])
+    with pytest.raises(ConfigError, match="carracing_excursion_min"):
+        load_config("configs/carracing.yaml", ["env.carracing_excursion_min=0"])
+
+
+def test_follow_policy_excursions_are_brownian_and_seeded():
+    """FollowPolicy with excursion 1: every step hands over to the Brownian walk (actions change by small steps);
+    the same rng seed replays the same actions."""
+    from wm_jax.envs.carracing import FollowPolicy, road_mask
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[..., 1] = 204  # all grass: no road in sight
+    assert not road_mask(frame).any()
+    runs = []
+    for _ in range(2):
+        p = FollowPolicy(excursion=1.0, excursion_len=(30, 30))
+        p.reset(np.random.default_rng(3))
+        runs.append(np.stack([p(frame) for _ in range(30)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    steps = np.abs(np.diff(runs[0], axis=0))  # one 30-step excursion: a random walk of steps ~ N(0, 1/50)
+    assert 0 < steps.max() < 0.6 and steps.mean() < 0.2
+    p = FollowPolicy(excursion=0.0)
+    p.reset(np.random.default_rng(0))
+    a = p(frame)  # no road in sight and no excursion: circle slowly to find it
+    assert a[1] > 0 and a[0] != 0 and a[2] == 0
+    frame[20:48, 32:38] = 102  # road ahead, a little right of the car: steer right, full gas, no brake
+    a = p(frame)
+    assert a[0] > 0 and a[1] == np.float32(p.gas) and a[2] == 0

@@ -72,3 +72,28 @@ def test_episode_hazard_hand_computed():
     # live 400-800: 100 + 400 + 400 = 900, 1 death; 800-1,400: 100 + 600 = 700, 1 death; 1,400+: 700, none
     assert late_hazard(rec) == "1.1 / 1.4 / 0.0"
     assert late_hazard({"lengths": [300], "terminated": [True]}) == "– / – / –"
+
+
+def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
+    """The README's headline table reads each experiment's results.json: score vs the issue's target (✓/✗), and the
+    wall time of one pipeline (for a CarRacing table: the world model plus the full row only)."""
+    res = tmp_path / "results"
+    (res / "carracing_table_cpu").mkdir(parents=True)
+    (res / "carracing_table_cpu" / "results.json").write_text(json.dumps({
+        "date": "2026-12-01", "machine": "2 cores, x86_64, AMD EPYC",
+        "stage_seconds": {"collect": 1800.0, "train-vae": 1800.0, "train-controller full:full world model, [z, h]":
+                          3600.0, "evaluate full:full world model, [z, h]": 360.0,
+                          "train-controller z:V model, z only": 7200.0},
+        "rows": [{"agent": "V model, z only", "real": "500 ± 100", "mean": 500.0},
+                 {"agent": "full world model, [z, h]", "real": "760 ± 90", "mean": 760.2}]}))
+    (res / "takecover_tau_table_cpu").mkdir()
+    (res / "takecover_tau_table_cpu" / "results.json").write_text(json.dumps({
+        "date": "2026-12-01", "machine": "m", "stage_seconds": {"collect": 3600.0, "sweep-temperature": 5400.0},
+        "best_real_mean": 1001.4, "best_real_std": 500.2, "best_tau": 1.15}))
+    lines = report.summary_table(res).splitlines()
+    assert len(lines) == 4  # header, rule, two experiments (absent ones are skipped)
+    tc = next(x for x in lines if x.startswith("| takecover_tau_table_cpu"))
+    assert "| 1001 ± 500 at τ 1.15 ✗ | 1,100 | 2.50 h (≤ 2 h ✗) |" in tc
+    cr = next(x for x in lines if x.startswith("| carracing_table_cpu"))
+    assert "| 760 ± 90 ✓ | 750 | 2.10 h (≤ 3 h ✓) |" in cr and "AMD EPYC" in cr  # the z row's 2 h not counted
+    assert report.results_section(res).startswith("Headline results")

@@ -43,6 +43,9 @@ class EnvConfig:
     doom_sweep_max: int = 130
     doom_sweep_random_leg: float = 0.0  # ... a leg holds a random action instead with this probability (0.1
     # halves the mean length, 774 -> 538 steps on 60 seeds: stopping is what gets the player hit).
+    carracing_excursion: float = 0.01  # `data.follow_episodes`: per-step chance of a Brownian excursion ...
+    carracing_excursion_min: int = 10  # ... lasting 10..60 steps (the car skids off and the follower recovers).
+    carracing_excursion_max: int = 60
     doom_screen_flashes: bool = False  # Render the red flash of a hit (take_cover.cfg: off; see envs/takecover.py).
     carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
 
@@ -57,6 +60,9 @@ class DataConfig:
     # TakeCover only (beyond the paper): then episodes of a scripted sweeping policy (envs.takecover.SweepPolicy)
     # that survives ~750 steps: random play dies within ~300, so M never sees the crowded, deadlier late game.
     sweep_episodes: int = 0
+    # CarRacing only (beyond the paper): then episodes of a scripted road follower with random excursions
+    # (envs.carracing.FollowPolicy): Brownian driving leaves the road within seconds, so M never sees driving.
+    follow_episodes: int = 0
     workers: int = 0  # Collection worker processes; 0 = one per CPU core.
     seed: int = 0  # Base seed; episode i uses seed + i, so reruns reproduce and top up.
     skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
@@ -66,13 +72,16 @@ class DataConfig:
     @property
     def collected(self) -> int:
         """Episodes ``wm-jax collect`` gathers: plain random, then long-hold, then sweep (by index)."""
-        return self.episodes + self.long_hold_episodes + self.sweep_episodes
+        return self.episodes + self.long_hold_episodes + self.sweep_episodes + self.follow_episodes
 
     def policy_kind(self, index: int) -> str:
-        """Which collection policy plays episode `index` (< collected): 'random', 'long_hold' or 'sweep'."""
-        if index < self.episodes:
-            return "random"
-        return "long_hold" if index < self.episodes + self.long_hold_episodes else "sweep"
+        """Which collection policy plays episode `index` (< collected): 'random', 'long_hold', 'sweep' or
+        'follow' (by index, in that order)."""
+        for kind, end in (("random", self.episodes), ("long_hold", self.episodes + self.long_hold_episodes),
+                          ("sweep", self.episodes + self.long_hold_episodes + self.sweep_episodes)):
+            if index < end:
+                return kind
+        return "follow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +286,12 @@ def _validate(cfg: Config) -> None:
     need(cfg.data.sweep_episodes >= 0, "data.sweep_episodes", "must be >= 0")
     need(cfg.data.sweep_episodes == 0 or cfg.env.name == "takecover", "data.sweep_episodes",
          "sweep episodes exist for takecover only")
+    need(cfg.data.follow_episodes >= 0, "data.follow_episodes", "must be >= 0")
+    need(cfg.data.follow_episodes == 0 or cfg.env.name == "carracing", "data.follow_episodes",
+         "follow episodes exist for carracing only")
+    need(0.0 <= cfg.env.carracing_excursion <= 1.0, "env.carracing_excursion", "must be in [0, 1]")
+    need(1 <= cfg.env.carracing_excursion_min <= cfg.env.carracing_excursion_max, "env.carracing_excursion_min",
+         "need 1 <= min <= max")
     need(1 <= cfg.env.doom_sweep_min <= cfg.env.doom_sweep_max, "env.doom_sweep_min", "need 1 <= min <= max")
     need(0.0 <= cfg.env.doom_sweep_random_leg <= 1.0, "env.doom_sweep_random_leg", "must be in [0, 1]")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")

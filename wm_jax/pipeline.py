@@ -9,8 +9,6 @@ interrupted experiment resumes by running the same script again.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -121,6 +119,7 @@ class Experiment:
     def finish(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], extra: dict | None = None) -> Path:
         """Write results.json and table.md (and copy the run's plots) into results/<name>/."""
         from wm_jax.checkpoint import write_json_atomic
+        from wm_jax.sysinfo import machine
 
         wall = sum(self.times.values())
         rec = {
@@ -129,7 +128,7 @@ class Experiment:
             "overrides": self.overrides,
             "scale": self.scale or self.name.rsplit("_", 1)[-1],
             "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}",
+            "machine": machine(),
             "wall_time_h": wall / 3600,  # sum of stage times, over every (resumed) invocation
             "stage_seconds": self.times,
             "rows": rows,

@@ -78,8 +78,70 @@ def stage_line(seconds: dict[str, float]) -> str:
     return "Stage wall times (min): " + " · ".join(cells)
 
 
+def _pipeline_hours(rec: dict, row: str | None = None) -> float:
+    """Wall time of one pipeline in hours: the world-model stages plus, for a table of controller rows, only
+    row `row`'s training and evaluation (stage labels "train-controller <row>:<title>", "evaluate <row>:...")."""
+    secs = rec.get("stage_seconds", {})
+    if row is None:
+        return sum(secs.values()) / 3600
+    per_row = ("train-controller ", "evaluate ")
+    keep = [s for label, s in secs.items() if not label.startswith(per_row)
+            or label.split(":")[0] in (f"train-controller {row}", f"evaluate {row}")]
+    return sum(keep) / 3600
+
+
+def _row_mean(rec: dict, title_start: str) -> tuple[float, str] | None:
+    for r in rec.get("rows", []):
+        if r.get("agent", "").startswith(title_start) and "mean" in r:
+            return r["mean"], r["real"]
+    return None
+
+
+# Issue #7's targets at cpu scale, measured on the 2-core machine: experiment folder -> (what is scored,
+# how to read it from results.json -> (mean, "mean ± std") or None, score target, wall-time target in hours,
+# controller row whose pipeline the wall time counts (None: the whole experiment)).
+EXPERIMENT_TARGETS = {
+    "takecover_tau_table_cpu": ("TakeCover, C trained in the dream: real score at the best τ (100 episodes)",
+                                lambda r: (r["best_real_mean"], f"{r['best_real_mean']:.0f} ± {r['best_real_std']:.0f}"
+                                           f" at τ {r['best_tau']:g}"), 1100, 2.0, None),
+    "carracing_table_cpu": ("CarRacing, full world model (C trained in the real env): real score, 100 tracks",
+                            lambda r: _row_mean(r, "full world model, [z, h]"), 750, 3.0, "full"),
+    "carracing_dream_cpu": ("CarRacing, C trained only in the dream: real score, 100 tracks",
+                            lambda r: _row_mean(r, "C trained in the dream"), 700, None, None),
+    "quick": ("`make run`: dream-trained C at the best τ vs the random policy (20 episodes)",
+              lambda r: (r["best_real_mean"], f"{r['best_real_mean']:.0f} ± {r['best_real_std']:.0f} vs random "
+                                              f"{r['random_mean']:.0f}"), None, 0.25, None),
+}
+
+
+def summary_table(folder: Path) -> str:
+    """One row per headline experiment present in `folder`: its score and wall time against issue #7's targets."""
+    rows = ["| experiment | what is scored | result | target | wall time (target) | measured |",
+            "|---|---|---|---:|---|---|"]
+    for name, (what, read, target, hours, row) in EXPERIMENT_TARGETS.items():
+        path = folder / name / "results.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        try:
+            got = read(rec)
+        except (KeyError, TypeError):
+            got = None
+        result = got[1] if got else "–"
+        met = "" if got is None or target is None else (" ✓" if got[0] >= target else " ✗")
+        wall = _pipeline_hours(rec, row)
+        wall_s = f"{wall:.2f} h" + (f" (≤ {hours:g} h{' ✓' if wall <= hours else ' ✗'})" if hours else "")
+        rows.append(f"| {name} | {what} | {result}{met} | {'–' if target is None else f'{target:,}'} | {wall_s} | "
+                    f"{rec.get('date', '?')}, {rec.get('machine', '?')} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def results_section(folder: Path) -> str:
     parts = []
+    summary = summary_table(folder)
+    if summary:
+        parts.append("Headline results against issue #7's cpu-scale targets (each experiment's full table below):\n\n"
+                     + summary)
     for path in sorted(folder.glob("*/results.json")):
         rec = json.loads(path.read_text())
         table = path.with_name("table.md")

@@ -22,6 +22,23 @@ def versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere), e.g. 'AMD EPYC'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine a result was measured on: cores, architecture, CPU model."""
+    return f"{os.cpu_count()} cores, {platform.machine()}, {cpu_model()}"
+
+
 def device_info() -> dict[str, Any]:
     import jax
 
@@ -32,6 +49,7 @@ def device_info() -> dict[str, Any]:
         "device_count": len(devs),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 

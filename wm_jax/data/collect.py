@@ -7,7 +7,8 @@
   worker steps its own environment, writes its shards itself (compression runs in parallel) and reports
   the manifest record to the main process, which owns the manifest.
 - Episodes ``data.episodes .. data.episodes + data.long_hold_episodes - 1`` (TakeCover) use the long-hold
-  variant of the random policy, the ``data.sweep_episodes`` after them a scripted sweeping policy
+  variant of the random policy, the ``data.sweep_episodes`` after them a scripted sweeping policy; CarRacing's
+  ``data.follow_episodes`` come after its random ones, played by a scripted road follower
   (``DataConfig.policy_kind``); each manifest record names its policy (``policy_label``), and a rerun whose
   config would give an existing index another policy is refused.
 - Resume: shards on disk are the truth. At start the manifest is reconciled with ``episodes/``: records whose
@@ -97,6 +98,9 @@ def policy_label(env_cfg, kind: str) -> str:
         lo, hi = ((env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max) if kind == "long_hold"
                   else (env_cfg.doom_repeat_min, env_cfg.doom_repeat_max))
         return f"repeat{lo}-{hi}"
+    if kind == "follow":
+        return (f"follow_x{env_cfg.carracing_excursion:g}_{env_cfg.carracing_excursion_min}-"
+                f"{env_cfg.carracing_excursion_max}")
     return env_cfg.carracing_policy
 
 
@@ -178,7 +182,8 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
         if expected_policy is not None and "policy" in r and expected_policy(i) not in (None, r["policy"]):
             raise ConfigError(f"{data_dir}: episode {i} was collected with policy {r['policy']!r}, but the config "
                               f"asks {expected_policy(i)!r} for it (data.episodes / data.long_hold_episodes / "
-                              f"data.sweep_episodes / env.doom_*repeat_* / env.doom_sweep_*); keep them or use "
+                              f"data.sweep_episodes / data.follow_episodes / env.doom_*repeat_* / env.doom_sweep_* / "
+                              f"env.carracing_excursion*); keep them or use "
                               f"another run name")
     return records
 

@@ -27,11 +27,16 @@ def make_env(env_cfg):
 
 def make_policy(env_cfg, kind: str = "random"):
     """The collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
-    `kind` (TakeCover): 'random' (the original), 'long_hold' (``data.long_hold_episodes``) or 'sweep'
-    (``data.sweep_episodes``)."""
+    `kind`: 'random' (the original's, or for CarRacing ``env.carracing_policy``); TakeCover 'long_hold'
+    (``data.long_hold_episodes``) or 'sweep' (``data.sweep_episodes``); CarRacing 'follow' (``data.follow_episodes``)."""
     if env_cfg.name == "carracing":
-        from wm_jax.envs.carracing import BrownianPolicy, RandomLinearPolicy
+        from wm_jax.envs.carracing import BrownianPolicy, FollowPolicy, RandomLinearPolicy
 
+        if kind == "follow":
+            return FollowPolicy(env_cfg.carracing_excursion,
+                                (env_cfg.carracing_excursion_min, env_cfg.carracing_excursion_max))
+        if kind != "random":
+            raise ValueError(f"unknown CarRacing collection policy {kind!r}: 'random' or 'follow'")
         return BrownianPolicy() if env_cfg.carracing_policy == "brownian" else RandomLinearPolicy()
     if env_cfg.name == "takecover":
         from wm_jax.envs.takecover import RepeatPolicy, SweepPolicy

@@ -199,3 +199,65 @@ class RandomLinearPolicy:
         grey = frame.reshape(8, s, 8, s, 3).mean(axis=(1, 3, 4)).ravel() / 255.0 - 0.5
         o = np.tanh(self.w @ np.append(grey, 1.0))
         return np.array([o[0], (o[1] + 1) / 2, np.clip(o[2], 0, 1)], np.float32)
+
+
+def road_mask(frame: np.ndarray) -> np.ndarray:
+    """Grey road pixels of a CarRacing frame uint8 [..., H, W, 3] -> bool [..., H, W] (road tiles are
+    (102, 102, 102) plus a few units; grass, curbs and the car are not grey in that range)."""
+    f = frame.astype(np.int16)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return (np.abs(r - g) < 15) & (np.abs(g - b) < 15) & (r > 70) & (r < 200)
+
+
+class FollowPolicy:
+    """A scripted road follower with exploration, for ``data.follow_episodes`` (beyond the paper).
+
+    Random (Brownian) driving leaves the road within seconds, so M rarely sees a car driving along the track at
+    speed, taking turns, or drifting off a bend and back: the states a trained controller lives in, and the ones
+    a controller trained in the dream must be told the truth about. This policy steers towards the centre of the
+    grey road pixels in two bands ahead of the car (64x64 frame: rows 36..47 and 20..31; the car sits at columns
+    30..33), eases off the gas and brakes when the far band bends away, and drives at a gas level drawn per
+    episode. With probability `excursion` per step it hands over to a Brownian random walk for `excursion_len`
+    steps (the car skids, leaves the road, and the follower recovers if it still sees road). Without excursions
+    it scores 675 over the 6 tracks of seeds 10,000..10,005; everything random comes from the episode's rng.
+    """
+
+    NEAR, FAR, CAR_X = (36, 48), (20, 32), 31.5
+
+    def __init__(self, excursion: float = 0.01, excursion_len: tuple[int, int] = (10, 60)):
+        self.excursion, self.excursion_len = excursion, excursion_len
+        self.brownian = BrownianPolicy()
+        self.cols = np.arange(64, dtype=np.float64)
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.gas = rng.uniform(0.15, 0.45)
+        self.gain = rng.uniform(0.7, 1.3)
+        self.left = 0  # steps left in the current excursion
+        self.braked = 0  # steps braked in a row
+
+    def _offset(self, mask: np.ndarray, band: tuple[int, int]) -> float | None:
+        m = mask[band[0]:band[1]]
+        n = m.sum()
+        return float((m * self.cols[: m.shape[1]]).sum() / n - self.CAR_X) if n else None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.left == 0 and self.rng.random() < self.excursion:
+            lo, hi = self.excursion_len
+            self.left = int(self.rng.integers(lo, hi + 1))
+            self.brownian.reset(self.rng)
+        if self.left > 0:
+            self.left -= 1
+            return self.brownian(frame)
+        mask = road_mask(frame)
+        near, far = self._offset(mask, self.NEAR), self._offset(mask, self.FAR)
+        if near is None and far is None:  # off the road: head for any road in sight, else circle slowly
+            anywhere = self._offset(mask, (0, 59))
+            steer = 0.05 * anywhere if anywhere is not None else -0.6
+            return np.array([np.clip(steer, -1.0, 1.0), 0.1, 0.0], np.float32)
+        steer = self.gain * (0.06 * (near if near is not None else far) + 0.03 * (far if far is not None else near))
+        bend = abs(far) if far is not None else 30.0
+        self.braked = self.braked + 1 if bend >= 12 else 0  # brake into a sharp bend, a few steps only
+        gas = self.gas if bend < 6 else 0.08
+        brake = 0.4 if 0 < self.braked <= 8 else 0.0
+        return np.array([np.clip(steer, -1.0, 1.0), gas, brake], np.float32)

@@ -343,3 +343,29 @@ def test_ablation_controller_on_z_with_hidden_layer_ignores_m():
     assert not np.allclose(np.asarray(n0.h), np.asarray(n1.h))  # M still steps (its state differs)
     a = np.asarray(a0)
     assert np.all(np.abs(a[:, 0]) <= 1) and np.all((a[:, 1:] >= 0) & (a[:, 1:] <= 1))  # steer, gas, brake ranges
+
+
+def test_real_es_final_choice_over_held_out_tracks(tmp_path):
+    """es.select_trials: the archived best-evaluated means and the last mean play more held-out tracks; the winner
+    there is params.npz, and score.json lists every candidate. A resume after the last generation chooses again,
+    identically."""
+    from wm_jax.train.controller import load_controller
+    from wm_jax.train.controller_real import run_real_es
+
+    es = ["es.mode=real", "es.population=4", "es.trials=1", "es.generations=3", "es.eval_every=1",
+          "es.eval_trials=1", "es.select_trials=2", "es.select_top=2", "env.max_steps=12"]
+    cfg = load_config("configs/takecover.yaml", [f"root={tmp_path}", "name=s", *TINY, *es])
+    with VectorEnv(cfg.env, 2, 2) as venv:
+        s = run_real_es(cfg, venv=venv, progress=False)
+        sel = s["selection"]
+        gens = [c["generation"] for c in sel["candidates"]]
+        assert len(set(gens)) == len(gens) and 3 in gens and 2 <= len(gens) <= 3  # top 2 evaluated + the last
+        best = max(sel["candidates"], key=lambda c: c["select_return"])
+        assert sel["generation"] == best["generation"] and sel["return"] == best["select_return"]
+        score = json.loads((cfg.run_dir / "controller" / "score.json").read_text())
+        assert score["selection"]["generation"] == sel["generation"]
+        first = {k: np.asarray(v) for k, v in load_controller(cfg.run_dir).items()}
+        again = run_real_es(cfg, venv=venv, progress=False)  # resumed at the last generation
+        assert again["selection"] == sel
+        jax.tree.map(np.testing.assert_array_equal, first,
+                     {k: np.asarray(v) for k, v in load_controller(cfg.run_dir).items()})

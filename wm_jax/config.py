@@ -154,6 +154,11 @@ class ESConfig:
     # Real mode, training episodes only (the ES mean's evaluation and `wm-jax evaluate` play whole episodes):
     real_max_steps: int = 0  # Cut each training episode after this many steps; 0 = env.max_steps.
     real_stall_steps: int = 0  # Cut it after this many steps in a row without a positive reward; 0 = never.
+    # Real mode, the final choice (ours): the ES means with the `select_top` best periodic evaluations, and the last
+    # mean, each play `select_trials` more held-out tracks; the best there is the final controller. 0 = the mean
+    # with the best periodic evaluation wins (a max over noisy 8-track means favours a lucky one).
+    select_trials: int = 0
+    select_top: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +318,8 @@ def _validate(cfg: Config) -> None:
     need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
     need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
     need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")
+    need(cfg.es.select_trials >= 0, "es.select_trials", "must be >= 0 (0: off)")
+    need(cfg.es.select_top >= 1, "es.select_top", "must be >= 1")
     need(cfg.es.real_stall_steps >= 0, "es.real_stall_steps", "must be >= 0 (0: off)")
     need(cfg.iterate.rounds >= 0, "iterate.rounds", "must be >= 0 (0: off)")
     need(cfg.iterate.episodes >= 1, "iterate.episodes", "must be >= 1")

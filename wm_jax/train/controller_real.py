@@ -10,7 +10,10 @@ The ES state, its PRNG key and the generation count are the dream mode's ``ESCar
 checkpointed with the best evaluated controller after every ``es.checkpoint_every`` generations, so a killed
 run resumes on the same trajectory: the trial seeds come from the ES key, which is part of the checkpoint.
 Trials are common random numbers: every candidate of a generation plays the same ``es.trials`` seeds.
-Every ``es.eval_every`` generations the ES mean plays ``es.eval_trials`` fixed held-out seeds.
+Every ``es.eval_every`` generations the ES mean plays ``es.eval_trials`` fixed held-out seeds; the
+``es.select_top`` best evaluated means are kept (checkpointed). At the end, with ``es.select_trials`` > 0, those means
+and the last one play ``es.select_trials`` other held-out seeds each and the best there is the final controller
+(a max over a few noisy evaluations favours a lucky mean); otherwise the best evaluated mean is.
 
 Outputs in ``<run>/controller``: orbax steps, ``metrics.jsonl`` + ``tb/``, ``params.npz`` (best evaluated
 mean; ``wm_jax.train.controller.load_controller``), ``score.json``, ``DONE``; ``<run>/plots/controller_curves.png``.
@@ -29,6 +32,7 @@ import numpy as np
 from wm_jax.config import Config, ConfigError, save_config
 
 EVAL_SEED_BASE = 2_000_000  # held-out seeds for evaluating the ES mean (collection uses 0.., eval 10_000..)
+SELECT_SEED_BASE = 3_000_000  # held-out seeds of the final choice among evaluated means (es.select_trials)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -89,6 +93,10 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     carry = prog.init(jax.random.PRNGKey(es.seed), 1)
     best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
     best_eval = np.full((1,), -np.inf, np.float32)
+    # the es.select_top best evaluated means (leaves [K, ...]) and their evaluations (-inf: empty row)
+    archive = jax.tree.map(lambda x: np.repeat(x, es.select_top, axis=0), best_params)
+    archive_eval = np.full((es.select_top,), -np.inf, np.float32)
+    archive_gen = np.zeros((es.select_top,), np.int32)
     ckpt_dir = cfg.run_dir / "controller"
     ckpt = Checkpointer(ckpt_dir, cfg)
     save_config(cfg, cfg.run_dir / "config.json")  # the run folder's "last command" config (DESIGN.md)
@@ -104,6 +112,13 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
             raise ConfigError(f"{ckpt_dir}: checkpoint step {ckpt.latest_step()} does not match this config's "
                               f"controller/ES shapes ({e}); use another run name") from None
         best_eval = np.asarray(raw["best_eval"], np.float32).reshape(1)
+        if "archive_eval" in raw and np.asarray(raw["archive_eval"]).shape == archive_eval.shape:
+            archive = jax.tree.map(lambda t, x: np.asarray(x, t.dtype).reshape(t.shape), archive, raw["archive"])
+            archive_eval = np.asarray(raw["archive_eval"], np.float32)
+            archive_gen = np.asarray(raw["archive_gen"], np.int32)
+        elif np.isfinite(best_eval[0]):  # a checkpoint from before the archive: it holds the best mean only
+            archive = jax.tree.map(lambda a, b: np.concatenate([b, a[1:]]), archive, best_params)
+            archive_eval[0], archive_gen[0] = best_eval[0], -1  # -1: its generation was not recorded
     gen = int(carry.generation[0])
     eps_per_gen = es.population * es.trials
     workers, slots = slot_layout(cfg, max(eps_per_gen, es.eval_trials))
@@ -146,12 +161,22 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
                 last_eval = float(np.mean([r.ret for r in ev]))
                 if last_eval > best_eval[0]:
                     best_eval[0], best_params = last_eval, mean
+                worst = int(np.argmin(archive_eval))
+                if last_eval > archive_eval[worst]:
+                    archive_eval[worst], archive_gen[worst] = last_eval, gen
+                    archive = jax.tree.map(lambda a, m: np.concatenate([a[:worst], m, a[worst + 1:]]), archive, mean)
                 writer.write(gen, eval_return=last_eval)
             if (es.checkpoint_every > 0 and gen % es.checkpoint_every == 0) or gen == es.generations:
-                ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval})
+                ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval,
+                                "archive": archive, "archive_eval": archive_eval, "archive_gen": archive_gen})
             pbar.update(1)
             pbar.set_postfix(mean=f"{cand.mean():.1f}", best=f"{cand.max():.1f}", eval=f"{last_eval:.1f}",
                              fps=f"{frames / dt:.0f}")
+        if gen >= es.generations and es.select_trials > 0:
+            final_mean = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
+            selection = select_final(spec, vae, mdn, venv, cfg, archive, archive_eval, archive_gen, final_mean, gen)
+            best_params = jax.tree.map(lambda x: x[None], selection.pop("params"))
+            writer.write(gen, select_return=selection["return"])
     finally:
         pbar.close()
         writer.close()
@@ -159,6 +184,8 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
             venv.close()
     summary = {"generations": gen, "eval_return": float(best_eval[0]), "eval_trials": es.eval_trials,
                "population": es.population, "trials": es.trials, "env": cfg.env.name, "dir": str(ckpt_dir)}
+    if gen >= es.generations and es.select_trials > 0:
+        summary["selection"] = selection
     if gen < es.generations:  # stopped on purpose: no final outputs
         ckpt.close()
         return summary
@@ -170,6 +197,36 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     ckpt.mark_done(summary)
     ckpt.close()
     return summary
+
+
+def select_final(spec, vae, mdn, venv, cfg: Config, archive: dict, archive_eval: np.ndarray,
+                 archive_gen: np.ndarray, final_mean: dict, gen: int) -> dict:
+    """The final choice: every archived mean (finite evaluation) and the last mean play ``es.select_trials`` tracks of
+    seeds SELECT_SEED_BASE.. (common to all); the best mean return wins. Returns {"params": leaves [...], "return",
+    "generation", "candidates": [{"generation", "eval_return", "select_return"}, ...]}."""
+    import jax
+
+    from wm_jax.agent import AgentParams, AgentPolicy
+    from wm_jax.runner import EpisodeSpec, run_episodes
+
+    rows = [i for i in np.argsort(-archive_eval) if np.isfinite(archive_eval[i])]
+    cands = [jax.tree.map(lambda x, i=i: x[i], archive) for i in rows]
+    meta = [(int(archive_gen[i]), float(archive_eval[i])) for i in rows]
+    if gen not in [g for g, _ in meta]:  # the last mean, unless it is archived already
+        cands.append(jax.tree.map(lambda x: x[0], final_mean))
+        meta.append((gen, None))
+    n = cfg.es.select_trials
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *cands)
+    specs = [EpisodeSpec(SELECT_SEED_BASE + k, c) for c in range(len(cands)) for k in range(n)]
+    res, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, stacked)), specs, groups=cfg.eval.groups,
+                          progress=False)
+    returns = np.asarray([r.ret for r in res], np.float64).reshape(len(cands), n).mean(axis=1)
+    win = int(np.argmax(returns))
+    table = [{"generation": g, "eval_return": e, "select_return": float(r)} for (g, e), r in zip(meta, returns)]
+    print("final choice over " + f"{n} held-out tracks: " + ", ".join(
+        f"gen {t['generation']} {t['select_return']:.1f}" for t in table) + f" -> gen {meta[win][0]}")
+    return {"params": cands[win], "return": float(returns[win]), "generation": meta[win][0], "tracks": n,
+            "candidates": table}
 
 
 def final_state(run_dir: str | Path) -> dict:

@@ -79,3 +79,32 @@ def test_tau_table_needs_every_paper_tau(tmp_path):
     with pytest.raises(StageError, match=r"lacks the paper's \[1.15\]"):  # before any stage runs
         tau_table(exp, (0.1, 1.0), paper=(0.1, 1.15))
     assert not (tmp_path / "runs").exists()
+
+
+CAR_TINY = [
+    "data.episodes=2", "data.follow_episodes=1", "data.workers=1", "env.max_steps=40",
+    "vae.max_steps=2", "vae.batch_size=16", "vae.checkpoint_every=2", "vae.holdout_episodes=1",
+    "mdnrnn.hidden=16", "mdnrnn.seq_len=10", "mdnrnn.batch_size=4", "mdnrnn.steps=2",
+    "mdnrnn.checkpoint_every=2", "mdnrnn.holdout_episodes=1",
+    "es.population=4", "es.generations=2", "es.real_max_steps=30", "es.eval_every=1", "es.eval_trials=1",
+    "es.select_trials=1", "eval.episodes=2", "eval.workers=1", "eval.envs_per_worker=1", "eval.groups=1",
+]
+
+
+def test_carracing_table_full_row_on_real_tracks(tmp_path):
+    """The CarRacing table's full row end to end: collect (Brownian + road follower) → V → encode → M → CMA-ES
+    in the real env with the final choice → 100-track-style evaluation (here 2) → results with per-track returns."""
+    from wm_jax.pipeline import carracing_table
+
+    exp = Experiment("smoke_car", "configs/carracing_cpu.yaml", [f"root={tmp_path / 'runs'}", *CAR_TINY],
+                     results_root=tmp_path / "results")
+    out = carracing_table(exp, ("full",))
+    rec = json.loads((out / "results.json").read_text())
+    (row,) = rec["rows"]
+    assert row["agent"] == "full world model, [z, h]" and len(row["returns"]) == 2
+    assert abs(sum(row["returns"]) / 2 - row["mean"]) < 0.1  # rounded per-track returns agree with the mean
+    sel = row["selection"]
+    assert sel["tracks"] == 1 and sel["generation"] in [c["generation"] for c in sel["candidates"]]
+    assert max(c["select_return"] for c in sel["candidates"]) == sel["return"]  # the best candidate won
+    assert (out / "table.md").read_text().count("\n") == 2 + 1
+    assert (out / "plots" / "controller_curves_full.png").stat().st_size > 0

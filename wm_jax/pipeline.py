@@ -280,7 +280,12 @@ def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]])
                            str(run / "controller"), *_eval_flags(overrides))
         exp.keep(run / "plots", {"controller_curves.png": f"controller_curves_{key}.png"})
         row_s = exp.times.get(f"train-controller {label}", 0.0) + exp.times.get(f"evaluate {label}", 0.0)
-        rows.append({"agent": title, "real": score(rec), "mean": rec["mean"], "row_wall": f"{row_s / 60:.0f} min"})
+        row = {"agent": title, "real": score(rec), "mean": rec["mean"], "row_wall": f"{row_s / 60:.0f} min",
+               "returns": [round(float(r), 1) for r in rec["returns"]]}  # per track: what the std hides
+        picked = run / "controller" / "score.json"
+        if picked.exists() and "selection" in (sel := json.loads(picked.read_text())):
+            row["selection"] = sel["selection"]  # which ES mean the final choice kept, and the candidates' returns
+        rows.append(row)
     return rows
 
 

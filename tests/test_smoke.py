@@ -11,7 +11,7 @@ import pytest
 from wm_jax.pipeline import Experiment, StageError, tau_table
 
 TINY = [
-    "data.episodes=4", "data.long_hold_episodes=1", "data.workers=2", "env.max_steps=60",
+    "data.episodes=4", "data.long_hold_episodes=1", "data.sweep_episodes=1", "data.workers=2", "env.max_steps=60",
     "vae.z_dim=8", "vae.max_steps=3", "vae.batch_size=20", "vae.checkpoint_every=2", "vae.holdout_episodes=1",
     "mdnrnn.hidden=16", "mdnrnn.seq_len=20", "mdnrnn.batch_size=4", "mdnrnn.steps=3",
     "mdnrnn.checkpoint_every=2", "mdnrnn.holdout_episodes=1",
@@ -38,12 +38,13 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert rec["best_real_mean"] >= rec["best_paper_real_mean"]
     run = tmp_path / "runs" / "quick"
     manifest = json.loads((run / "data" / "manifest.json").read_text())
-    assert len(manifest["episodes"]) == 5 + 2
-    assert [e["policy"] for e in manifest["episodes"]].count("repeat20-150") == 1
+    assert len(manifest["episodes"]) == 6 + 2
+    policies = [e["policy"] for e in manifest["episodes"]]
+    assert policies.count("repeat20-150") == 1 and policies[5].startswith("sweep")
     agent = [e for e in manifest["episodes"] if e["policy"] == "agent_round0"]  # played by the round's C
-    assert [e["index"] for e in agent] == [5, 6] and all(1 <= e["length"] <= 60 for e in agent)
-    assert len(json.loads((run / "data" / "latents" / "manifest.json").read_text())["episodes"]) == 7  # encoded
-    assert json.loads((run / "mdnrnn" / "DONE").read_text())["step"] == 3 + 2  # M trained on, over all 7
+    assert [e["index"] for e in agent] == [6, 7] and all(1 <= e["length"] <= 60 for e in agent)
+    assert len(json.loads((run / "data" / "latents" / "manifest.json").read_text())["episodes"]) == 8  # encoded
+    assert json.loads((run / "mdnrnn" / "DONE").read_text())["step"] == 3 + 2  # M trained on, over all 8
     assert (tmp_path / "runs" / "quick_iter0" / "controller" / "params.npz").exists()
     for tau in ("0.5", "1"):
         res = json.loads((run / "eval" / f"tau_{tau}" / "results.json").read_text())

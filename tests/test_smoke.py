@@ -59,13 +59,16 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature",
                                          "iterate 0 train-controller", "iterate 0 collect-agent",
                                          "iterate 0 train-mdnrnn"}
+    assert (out / "dream_check.json").exists()  # the fixed policies' dream scores, beside the table
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",
                                              [f"root={tmp_path / 'runs'}", *TINY],
-                                             results_root=tmp_path / "results"), (0.5, 1.0), paper=(0.5,))
+                                             results_root=tmp_path / "results"), (0.5, 1.0), paper=(0.5,),
+                                   dream_check=False)
                         / "results.json")
                        .read_text())
     assert again["rows"] == rec["rows"]
+    assert not (out / "dream_check.json").exists()  # no check this time: the earlier run's copy is not kept
     # M trained again after the sweep (here: its DONE marker is newer): the sweep's controllers learned an older
     # dream, and the experiment says so instead of scoring them as this M's
     t = time.time() + 60

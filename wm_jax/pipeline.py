@@ -223,6 +223,8 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
         if not check.exists() or check.stat().st_mtime < (run / "mdnrnn" / "DONE").stat().st_mtime:  # M retrained
             exp.stage("dream-check", "dream-check", "--taus", tau_list)
         shutil.copyfile(check, exp.results_dir / "dream_check.json")
+    else:  # a copy from an earlier run with the check would describe another M
+        (exp.results_dir / "dream_check.json").unlink(missing_ok=True)
     m_done = (run / "mdnrnn" / "DONE").stat().st_mtime
     if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < m_done:
         raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/mdnrnn "

@@ -111,6 +111,13 @@ def test_real_es_cut_keys_validated():
         load_config("configs/carracing_cpu.yaml", ["es.real_stall_steps=-1"])
 
 
+def test_es_mean_rate_validated():
+    assert load_config("configs/carracing_cpu.yaml", ["es.c_mean=0.2"]).es.c_mean == 0.2
+    for bad in ("0", "1.5"):
+        with pytest.raises(ConfigError, match=r"'es.c_mean'.*\(0, 1\]"):
+            load_config("configs/carracing_cpu.yaml", [f"es.c_mean={bad}"])
+
+
 def test_experiment_times_reset_when_run_folder_is_gone(tmp_path):
     from wm_jax.pipeline import Experiment
 

@@ -118,6 +118,48 @@ def test_resume_equals_uninterrupted(runs):
            [(r["mean_return"], r["best_fitness"], r["std"]) for r in rb]
 
 
+def test_init_starts_the_search_at_a_trained_controller(runs, tmp):
+    """es.init: the ES mean starts at a trained controller: its first generation already survives (the zero
+    controller dies at once, test above); a controller of other shapes or a missing one is refused by key."""
+    from wm_jax.config import ConfigError
+    from wm_jax.train.controller import initial_mean
+
+    full = runs[0]
+    warm = load_config(None, [*OVERRIDES, f"root={tmp / 'es'}", "name=warm", f"es.init={full.run_dir}",
+                              "es.generations=1", "es.sigma_init=0.01"])
+    tmpl = C.controller_from_config(jax.random.PRNGKey(0), warm.controller, warm.env.name, Z, H)
+    start = initial_mean(warm, tmpl)
+    prog = get_program(warm, tmpl)
+    mean = prog.mean_params(prog.init(jax.random.PRNGKey(0), 2, start))
+    for k, v in load_controller(full.run_dir).items():
+        np.testing.assert_array_equal(np.asarray(mean[k]), np.broadcast_to(np.asarray(v), mean[k].shape))
+    train_dream(warm, mdn=toy_m(), bank=BANK, gif=False, progress=False)
+    first = [r["mean_return"] for r in read_jsonl(warm.run_dir / "controller" / "metrics.jsonl")
+             if r["step"] == 1 and "mean_return" in r][0]
+    assert first > 25
+    with pytest.raises(ConfigError, match=r"'es.init'.*needs"):
+        z_only = warm.replace(**{"controller.inputs": "z"})
+        initial_mean(z_only, C.controller_from_config(jax.random.PRNGKey(0), z_only.controller, z_only.env.name, Z, H))
+    with pytest.raises(ConfigError, match=r"'es.init'.*no controller params.npz"):
+        initial_mean(load_config(None, [f"es.init={tmp / 'nowhere'}"]), tmpl)
+
+
+def test_c_mean_scales_the_first_mean_step(tmp):
+    """es.c_mean: the first generation samples and ranks the same candidates, so the mean moves c_mean times as far."""
+    steps = []
+    for c in (1.0, 0.25):
+        cfg = load_config(None, [*OVERRIDES, f"root={tmp / 'cm'}", f"es.c_mean={c}"])
+        tmpl = C.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, Z, H)
+        prog = get_program(cfg, tmpl)
+        dp = with_taus(dream.make_params(toy_m(), *BANK, max_steps=CAP), (1.0,))
+        carry0 = prog.init(jax.random.PRNGKey(3), 1)
+        carry1, _ = prog.run(carry0, dp, 1)
+        m0, m1 = prog.mean_params(carry0), prog.mean_params(carry1)
+        steps.append(np.concatenate([np.ravel(m1[k] - m0[k]) for k in sorted(m0)]))
+    assert np.abs(steps[0]).max() > 0.1
+    np.testing.assert_allclose(steps[1], 0.25 * steps[0], rtol=1e-4, atol=1e-6)
+
+
 def _two_generations(cfg, taus, devices=None):
     tmpl = C.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, Z, H)
     prog = get_program(cfg, tmpl, devices=devices)

@@ -369,3 +369,14 @@ def test_real_es_final_choice_over_held_out_tracks(tmp_path):
         assert again["selection"] == sel
         jax.tree.map(np.testing.assert_array_equal, first,
                      {k: np.asarray(v) for k, v in load_controller(cfg.run_dir).items()})
+        # es.init: a second search starts at that controller, which is evaluated as generation 0 and stays a
+        # candidate of the final choice
+        fine = load_config("configs/takecover.yaml", [f"root={tmp_path}", "name=f", *TINY, *es, "es.generations=1",
+                                                      f"es.init={cfg.run_dir}"])
+        f = run_real_es(fine, venv=venv, progress=False)
+    gens = [c["generation"] for c in f["selection"]["candidates"]]
+    assert 0 in gens and 1 in gens
+    recs = [json.loads(x) for x in (fine.run_dir / "controller" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["step"] == 0 and np.isfinite(recs[0]["eval_return"])
+    start = [c for c in f["selection"]["candidates"] if c["generation"] == 0][0]
+    assert start["eval_return"] == recs[0]["eval_return"]

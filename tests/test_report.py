@@ -5,6 +5,7 @@ import json
 import pytest
 
 from wm_jax import report
+from wm_jax.pipeline import FINETUNE_TITLE
 
 
 def test_bench_table_reads_json_and_computes_fraction(tmp_path):
@@ -97,3 +98,19 @@ def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
     cr = next(x for x in lines if x.startswith("| carracing_table_cpu"))
     assert "| 760 ± 90 ✓ | 750 | 2.10 h (≤ 3 h ✓) |" in cr and "AMD EPYC" in cr  # the z row's 2 h not counted
     assert report.results_section(res).startswith("Headline results")
+    # carracing_dream without --finetune: its dream row only; with it, the fine-tuned row too, whose pipeline is the
+    # whole experiment while the dream row's leaves out the fine-tuning
+    dream = {"date": "d", "machine": "m", "stage_seconds": {
+        "collect": 3600.0, "train-controller dream:C trained in the dream, [z, h]": 360.0,
+        "evaluate dream:C trained in the dream, [z, h]": 360.0},
+        "rows": [{"agent": "C trained in the dream, [z, h]", "real": "741 ± 217", "mean": 741.0}]}
+    (res / "carracing_dream_cpu").mkdir()
+    (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
+    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
+    assert len(lines) == 1 and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[0]
+    dream["stage_seconds"]["train-controller finetune:" + FINETUNE_TITLE] = 3600.0
+    dream["rows"].append({"agent": FINETUNE_TITLE, "real": "770 ± 150", "mean": 770.0})
+    (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
+    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
+    assert len(lines) == 2
+    assert "| 770 ± 150 ✓ | 750 | 2.20 h (≤ 3 h ✓) |" in lines[0] and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[1]

@@ -139,6 +139,9 @@ class ESConfig:
     trials: int = 16  # Rollouts per candidate, averaged (paper: 16).
     generations: int = 200  # Paper Doom: ~200 generations.
     sigma_init: float = 0.1  # Initial search std.
+    # CMA-ES mean learning rate (evosax c_mean; 1 = the standard update). Below 1 the mean moves a fraction of the
+    # way to the recombined best candidates each generation: it averages a noisy fitness over ~1/c_mean generations.
+    c_mean: float = 1.0
     weight_decay: float = 0.0  # L2 penalty on parameters added to the fitness (original option: 0.01).
     temperature: float = 1.15  # Dream temperature tau (paper's best Doom: 1.15).
     taus: tuple[float, ...] = (0.10, 0.50, 1.00, 1.15, 1.30)  # Sweep values (paper's table).
@@ -159,6 +162,9 @@ class ESConfig:
     # with the best periodic evaluation wins (a max over noisy 8-track means favours a lucky one).
     select_trials: int = 0
     select_top: int = 3
+    # Where the search starts (ours): a trained controller (its run folder, its controller folder or its params.npz)
+    # becomes the initial ES mean, e.g. the dream's C fine-tuned in the real env. "": the controller's initialisation.
+    init: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +326,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")
     need(cfg.es.select_trials >= 0, "es.select_trials", "must be >= 0 (0: off)")
     need(cfg.es.select_top >= 1, "es.select_top", "must be >= 1")
+    need(0.0 < cfg.es.c_mean <= 1.0, "es.c_mean", "must be in (0, 1]")
     need(cfg.es.real_stall_steps >= 0, "es.real_stall_steps", "must be >= 0 (0: off)")
     need(cfg.iterate.rounds >= 0, "iterate.rounds", "must be >= 0 (0: off)")
     need(cfg.iterate.episodes >= 1, "iterate.episodes", "must be >= 1")

@@ -56,6 +56,10 @@ def make_strategy(es_cfg, template: dict):
     params = strategy.default_params
     if hasattr(params, "std_init"):
         params = params.replace(std_init=jnp.asarray(es_cfg.sigma_init, jnp.float32))
+    if es_cfg.c_mean != 1.0:
+        if not hasattr(params, "c_mean"):
+            raise ConfigError(f"config key 'es.c_mean': {es_cfg.strategy} has no mean learning rate (c_mean)")
+        params = params.replace(c_mean=jnp.asarray(es_cfg.c_mean, jnp.float32))
     return strategy, params
 
 
@@ -131,9 +135,9 @@ class ESProgram:
         }
         return (es_state, key, gen + 1), metrics
 
-    def _init_impl(self, key: jax.Array, n_tau: int) -> ESCarry:
+    def _init_impl(self, key: jax.Array, n_tau: int, mean: dict) -> ESCarry:
         k_init, k_run = jax.random.split(key)
-        state = self.strategy.init(k_init, self.template, self.es_params)
+        state = self.strategy.init(k_init, mean, self.es_params)
         # strong dtypes (evosax seeds some fields with Python floats → weak types, which would make the second
         # call of `run` recompile for its own output's signature)
         state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n_tau, *jnp.shape(x))).astype(
@@ -157,8 +161,11 @@ class ESProgram:
         return jax.vmap(one, in_axes=(0, tau_axes(params)))(ctrl_params, params)
 
     # ---- public, jitted ----
-    def init(self, key: jax.Array, n_tau: int = 1) -> ESCarry:
-        return jax.device_put(self._init(key, n_tau), self.replicated)
+    def init(self, key: jax.Array, n_tau: int = 1, mean: dict | None = None) -> ESCarry:
+        """A fresh ES state per τ, its search distribution centred on `mean` (a controller pytree; default: the
+        template, i.e. the controller's initialisation; ``es.init`` passes a trained controller here)."""
+        mean = self.template if mean is None else jax.tree.map(jnp.asarray, mean)
+        return jax.device_put(self._init(key, n_tau, mean), self.replicated)
 
     def run(self, carry: ESCarry, params: dream.DreamParams, n: int = 1) -> tuple[ESCarry, dict]:
         """n generations; params.tau must be a [n_tau] vector (see with_taus). Metrics: dict of [n, n_tau]."""
@@ -204,8 +211,8 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(template.items()))
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
-    key = (es.strategy, es.population, es.trials, es.sigma_init, es.weight_decay, es.dream_chunk, cfg.controller,
-           cfg.env.name, shapes, devs, early_exit)
+    key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
+           cfg.controller, cfg.env.name, shapes, devs, early_exit)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit)
     return _PROGRAMS[key]

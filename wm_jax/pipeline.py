@@ -324,10 +324,21 @@ def carracing_table(exp: Experiment, rows: tuple[str, ...] = PAPER_ROWS) -> Path
     return exp.finish(table, columns, {"episodes": exp.cfg.eval.episodes})
 
 
-def carracing_dream(exp: Experiment) -> Path:
-    """C trained only inside M's dream (reward and done heads), scored on real tracks."""
+FINETUNE_TITLE = "full world model, [z, h]: the dream's C, then CMA-ES in the real env"
+
+
+def carracing_dream(exp: Experiment, finetune: tuple[str, ...] | None = None) -> Path:
+    """C trained only inside M's dream (reward and done heads), scored on real tracks.
+
+    `finetune` (overrides of the real-env ES, e.g. its population and generations): a second row, the full world
+    model with C trained by CMA-ES in the real env starting from the dream's C (``es.init``); its pipeline is
+    the whole experiment (world model, dream row, then this row)."""
     exp.world_model()
-    rows = controller_rows(exp, [("dream", "C trained in the dream, [z, h]", ["es.mode=dream"])])
+    variants = [("dream", "C trained in the dream, [z, h]", ["es.mode=dream"])]
+    if finetune is not None:
+        dream_ctrl = (exp.cfg.run_dir.parent / f"{exp.cfg.name}_dream" / "controller").absolute()
+        variants.append(("finetune", FINETUNE_TITLE, ["es.mode=real", f"es.init={dream_ctrl}", *finetune]))
+    rows = controller_rows(exp, variants)
     columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),
                ("row_wall", "wall time of C + evaluation")]
     return exp.finish(rows, columns, {"episodes": exp.cfg.eval.episodes})

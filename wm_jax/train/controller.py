@@ -116,6 +116,25 @@ def load_controller(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------- the training loop (τ-batched)
 
 
+def initial_mean(cfg: Config, template: dict) -> dict | None:
+    """The controller named by ``es.init`` (None when unset), checked against the template's keys and shapes."""
+    if not cfg.es.init:
+        return None
+    try:
+        params = load_controller(cfg.es.init)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config key 'es.init': {e}") from None
+    want = {k: tuple(np.shape(v)) for k, v in template.items()}
+    got = {k: tuple(np.shape(v)) for k, v in params.items()}
+    if want != got:
+        raise ConfigError(f"config key 'es.init': the controller in {cfg.es.init} has arrays {got}, this config's "
+                          f"controller (controller.* options, z and M sizes) needs {want}")
+    bad = [k for k, v in params.items() if not np.all(np.isfinite(np.asarray(v)))]
+    if bad:
+        raise ConfigError(f"config key 'es.init': the controller in {cfg.es.init} holds non-finite values in {bad}")
+    return {k: np.asarray(v, np.asarray(template[k]).dtype) for k, v in params.items()}
+
+
 def _crossed(gen: int, n: int, every: int) -> bool:
     return every > 0 and gen // every > (gen - n) // every
 
@@ -149,7 +168,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[
     hidden = mdn["lstm"]["w_h"].shape[0]
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)
     prog = get_program(cfg, template, devices=devices)
-    carry = prog.init(jax.random.PRNGKey(es.seed), n_tau)
+    carry = prog.init(jax.random.PRNGKey(es.seed), n_tau, initial_mean(cfg, template))
     best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # host copies: [τ, ...]
     best_eval = np.full((n_tau,), -np.inf, np.float32)
     eval_key = jax.random.fold_in(jax.random.PRNGKey(es.seed), 0x5EED)

@@ -10,6 +10,8 @@ The ES state, its PRNG key and the generation count are the dream mode's ``ESCar
 checkpointed with the best evaluated controller after every ``es.checkpoint_every`` generations, so a killed
 run resumes on the same trajectory: the trial seeds come from the ES key, which is part of the checkpoint.
 Trials are common random numbers: every candidate of a generation plays the same ``es.trials`` seeds.
+``es.init`` starts the search at a trained controller (e.g. the dream's C, fine-tuned here); that controller is
+evaluated first, as generation 0, so the final choice can keep it if no later mean beats it.
 Every ``es.eval_every`` generations the ES mean plays ``es.eval_trials`` fixed held-out seeds; the
 ``es.select_top`` best evaluated means are kept (checkpointed). At the end, with ``es.select_trials`` > 0, those means
 and the last one play ``es.select_trials`` other held-out seeds each and the best there is the final controller
@@ -74,7 +76,7 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     from wm_jax.evaluate import check_eval_config, slot_layout
     from wm_jax.metrics import MetricsWriter, plot_curves
     from wm_jax.models import controller as ctrl
-    from wm_jax.train.controller import save_controller
+    from wm_jax.train.controller import initial_mean, save_controller
 
     if cfg.es.mode != "real":
         raise ConfigError("config key 'es.mode': train_real needs 'real'")
@@ -90,7 +92,8 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     tell = jax.jit(lambda k, pop, fit, s: strategy.tell(k, pop, fit, s, es_params)[0])
     fitness = jax.jit(prog.fitness)
 
-    carry = prog.init(jax.random.PRNGKey(es.seed), 1)
+    start = initial_mean(cfg, template)
+    carry = prog.init(jax.random.PRNGKey(es.seed), 1, start)
     best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
     best_eval = np.full((1,), -np.inf, np.float32)
     # the es.select_top best evaluated means (leaves [K, ...]) and their evaluations (-inf: empty row)
@@ -131,6 +134,15 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     try:
         if own_venv:
             venv = VectorEnv(cfg.env, slots, workers)
+        if start is not None and gen == 0:  # es.init: the starting controller is a candidate of the final choice too
+            mean = jax.tree.map(np.asarray, prog.mean_params(carry))
+            ev, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, mean)), eval_specs,
+                                 groups=cfg.eval.groups, progress=False)
+            last_eval = float(np.mean([r.ret for r in ev]))
+            best_eval[0], best_params = last_eval, mean
+            archive_eval[0], archive_gen[0] = last_eval, 0
+            archive = jax.tree.map(lambda a, m: np.concatenate([m, a[1:]]), archive, mean)
+            writer.write(0, eval_return=last_eval)
         while gen < es.generations and (stop_after is None or gen < stop_after):
             t0 = time.perf_counter()
             # Host copies: strong dtypes and no mesh typing (the ES program's init / a restore differ in both),

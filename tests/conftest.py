@@ -5,5 +5,10 @@ Must run before JAX initialises its backend; single-device comparisons use ``mak
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# The four devices share the machine's cores, and a collective waits for all of them: on a loaded 2-core machine one
+# device's share of a dream rollout can lag the others by more than XLA's default terminate timeout for a CPU
+# collective (tens of seconds), which aborts the process with no Python traceback. Wait up to 15 minutes instead.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
+                      "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 "
+                      "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

@@ -25,7 +25,7 @@ DREAM_ES = {"cpu": ["es.population=64", "es.trials=4", "es.generations=100", "na
 # training episodes, periodic 8-track evaluations, final choice on 20 held-out tracks). A smaller initial step
 # than from scratch (0.1): the start is already a driver (weights of std ~0.15); a mean learning rate of 0.2: with
 # the standard 1.0 the mean drifted away from the start on the one-track fitness (8-track evaluations 669 -> 517
-# in 20 generations).
+# in 20 generations). Measured: 0.2 drifts too, more slowly (669 -> 620; results/carracing_dream_cpu/note.md).
 FINETUNE_ES = {"cpu": ["es.population=32", "es.trials=1", "es.generations=60", "es.sigma_init=0.03",
                        "es.c_mean=0.2"],
                "paper": ["es.sigma_init=0.03"]}

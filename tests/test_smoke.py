@@ -112,3 +112,17 @@ def test_carracing_table_full_row_on_real_tracks(tmp_path):
     assert max(c["select_return"] for c in sel["candidates"]) == sel["return"]  # the best candidate won
     assert (out / "table.md").read_text().count("\n") == 2 + 1
     assert (out / "plots" / "controller_curves_full.png").stat().st_size > 0
+
+    # carracing_dream --finetune on the same world model: C in the dream, then CMA-ES in the real env from it
+    from wm_jax.pipeline import FINETUNE_TITLE, carracing_dream
+
+    dream = Experiment("smoke_car_dream", "configs/carracing_cpu.yaml",
+                       [f"root={tmp_path / 'runs'}", *CAR_TINY, "es.dream_max_steps=20", "es.trials=2"],
+                       results_root=tmp_path / "results")
+    out = carracing_dream(dream, ("es.trials=1", "es.sigma_init=0.03", "es.c_mean=0.5"))
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["agent"] for r in rows] == ["C trained in the dream, [z, h]", FINETUNE_TITLE]
+    gens = [c["generation"] for c in rows[1]["selection"]["candidates"]]
+    assert 0 in gens and 2 in gens  # the dream's C (generation 0) competed in the final choice
+    saved = json.loads((tmp_path / "runs" / "carracing_cpu_finetune" / "config.json").read_text())
+    assert saved["es"]["init"].endswith("carracing_cpu_dream/controller") and saved["es"]["c_mean"] == 0.5

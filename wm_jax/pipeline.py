@@ -336,7 +336,7 @@ def carracing_dream(exp: Experiment, finetune: tuple[str, ...] | None = None) ->
     exp.world_model()
     variants = [("dream", "C trained in the dream, [z, h]", ["es.mode=dream"])]
     if finetune is not None:
-        dream_ctrl = (exp.cfg.run_dir.parent / f"{exp.cfg.name}_dream" / "controller").absolute()
+        dream_ctrl = exp.cfg.run_dir.parent / f"{exp.cfg.name}_dream" / "controller"
         variants.append(("finetune", FINETUNE_TITLE, ["es.mode=real", f"es.init={dream_ctrl}", *finetune]))
     rows = controller_rows(exp, variants)
     columns = [("agent", "method"), ("real", f"real score ({exp.cfg.eval.episodes} tracks)"),

@@ -131,18 +131,29 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
                 dynamic_ncols=True)
     eval_specs = [EpisodeSpec(EVAL_SEED_BASE + i) for i in range(es.eval_trials)]
     last_eval = float("nan")
+
+    def evaluate_mean() -> float:
+        """The current ES mean plays the held-out eval tracks; it becomes the best and enters the archive (over the
+        worst archived mean) if it beats them."""
+        nonlocal best_params, archive
+        mean = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
+        ev, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, mean)), eval_specs,
+                             groups=cfg.eval.groups, progress=False)
+        ret = float(np.mean([r.ret for r in ev]))
+        if ret > best_eval[0]:
+            best_eval[0], best_params = ret, mean
+        worst = int(np.argmin(archive_eval))
+        if ret > archive_eval[worst]:
+            archive_eval[worst], archive_gen[worst] = ret, gen
+            archive = jax.tree.map(lambda a, m: np.concatenate([a[:worst], m, a[worst + 1:]]), archive, mean)
+        writer.write(gen, eval_return=ret)
+        return ret
+
     try:
         if own_venv:
             venv = VectorEnv(cfg.env, slots, workers)
         if start is not None and gen == 0:  # es.init: the starting controller is a candidate of the final choice too
-            mean = jax.tree.map(np.asarray, prog.mean_params(carry))
-            ev, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, mean)), eval_specs,
-                                 groups=cfg.eval.groups, progress=False)
-            last_eval = float(np.mean([r.ret for r in ev]))
-            best_eval[0], best_params = last_eval, mean
-            archive_eval[0], archive_gen[0] = last_eval, 0
-            archive = jax.tree.map(lambda a, m: np.concatenate([m, a[1:]]), archive, mean)
-            writer.write(0, eval_return=last_eval)
+            last_eval = evaluate_mean()
         while gen < es.generations and (stop_after is None or gen < stop_after):
             t0 = time.perf_counter()
             # Host copies: strong dtypes and no mesh typing (the ES program's init / a restore differ in both),
@@ -167,17 +178,7 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
                          best_fitness=np.asarray(es_state.best_fitness), std=np.mean(getattr(es_state, "std", np.nan)),
                          mean_length=frames / len(res), frames=frames, frames_per_s=frames / dt, wall_s=dt)
             if (es.eval_every > 0 and gen % es.eval_every == 0) or gen == es.generations:
-                mean = jax.tree.map(np.asarray, prog.mean_params(carry))  # [1, ...]
-                ev, _ = run_episodes(venv, AgentPolicy(spec, AgentParams(vae, mdn, mean)), eval_specs,
-                                     groups=cfg.eval.groups, progress=False)
-                last_eval = float(np.mean([r.ret for r in ev]))
-                if last_eval > best_eval[0]:
-                    best_eval[0], best_params = last_eval, mean
-                worst = int(np.argmin(archive_eval))
-                if last_eval > archive_eval[worst]:
-                    archive_eval[worst], archive_gen[worst] = last_eval, gen
-                    archive = jax.tree.map(lambda a, m: np.concatenate([a[:worst], m, a[worst + 1:]]), archive, mean)
-                writer.write(gen, eval_return=last_eval)
+                last_eval = evaluate_mean()
             if (es.checkpoint_every > 0 and gen % es.checkpoint_every == 0) or gen == es.generations:
                 ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval,
                                 "archive": archive, "archive_eval": archive_eval, "archive_gen": archive_gen})

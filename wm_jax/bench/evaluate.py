@@ -81,12 +81,12 @@ def _policy_alone(spec, params, n: int) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     d = _defaults(args.env)
     layouts = parse_layouts(args.layouts) if args.layouts else [(args.workers, args.envs_per_worker)]
-    runs = [_measure_layout(args, d, w, e) for w, e in layouts]
+    spec, params = _spec_params(args)
+    runs = [_measure_layout(args, d, spec, params, w, e) for w, e in layouts]
     best = max(runs, key=lambda r: r["frames_per_s"])
     out = dict(best)
     if len(runs) > 1:
         out["by_layout"] = {f"{r['workers']}x{r['envs_per_worker']}": {k: r[k] for k in LAYOUT_KEYS} for r in runs}
-    spec, params = _spec_params(args)
     out.update(_policy_alone(spec, params, best["slots"]))
     return out
 
@@ -115,7 +115,7 @@ def _spec_params(args: argparse.Namespace):
     return spec, init_agent_params(args.seed, spec, ctrl_scale=1.0)
 
 
-def _measure_layout(args: argparse.Namespace, d: dict, workers: int, per: int) -> dict:
+def _measure_layout(args: argparse.Namespace, d: dict, spec, params, workers: int, per: int) -> dict:
     """Raw and policy frames/s on one VectorEnv layout (workers 0 = one per core; per 0 = the env default)."""
     from wm_jax.agent import AgentPolicy
     from wm_jax.runner import EpisodeSpec, RandomPolicy, run_episodes
@@ -126,8 +126,6 @@ def _measure_layout(args: argparse.Namespace, d: dict, workers: int, per: int) -
     episodes = args.episodes or d["episodes"]
     cap = args.max_steps or d["max_steps"]
     env_cfg = EnvConfig(name=args.env, max_steps=cap)
-    spec, params = _spec_params(args)
-    z, h, inputs = spec.z_dim, spec.hidden, spec.inputs
     groups = [int(g) for g in args.groups.split(",") if g.strip()]
     import os
 
@@ -135,7 +133,8 @@ def _measure_layout(args: argparse.Namespace, d: dict, workers: int, per: int) -
     slots = workers * per
     specs = [EpisodeSpec(args.seed + i) for i in range(episodes)]
     out: dict = {"env": args.env, "workers": workers, "envs_per_worker": per, "slots": slots,
-                 "episodes": episodes, "max_steps": cap, "z_dim": z, "lstm_hidden": h, "controller_inputs": inputs}
+                 "episodes": episodes, "max_steps": cap, "z_dim": spec.z_dim, "lstm_hidden": spec.hidden,
+                 "controller_inputs": spec.inputs}
 
     def timed(policy, g: int) -> tuple[float, int]:
         t0 = time.perf_counter()

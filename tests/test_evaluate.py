@@ -345,10 +345,17 @@ def test_ablation_controller_on_z_with_hidden_layer_ignores_m():
     assert np.all(np.abs(a[:, 0]) <= 1) and np.all((a[:, 1:] >= 0) & (a[:, 1:] <= 1))  # steer, gas, brake ranges
 
 
+class _NoEnv:
+    """A vector env that fails on any use: proves a call played no episode."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the env was used ({name})")
+
+
 def test_real_es_final_choice_over_held_out_tracks(tmp_path):
     """es.select_trials: the archived best-evaluated means and the last mean play more held-out tracks; the winner
-    there is params.npz, and score.json lists every candidate. A resume after the last generation chooses again,
-    identically."""
+    there is params.npz, and score.json lists every candidate. A resume after the last generation without DONE (killed
+    during the choice) chooses again, identically; with DONE it plays nothing."""
     from wm_jax.train.controller import load_controller
     from wm_jax.train.controller_real import run_real_es
 
@@ -365,8 +372,11 @@ def test_real_es_final_choice_over_held_out_tracks(tmp_path):
         score = json.loads((cfg.run_dir / "controller" / "score.json").read_text())
         assert score["selection"]["generation"] == sel["generation"]
         first = {k: np.asarray(v) for k, v in load_controller(cfg.run_dir).items()}
+        done = cfg.run_dir / "controller" / "DONE"
+        assert run_real_es(cfg, venv=_NoEnv(), progress=False)["selection"] == sel  # finished: no episode played
+        done.unlink()  # as if killed during the final choice
         again = run_real_es(cfg, venv=venv, progress=False)  # resumed at the last generation
-        assert again["selection"] == sel
+        assert again["selection"] == sel and done.exists()
         jax.tree.map(np.testing.assert_array_equal, first,
                      {k: np.asarray(v) for k, v in load_controller(cfg.run_dir).items()})
         # es.init: a second search starts at that controller, which is evaluated as generation 0 and stays a

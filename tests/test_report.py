@@ -108,9 +108,13 @@ def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
     (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
     lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
     assert len(lines) == 1 and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[0]
-    dream["stage_seconds"]["train-controller finetune:" + FINETUNE_TITLE] = 3600.0
+    # with --taus the fine-tuning starts from the best of the sweep's Cs: the sweep and that choice are in its pipeline;
+    # other rows (an ES seed of the dream row) are in neither
+    dream["stage_seconds"].update({"train-controller finetune_tau1.15:" + FINETUNE_TITLE: 3600.0,
+                                   "sweep-temperature": 1800.0, "choose-start tau 1.15": 360.0,
+                                   "train-controller dream_seed1:C trained in the dream, [z, h], ES seed 1": 7200.0})
     dream["rows"].append({"agent": FINETUNE_TITLE, "real": "770 ± 150", "mean": 770.0})
     (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
     lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
     assert len(lines) == 2
-    assert "| 770 ± 150 ✓ | 750 | 2.20 h (≤ 3 h ✓) |" in lines[0] and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[1]
+    assert "| 770 ± 150 ✓ | 750 | 2.80 h (≤ 3 h ✓) |" in lines[0] and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[1]

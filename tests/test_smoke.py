@@ -114,15 +114,28 @@ def test_carracing_table_full_row_on_real_tracks(tmp_path):
     assert (out / "plots" / "controller_curves_full.png").stat().st_size > 0
 
     # carracing_dream --finetune on the same world model: C in the dream, then CMA-ES in the real env from it
-    from wm_jax.pipeline import FINETUNE_TITLE, carracing_dream
+    from wm_jax.pipeline import FINETUNE_TITLE, START_SEED_BASE, carracing_dream
 
     dream = Experiment("smoke_car_dream", "configs/carracing_cpu.yaml",
                        [f"root={tmp_path / 'runs'}", *CAR_TINY, "es.dream_max_steps=20", "es.trials=2"],
                        results_root=tmp_path / "results")
-    out = carracing_dream(dream, ("es.trials=1", "es.sigma_init=0.03", "es.c_mean=0.5"))
+    out = carracing_dream(dream, ("es.trials=1", "es.sigma_init=0.03", "es.c_mean=0.5"), taus=(1.3,), seeds=(1,))
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["agent"] for r in rows] == ["C trained in the dream, [z, h]", FINETUNE_TITLE]
+    assert rows[0]["agent"] == "C trained in the dream, [z, h]"
+    # --taus with --finetune: the fine-tuning starts from the dream C (τ 1, or τ 1.3) best on held-out tracks
+    start = {t: json.loads((tmp_path / "runs" / "carracing_cpu_tau" / "start1" / f"tau_{t:g}" / "results.json")
+                           .read_text()) for t in (1.0, 1.3)}
+    assert all(r["seed"] == START_SEED_BASE and r["episodes"] == 1 for r in start.values())
+    tau = max(start, key=lambda t: start[t]["mean"])
+    assert rows[1]["agent"].startswith(f"{FINETUNE_TITLE} (start: the dream's C at τ {tau:g}, best of τ 1, 1.3 on 1 ")
+    assert rows[2]["agent"] == "C trained in the dream, [z, h], ES seed 1"  # --seeds 1
+    seed1 = json.loads((tmp_path / "runs" / "carracing_cpu_dream_seed1" / "controller" / "config.json").read_text())
+    assert seed1["es"]["seed"] == 1 and seed1["es"]["mode"] == "dream"
+    rows = rows[:2] + rows[3:]
+    assert rows[2]["agent"].startswith("C trained in the dream at τ 1.3, [z, h] (dream return ")  # --taus 1.3
+    assert len(rows[2]["returns"]) == 2 and (tmp_path / "runs" / "carracing_cpu_tau" / "sweep" / "tau_1.3").is_dir()
     gens = [c["generation"] for c in rows[1]["selection"]["candidates"]]
     assert 0 in gens and 2 in gens  # the dream's C (generation 0) competed in the final choice
-    saved = json.loads((tmp_path / "runs" / "carracing_cpu_finetune" / "config.json").read_text())
-    assert saved["es"]["init"].endswith("carracing_cpu_dream/controller") and saved["es"]["c_mean"] == 0.5
+    saved = json.loads((tmp_path / "runs" / f"carracing_cpu_finetune_tau{tau:g}" / "config.json").read_text())
+    assert saved["es"]["init"].endswith("carracing_cpu_dream/controller" if tau == 1 else "sweep/tau_1.3")
+    assert saved["es"]["c_mean"] == 0.5

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -79,16 +80,24 @@ def stage_line(seconds: dict[str, float]) -> str:
     return "Stage wall times (min): " + " · ".join(cells)
 
 
-def _pipeline_hours(rec: dict, row: str | None = None) -> float:
+def _pipeline_hours(rec: dict, row: str | tuple[str, ...] | None = None) -> float:
     """Wall time of one pipeline in hours: the world-model stages plus, for a table of controller rows, only
-    row `row`'s training and evaluation (stage labels "train-controller <row>:<title>", "evaluate <row>:...")."""
+    the training and evaluation of row(s) `row` (stage labels "train-controller <row>:<title>",
+    "evaluate <row>:..."; other rows' stages, e.g. a temperature sweep's, are left out)."""
     secs = rec.get("stage_seconds", {})
     if row is None:
         return sum(secs.values()) / 3600
-    per_row = ("train-controller ", "evaluate ")
-    keep = [s for label, s in secs.items() if not label.startswith(per_row)
-            or label.split(":")[0] in (f"train-controller {row}", f"evaluate {row}")]
-    return sum(keep) / 3600
+    rows = (row,) if isinstance(row, str) else row
+    ours = [f"{stage} {r}" for r in rows for stage in ("train-controller", "evaluate")]
+    per_row = ("train-controller ", "evaluate ", "sweep-temperature", "choose-start ")
+
+    def counted(label: str) -> bool:
+        if not label.startswith(per_row):
+            return True  # a world-model stage
+        # a row's stages (row keys may be patterns: "finetune*"), or a stage named as a row ("sweep-temperature")
+        return any(fnmatch(label.split(":")[0], p) for p in ours) or label.split(" ")[0] in rows
+
+    return sum(s for label, s in secs.items() if counted(label)) / 3600
 
 
 def _row_mean(rec: dict, title_start: str) -> tuple[float, str] | None:
@@ -106,7 +115,7 @@ class Headline(NamedTuple):
     read: Callable[[dict], tuple[float, str] | None]  # results.json -> (mean, "mean ± std")
     target: float | None  # score target
     hours: float | None  # wall-time target
-    row: str | None  # controller row whose pipeline the wall time counts (None: the whole experiment)
+    row: str | tuple[str, ...] | None  # controller row(s) whose pipeline the wall time counts (None: all stages)
     optional: bool = False  # a row the experiment may be run without: no headline row when it is absent
 
 
@@ -117,7 +126,9 @@ EXPERIMENT_TARGETS = [
     ("carracing_table_cpu", "CarRacing, full world model (C trained in the real env): real score, 100 tracks",
      lambda r: _row_mean(r, "full world model, [z, h]"), 750, 3.0, "full"),
     ("carracing_dream_cpu", "CarRacing, full world model, C trained in the real env from the dream's C: real score, "
-     "100 tracks", lambda r: _row_mean(r, "full world model, [z, h]: the dream's C"), 750, 3.0, None, True),
+     "100 tracks", lambda r: _row_mean(r, "full world model, [z, h]: the dream's C"), 750, 3.0,
+     ("dream", "finetune*", "sweep-temperature", "choose-start"),
+     True),
     ("carracing_dream_cpu", "CarRacing, C trained only in the dream: real score, 100 tracks",
      lambda r: _row_mean(r, "C trained in the dream"), 700, None, "dream"),
     ("quick", "`make run`: dream-trained C at the best τ vs the random policy (20 episodes)",

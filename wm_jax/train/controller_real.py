@@ -26,6 +26,7 @@ without a new track tile: ``es.real_max_steps``, ``es.real_stall_steps``; the ES
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
         raise ConfigError("config key 'es.mode': train_real needs 'real'")
     check_eval_config(cfg)
     es = cfg.es
+    done = cfg.run_dir / "controller" / "DONE"
+    if done.exists() and (summary := json.loads(done.read_text())).get("generations", 0) >= es.generations:
+        # finished: nothing to load or play (its final choice alone is minutes of real episodes)
+        print(f"C already trained ({done}); delete it or raise es.generations to train further")
+        return summary
     spec = spec_from_config(cfg)
     vae, mdn = load_models(cfg, cfg.run_dir)
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, spec.z_dim,

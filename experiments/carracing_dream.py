@@ -2,7 +2,7 @@
 
     python experiments/carracing_dream.py --scale {cpu,paper} [--variant NAME] [--finetune] [key=value ...]
     python experiments/carracing_dream.py --scale cpu --variant noiter name=carracing_cpu iterate.rounds=0
-    python experiments/carracing_dream.py --scale cpu --finetune --taus 0.75,1.15,1.3,1.5   # the cpu results
+    python experiments/carracing_dream.py --scale cpu --finetune --taus 0.75,1.15,1.3,1.5 --seeds 1,2   # the cpu results
 
 At cpu scale a controller trained in the dream of the first world model (random-policy and road-follower
 tracks) drives straight off the road in the real game (-59 ± 8, results/carracing_dream_cpu_noiter): the dream
@@ -11,7 +11,8 @@ rounds of C trained in the dream, 100 real episodes played by it (plus explorati
 trained 1,000 more steps on all of it. C is still trained only in the dream; the real game only supplies M's
 data. Measured: 741 ± 217 over 100 tracks in 1.38 h (results/carracing_dream_cpu). Its own run folder
 (carracing_cpu_it), as the rounds add episodes to the data.
---taus adds dream temperatures (measured: τ 1.15 / 1.3 / 1.5 score 801 / 768 / 803, fewer tracks lost on the grass);
+--taus adds dream temperatures (measured, one ES seed each: τ 1.15 / 1.3 / 1.5 score 801 / 768 / 803; --seeds 1,2 at
+τ 1: 827 / 738 against seed 0's 741, so the ES run's luck is as large as the gaps between τ);
 with --finetune the real-env ES then starts from the dream C best on 50 held-out tracks (τ 1.5): 797 ± 182 in 2.66 h.
 """
 

@@ -202,6 +202,22 @@ def _holds(taus: tuple[float, ...], t: float) -> bool:
 BLIND_SWEEP = "sweep120"  # the best of the sweep periods measured in real TakeCover (wm_jax.train.dream_check)
 
 
+def sweep_and_score(exp: Experiment, run: Path, taus: tuple[float, ...],
+                    overrides: tuple[str, ...] = ()) -> dict[float, tuple[dict, float]]:
+    """Train one C per τ in one batched sweep in run folder `run` (``sweep-temperature``), then score each on the
+    real tracks (cached). Returns {τ: (its evaluation's results, its dream evaluation return)}."""
+    m_done = (run / "mdnrnn" / "DONE").stat().st_mtime
+    if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < m_done:
+        raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/mdnrnn "
+                         f"finished after them): move that folder away, then rerun to train the sweep on this M")
+    exp.stage("sweep-temperature", "sweep-temperature", "--taus", ",".join(f"{t:g}" for t in taus),
+              overrides=overrides)
+    virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
+    return {t: (exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
+                             "--controller", str(run / "sweep" / f"tau_{t:g}")),
+                virtual[f"{t:g}"]["dream_eval_return"]) for t in taus}
+
+
 def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...] = (),
               dream_check: bool = True) -> Path:
     """The paper's TakeCover table: C trained in the dream at each τ (one batched program), scored for real.
@@ -227,12 +243,7 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
         shutil.copyfile(check, exp.results_dir / "dream_check.json")
     else:  # a copy from an earlier run with the check would describe another M
         (exp.results_dir / "dream_check.json").unlink(missing_ok=True)
-    m_done = (run / "mdnrnn" / "DONE").stat().st_mtime
-    if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < m_done:
-        raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/mdnrnn "
-                         f"finished after them): move that folder away, then rerun to train the sweep on this M")
-    exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list)
-    virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
+    scored = sweep_and_score(exp, run, taus)
     rows = []
     rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", "--policy", "random")
     rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand),
@@ -242,12 +253,10 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     rows.append({"agent": f"sweeping left/right every {BLIND_SWEEP[5:]} steps (no models)", "tau": None,
                  "virtual": None, "real": score(blind), "hazard": late_hazard(blind)})
     best, best_paper = None, None
-    for t in taus:
-        rec = exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
-                           "--controller", str(run / "sweep" / f"tau_{t:g}"))
+    for t, (rec, virtual) in scored.items():
         in_paper = not paper or _holds(paper, t)
         rows.append({"agent": "C trained in the dream" + ("" if in_paper else " (τ beyond the paper's table)"),
-                     "tau": f"{t:.2f}", "virtual": f"{virtual[f'{t:g}']['dream_eval_return']:.0f}",
+                     "tau": f"{t:.2f}", "virtual": f"{virtual:.0f}",
                      "real": score(rec), "hazard": late_hazard(rec)})
         if best is None or rec["mean"] > best[1]["mean"]:
             best = (t, rec)
@@ -274,6 +283,13 @@ def link_world_model(cfg: Config, name: str) -> None:
             link.symlink_to(src / part, target_is_directory=True)
 
 
+def score_row(title: str, rec: dict, seconds: float) -> dict:
+    """A controller row: its real score, mean, wall time (`seconds` of training + evaluation) and per-track
+    returns (what the std hides)."""
+    return {"agent": title, "real": score(rec), "mean": rec["mean"], "row_wall": f"{seconds / 60:.0f} min",
+            "returns": [round(float(r), 1) for r in rec["returns"]]}
+
+
 def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]]) -> list[dict]:
     """Train C once per (key, title, overrides) variant, in run folder <name>_<key> sharing V and M; score each
     in the real env."""
@@ -286,9 +302,8 @@ def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]])
         rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", key, "--controller",
                            str(run / "controller"), *_eval_flags(overrides))
         exp.keep(run / "plots", {"controller_curves.png": f"controller_curves_{key}.png"})
-        row_s = exp.times.get(f"train-controller {label}", 0.0) + exp.times.get(f"evaluate {label}", 0.0)
-        row = {"agent": title, "real": score(rec), "mean": rec["mean"], "row_wall": f"{row_s / 60:.0f} min",
-               "returns": [round(float(r), 1) for r in rec["returns"]]}  # per track: what the std hides
+        row = score_row(title, rec, exp.times.get(f"train-controller {label}", 0.0) +
+                        exp.times.get(f"evaluate {label}", 0.0))
         picked = run / "controller" / "score.json"
         if picked.exists() and "selection" in (sel := json.loads(picked.read_text())):
             row["selection"] = sel["selection"]  # which ES mean the final choice kept, and the candidates' returns
@@ -369,20 +384,11 @@ def dream_tau_rows(exp: Experiment, taus: tuple[float, ...]) -> list[dict]:
     evaluation."""
     name = f"{exp.cfg.name}_tau"
     link_world_model(exp.cfg, name)
-    run = exp.cfg.run_dir.parent / name
-    tau_list = ",".join(f"{t:g}" for t in taus)
-    exp.stage("sweep-temperature", "sweep-temperature", "--taus", tau_list, overrides=(f"name={name}", "es.mode=dream"))
-    virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
+    scored = sweep_and_score(exp, exp.cfg.run_dir.parent / name, taus, (f"name={name}", "es.mode=dream"))
     rows = []
-    for t in taus:
-        label = f"evaluate tau {t:g}"
-        rec = exp.evaluate(label, run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
-                           "--controller", str(run / "sweep" / f"tau_{t:g}"))
-        row_s = exp.times.get("sweep-temperature", 0.0) / len(taus) + exp.times.get(label, 0.0)
-        rows.append({"agent": f"C trained in the dream at τ {t:g}, [z, h] (dream return "
-                              f"{virtual[f'{t:g}']['dream_eval_return']:.0f})",
-                     "real": score(rec), "mean": rec["mean"], "row_wall": f"{row_s / 60:.0f} min",
-                     "returns": [round(float(r), 1) for r in rec["returns"]]})
+    for t, (rec, virtual) in scored.items():
+        row_s = exp.times.get("sweep-temperature", 0.0) / len(taus) + exp.times.get(f"evaluate tau {t:g}", 0.0)
+        rows.append(score_row(f"C trained in the dream at τ {t:g}, [z, h] (dream return {virtual:.0f})", rec, row_s))
     return rows
 
 

@@ -18,7 +18,8 @@ with --finetune the real-env ES then starts from the dream C best on 50 held-out
 
 import argparse
 
-from wm_jax.pipeline import Experiment, carracing_dream
+from wm_jax.pipeline import Experiment
+from wm_jax.pipeline_carracing import carracing_dream
 from wm_jax.train.sweep import parse_taus
 
 CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}

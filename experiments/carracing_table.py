@@ -7,7 +7,8 @@ Rows train one after another (each resumes or is skipped when done); `--rows` pi
 
 import argparse
 
-from wm_jax.pipeline import CARRACING_ROWS, PAPER_ROWS, Experiment, carracing_table
+from wm_jax.pipeline import Experiment
+from wm_jax.pipeline_carracing import CARRACING_ROWS, PAPER_ROWS, carracing_table
 
 CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
 

@@ -96,7 +96,8 @@ def test_saved_config_round_trip(tmp_path):
 
 
 def test_carracing_table_rejects_unknown_rows_before_work(tmp_path):
-    from wm_jax.pipeline import Experiment, carracing_table
+    from wm_jax.pipeline import Experiment
+    from wm_jax.pipeline_carracing import carracing_table
 
     exp = Experiment("t", "configs/carracing_cpu.yaml", [f"root={tmp_path}"], results_root=tmp_path / "results")
     with pytest.raises(ValueError, match="unknown CarRacing table rows \\['fast'\\]"):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from wm_jax import report
-from wm_jax.pipeline import FINETUNE_TITLE
+from wm_jax.pipeline_carracing import FINETUNE_TITLE
 
 
 def test_bench_table_reads_json_and_computes_fraction(tmp_path):

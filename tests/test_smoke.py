@@ -98,7 +98,7 @@ CAR_TINY = [
 def test_carracing_table_full_row_on_real_tracks(tmp_path):
     """The CarRacing table's full row end to end: collect (Brownian + road follower) → V → encode → M → CMA-ES
     in the real env with the final choice → 100-track-style evaluation (here 2) → results with per-track returns."""
-    from wm_jax.pipeline import carracing_table
+    from wm_jax.pipeline_carracing import carracing_table
 
     exp = Experiment("smoke_car", "configs/carracing_cpu.yaml", [f"root={tmp_path / 'runs'}", *CAR_TINY],
                      results_root=tmp_path / "results")
@@ -114,7 +114,7 @@ def test_carracing_table_full_row_on_real_tracks(tmp_path):
     assert (out / "plots" / "controller_curves_full.png").stat().st_size > 0
 
     # carracing_dream --finetune on the same world model: C in the dream, then CMA-ES in the real env from it
-    from wm_jax.pipeline import FINETUNE_TITLE, START_SEED_BASE, carracing_dream
+    from wm_jax.pipeline_carracing import FINETUNE_TITLE, START_SEED_BASE, carracing_dream
 
     dream = Experiment("smoke_car_dream", "configs/carracing_cpu.yaml",
                        [f"root={tmp_path / 'runs'}", *CAR_TINY, "es.dream_max_steps=20", "es.trials=2"],

@@ -174,3 +174,41 @@ def test_features_and_action_mapping():
     np.testing.assert_array_equal(C.env_action(raw, "takecover")[:, 0], [-1, 0, 0, 0, 1])
     lin = {"w": jnp.array([[1.0], [2.0]]), "b": jnp.array([0.5])}
     np.testing.assert_allclose(C.act(lin, jnp.array([1.0, 1.0])), [3.5])
+
+
+def test_dynamics_ensemble_runs_each_trial_in_its_models_dream(world):
+    """es.dream_models: trial i runs in model i mod E's dream (model 0 is M) while C reads M. An ensemble {M, M}
+    equals the plain dream; in {M, M2} the even trials equal M's dream and the odd ones M2's (same trial keys; C
+    here reads z only, so M2's dream alone is the reference), and M2's dream differs from M's."""
+    params, ctrl, roll = world
+    key = jax.random.PRNGKey(21)
+    m2 = mdnrnn.init_params(jax.random.PRNGKey(9), Z, A, H, K)
+    m2["head"]["b"] = m2["head"]["b"].at[-1].set(-0.5)
+    rebuild = lambda dyn: dream.make_params(params.mdn, params.init_mu, params.init_logvar, tau=1.0,  # noqa: E731
+                                            max_steps=CAP, kind="carracing", dyn=dyn)
+    plain = roll(ctrl, key, params, True)
+    twice = roll(ctrl, key, rebuild([params.mdn]), True)
+    np.testing.assert_allclose(np.asarray(twice.returns), np.asarray(plain.returns), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(twice.lengths), np.asarray(plain.lengths))
+    ctrl_z = {**ctrl, "w": ctrl["w"].at[:, Z:].set(0.0)}  # [P, Z + H, A]: C ignores M's state
+    ens = rebuild([m2])
+    assert dream.n_dynamics(ens) == 2 and dream.n_dynamics(params) == 1
+    both = roll(ctrl_z, key, ens, True)
+    only_m = roll(ctrl_z, key, params, True)
+    only_m2 = roll(ctrl_z, key, params.replace(mdn=m2), True)
+    for got, want in ((both.returns[:, 0::2], only_m.returns[:, 0::2]),
+                      (both.returns[:, 1::2], only_m2.returns[:, 1::2])):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(both.lengths[:, 1::2]), np.asarray(only_m2.lengths[:, 1::2]))
+    assert not np.allclose(np.asarray(only_m2.returns), np.asarray(only_m.returns))
+    # The recorded episode of trial 1 runs in model 1 too.
+    c0 = jax.tree.map(lambda x: x[0], ctrl_z)
+    _, r, alive = dream.episode(c0, key, ens, CAP, inputs="zh", env_name="carracing", trials=TRIALS, trial=1)
+    np.testing.assert_allclose(float(jnp.sum(r * alive)), float(both.returns[0, 1]), rtol=1e-4, atol=1e-4)
+
+
+def test_dynamics_ensemble_rejects_a_model_of_another_shape(world):
+    params, _, _ = world
+    other = mdnrnn.init_params(jax.random.PRNGKey(9), Z, A, H + 1, K)
+    with pytest.raises(ValueError, match="dynamics model 2 has weights"):
+        dream.make_params(params.mdn, params.init_mu, params.init_logvar, kind="carracing", dyn=[params.mdn, other])

@@ -221,3 +221,22 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
     # threshold rule: every live step of 'stay' fires (1,000 per 1,000); 'right' never does; CAP < 100, so only
     # the first bucket has live steps
     assert hazard["1"]["stay"] == [1000.0] + [None] * 5 and hazard["1"]["right"] == [0.0] + [None] * 5
+
+
+def test_dynamics_ensemble_in_the_sharded_tau_batched_program(tmp):
+    """es.dream_models through the whole ES program (τ-vmapped, population sharded over 4 devices): an ensemble of
+    two copies of M trains exactly as M alone, and a second member where standing still is safe changes the
+    fitness of the candidates that do not go right (half their trials now survive)."""
+    cfg = load_config(None, [*OVERRIDES, f"root={tmp}"])
+    tmpl = C.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, Z, H)
+    prog = get_program(cfg, tmpl)
+    assert prog.n_devices == 4
+    safe = toy_m()
+    safe["head"]["b"] = safe["head"]["b"].at[-1].set(-50.0)  # nobody dies in this member's dream
+    out = {}
+    for name, dyn in (("alone", None), ("twice", [toy_m()]), ("safe", [safe])):
+        dp = with_taus(dream.make_params(toy_m(), *BANK, max_steps=CAP, dyn=dyn), (0.5, 1.0))
+        _, out[name] = prog.run(prog.init(jax.random.PRNGKey(1), 2), dp, 2)
+    for k in out["alone"]:
+        np.testing.assert_allclose(out["twice"][k], out["alone"][k], rtol=1e-5, atol=1e-5)
+    assert out["safe"]["mean_return"][0, 0] > out["alone"]["mean_return"][0, 0] + 1.0

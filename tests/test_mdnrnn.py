@@ -258,3 +258,22 @@ def test_nan_guard_names_the_step(tmp_path):
     cfg = _cfg(tmp_path, "mdnrnn.learning_rate=1.0e+30", "mdnrnn.grad_clip=1.0e+30", "mdnrnn.steps=6")
     with pytest.raises(FloatingPointError, match=r"diverged at step \d"):
         train(cfg, devices=jax.devices()[:1], plots=False, progress=False)
+
+
+def test_ensemble_member_trains_beside_m_with_its_own_init_and_batches(tmp_path):
+    """`train-mdnrnn --member 1` (es.dream_models): its own folder, its own weights; M's folder and plots untouched;
+    loading a member that was never trained names the command to run."""
+    from wm_jax.train.mdnrnn import load_mdnrnn, member_dir, train
+
+    one = jax.devices()[:1]
+    cfg = _cfg(tmp_path)
+    train(cfg, devices=one, plots=True, progress=False)
+    m0_files = {p.name: p.stat().st_mtime_ns for p in (cfg.run_dir / "plots").iterdir()}
+    with pytest.raises(FileNotFoundError, match="train-mdnrnn --member 1"):
+        load_mdnrnn(cfg.run_dir, member=1)
+    train(cfg, devices=one, plots=True, progress=False, member=1)
+    assert member_dir(cfg.run_dir, 1) == cfg.run_dir / "mdnrnn_1" and (cfg.run_dir / "mdnrnn_1" / "DONE").exists()
+    p0, p1 = load_mdnrnn(cfg.run_dir), load_mdnrnn(cfg.run_dir, member=1)
+    assert jax.tree.map(jnp.shape, p0) == jax.tree.map(jnp.shape, p1)
+    assert not np.allclose(p0["lstm"]["w_h"], p1["lstm"]["w_h"])
+    assert {p.name: p.stat().st_mtime_ns for p in (cfg.run_dir / "plots").iterdir()} == m0_files

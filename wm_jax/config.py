@@ -148,6 +148,10 @@ class ESConfig:
     dream_max_steps: int = 2100  # Dream episode cap (paper Doom: 2100).
     initial_states: int = 1000  # Real episode starts kept as the dream's initial-state bank (original).
     done_mode: str = "threshold"  # Dream episode end: "threshold" (done logit > 0) or "bernoulli".
+    # Dynamics ensemble (ours; wm_jax.envs.dream): the dream's z', reward and end come from this many Ms, trained
+    # the same way on the same data (member e >= 1: `train-mdnrnn --member e`, <run>/mdnrnn_<e>); trial i of every
+    # candidate runs in member i mod E's dream while C reads M's state as in the real env. 1: M alone (original).
+    dream_models: int = 1
     eval_every: int = 10  # Generations between evaluations of the ES mean.
     eval_trials: int = 64  # Trials when evaluating the ES mean.
     generations_per_call: int = 1  # Generations fused into one compiled call.
@@ -321,6 +325,11 @@ def _validate(cfg: Config) -> None:
     need(cfg.es.done_mode in ("threshold", "bernoulli"), "es.done_mode", "must be 'threshold' or 'bernoulli'")
     need(cfg.es.population >= 2, "es.population", "must be >= 2")
     need(cfg.es.trials >= 1, "es.trials", "must be >= 1")
+    need(cfg.es.dream_models >= 1, "es.dream_models", "must be >= 1 (1: M alone)")
+    need(cfg.es.dream_models <= min(cfg.es.trials, cfg.es.eval_trials), "es.dream_models",
+         "must be <= es.trials and es.eval_trials (each trial runs in one model's dream)")
+    need(cfg.es.dream_models == 1 or cfg.iterate.rounds == 0, "es.dream_models",
+         "the iterative rounds retrain M only; use dream_models=1 with iterate.rounds > 0")
     need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
     need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
     need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")

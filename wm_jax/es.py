@@ -66,7 +66,7 @@ def make_strategy(es_cfg, template: dict):
 def tau_axes(params: dream.DreamParams) -> dream.DreamParams:
     """vmap in_axes for DreamParams batched over τ only."""
     return params.replace(mdn=None, tau=0, max_steps=None, init_mu=None, init_logvar=None, done_bias=None,
-                          done_scale=None)
+                          done_scale=None, dyn=None)
 
 
 def with_taus(params: dream.DreamParams, taus) -> dream.DreamParams:

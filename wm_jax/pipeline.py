@@ -57,8 +57,10 @@ class Experiment:
 
         print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)
         t = time.time()
-        code = main(argv)
-        self._record(label, time.time() - t)
+        try:
+            code = main(argv)
+        finally:  # an interrupted stage (Ctrl-C, an error) keeps the seconds it spent
+            self._record(label, time.time() - t)
         if code != 0:
             raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
 
@@ -75,6 +77,8 @@ class Experiment:
         self.stage("train-vae", "train-vae")
         self.stage("encode", "encode")
         self.stage("train-mdnrnn", "train-mdnrnn")
+        for e in range(1, self.cfg.es.dream_models):  # the dream's dynamics ensemble beside M
+            self.stage(f"train-mdnrnn member {e}", "train-mdnrnn", "--member", str(e))
         it = self.cfg.iterate
         for r in range(it.rounds):
             name = f"{self.cfg.name}_iter{r}"  # the round's controller, beside the run (shares data, V, M)
@@ -274,10 +278,12 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
 
 
 def link_world_model(cfg: Config, name: str) -> None:
-    """Give run `name` the data, V and M of `cfg`'s run (symlinks), so a controller variant reuses them."""
+    """Give run `name` the data, V and M (and M's dynamics-ensemble members) of `cfg`'s run (symlinks), so a
+    controller variant reuses them."""
     src, dst = cfg.run_dir.absolute(), (cfg.run_dir.parent / name)
     dst.mkdir(parents=True, exist_ok=True)
-    for part in ("data", "vae", "mdnrnn"):
+    members = [f"mdnrnn_{e}" for e in range(1, cfg.es.dream_models)]
+    for part in ("data", "vae", "mdnrnn", *members):
         link = dst / part
         if not link.exists():
             link.symlink_to(src / part, target_is_directory=True)

@@ -14,6 +14,14 @@ counts steps 0..T-1 (the step that ends it included), nothing after.
 Sampling z' (the paper's τ-scaled mixture): component k ~ softmax(logits / τ) picked by inverse CDF with one
 uniform per z dimension on M's component-major raw head (``mdnrnn.head_raw``: no gathers, no log-softmax;
 equal in law to ``mdnrnn.sample_z``), then z' = μ_k + σ_k·√τ·ε.
+
+Dynamics ensemble (``DreamParams.dyn``, ``es.dream_models``; ours): C reads the state of M (``mdn``, the model it
+also reads in the real env), but z', the reward and the end may come from other models trained the same way on
+the same data: model 0 is M, models 1..E-1 are ``dyn`` (stacked [E-1, ...] weights; each runs its own LSTM on
+the same z and actions). In ``rollout`` trial i of every candidate runs in model i mod E's dream, so a
+controller scores well only where the models agree, not where one model's errors flatter it. Every step runs
+all E models on every trial (plain matmuls over the whole batch) and each trial keeps its model's prediction:
+E times the cost of the single-model step. ``dyn=None``: M alone (the original dream).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class DreamParams:
     init_logvar: jax.Array  # [N, Z] V's logvar of the same frames
     done_bias: jax.Array  # [] added to the done logit before bernoulli sampling (see make_params)
     done_scale: jax.Array  # [] the bernoulli probability is multiplied by this (1 / M's done horizon)
+    dyn: Any = None  # None, or models 1..E-1 of the dynamics ensemble stacked [E-1, ...] (see the module doc)
     kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
     done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
 
@@ -47,6 +56,7 @@ class DreamParams:
 class DreamState:
     z: jax.Array  # [Z] current latent
     lstm: LSTMState  # c, h: [H] M's state after the inputs so far
+    dyn: LSTMState  # c, h: [E-1, H] the other dynamics models' states ([0] for M alone)
     t: jax.Array  # [] int32 steps taken
     done: jax.Array  # [] bool episode has ended
 
@@ -66,12 +76,13 @@ class StepNoise(NamedTuple):
 
 def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
                 kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0,
-                done_horizon: int = 1) -> DreamParams:
+                done_horizon: int = 1, dyn: list[dict] | None = None) -> DreamParams:
     """`done_pos_weight`: the weight M's done loss gave episode ends (cfg.mdnrnn.done_pos_weight). Weighting the
     positives by w multiplies the odds M predicts by w, so bernoulli sampling uses sigmoid(logit - log w), the
     calibrated probability; the threshold rule (logit > 0, the original's) is unchanged.
     `done_horizon` (cfg.mdnrnn.done_horizon = k): M's head predicts death within the next k steps, q; a constant
-    per-step hazard h gives q ≈ k·h, so bernoulli sampling ends a step with probability q / k."""
+    per-step hazard h gives q ≈ k·h, so bernoulli sampling ends a step with probability q / k.
+    `dyn`: dynamics models 1..E-1 of the ensemble (model 0 is M), each shaped like `mdn` (None or []: M alone)."""
     if done_pos_weight <= 0:
         raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
     if done_horizon < 1:
@@ -80,13 +91,20 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
         raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
     if done_mode not in ("threshold", "bernoulli"):
         raise ValueError(f"done_mode must be 'threshold' or 'bernoulli', got {done_mode!r}")
+    stacked = None
+    if dyn:
+        shapes = jax.tree.map(jnp.shape, mdn)
+        for e, member in enumerate(dyn):
+            if jax.tree.map(jnp.shape, member) != shapes:
+                raise ValueError(f"dynamics model {e + 1} has weights {jax.tree.map(jnp.shape, member)}, M has {shapes}")
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *dyn)
     init_mu, init_logvar = jnp.asarray(init_mu, jnp.float32), jnp.asarray(init_logvar, jnp.float32)
     if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape:
         raise ValueError(f"initial-state bank must be mu, logvar [N, Z] of equal shape, got {init_mu.shape}, "
                          f"{init_logvar.shape}")
     return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
                        jnp.asarray(-np.log(done_pos_weight), jnp.float32),
-                       jnp.asarray(1.0 / done_horizon, jnp.float32), kind, done_mode)
+                       jnp.asarray(1.0 / done_horizon, jnp.float32), stacked, kind, done_mode)
 
 
 def sizes(params: DreamParams) -> tuple[int, int, int]:
@@ -95,6 +113,11 @@ def sizes(params: DreamParams) -> tuple[int, int, int]:
     hidden, _ = mdnrnn.sizes(params.mdn)
     mixtures = (params.mdn["head"]["w"].shape[-1] - 2) // (3 * z_dim)
     return z_dim, hidden, mixtures
+
+
+def n_dynamics(params: DreamParams) -> int:
+    """E, the models of the dynamics ensemble (1: M alone)."""
+    return 1 if params.dyn is None else 1 + params.dyn["head"]["w"].shape[0]
 
 
 def _restart_flag(params: DreamParams, action_dim: int) -> bool:
@@ -111,7 +134,9 @@ def reset(key: jax.Array, params: DreamParams) -> tuple[DreamObs, DreamState]:
     z_dim, hidden, _ = sizes(params)
     i = jax.random.randint(k_idx, (), 0, params.init_mu.shape[0])
     z0 = params.init_mu[i] + jnp.exp(0.5 * params.init_logvar[i]) * jax.random.normal(k_eps, (z_dim,))
-    state = DreamState(z0, mdnrnn.zero_state(hidden), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    dyn0 = mdnrnn.zero_state(0) if params.dyn is None else mdnrnn.zero_state(hidden, (n_dynamics(params) - 1,))
+    state = DreamState(z0, mdnrnn.zero_state(hidden), dyn0, jnp.zeros((), jnp.int32),
+                       jnp.zeros((), bool))
     return DreamObs(z0, state.lstm), state
 
 
@@ -137,15 +162,22 @@ def sample_next_z(raw: mdnrnn.MDNRaw, tau: jax.Array, u_comp: jax.Array, eps: ja
     return mu + sigma * jnp.sqrt(tau) * eps
 
 
-def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array,
-                    params: DreamParams) -> tuple[DreamObs, DreamState, jax.Array, jax.Array, dict]:
-    """One dream step given its noise; action [A] is the env action (CarRacing [3]; TakeCover [1] in {-1,0,1})."""
+def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array, params: DreamParams,
+                    model: jax.Array | int = 0) -> tuple[DreamObs, DreamState, jax.Array, jax.Array, dict]:
+    """One dream step given its noise; action [A] is the env action (CarRacing [3]; TakeCover [1] in {-1,0,1}).
+    `model`: which model of the dynamics ensemble predicts z', the reward and the end (0: M)."""
     z_dim = state.z.shape[-1]
     parts = [state.z, action.astype(jnp.float32)]
     if _restart_flag(params, action.shape[-1]):
         parts.append((state.t == 0).astype(jnp.float32)[None])
-    lstm = mdnrnn.lstm_step(params.mdn, state.lstm, jnp.concatenate(parts, -1))
+    x = jnp.concatenate(parts, -1)
+    lstm = mdnrnn.lstm_step(params.mdn, state.lstm, x)
     raw = mdnrnn.head_raw(params.mdn, lstm.h, z_dim)
+    dyn_state = state.dyn
+    if params.dyn is not None:
+        dyn_state = jax.vmap(mdnrnn.lstm_step, in_axes=(0, 0, None))(params.dyn, state.dyn, x)  # [E-1, H]
+        raw_d = jax.vmap(mdnrnn.head_raw, in_axes=(0, 0, None))(params.dyn, dyn_state.h, z_dim)
+        raw = jax.tree.map(lambda m, d: jnp.concatenate([m[None], d])[model], raw, raw_d)
     z_next = sample_next_z(raw, params.tau, noise.u_comp, noise.eps)
     reward_pred, done_logit = raw.reward, raw.done_logit
     reward = jnp.ones((), jnp.float32) if params.kind == "takecover" else reward_pred
@@ -155,7 +187,7 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array,
         ended = noise.u_done < jax.nn.sigmoid(done_logit + params.done_bias) * params.done_scale
     t = state.t + 1
     done = ended | (t >= params.max_steps)
-    new = DreamState(z_next, lstm, t, done)
+    new = DreamState(z_next, lstm, dyn_state, t, done)
     return DreamObs(z_next, lstm), new, reward, done, {"done_logit": done_logit}
 
 
@@ -190,15 +222,16 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
     state0 = jax.tree.map(lambda x: constrain(jnp.broadcast_to(x, (n_pop, *x.shape))), state0)
     trial_keys = jax.random.split(k_steps, trials)
+    models = jnp.arange(trials) % n_dynamics(params)  # trial i runs in model i mod E
 
     policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name), in_axes=(0, 0, 0))
-    step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None)), in_axes=(None, 0, 0, None))
+    step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None, 0)), in_axes=(None, 0, 0, None, None))
 
     def one_step(carry, _):
         t, state, ret, length, alive = carry
         noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim))(trial_keys)  # [T, ...]
         action = policy(ctrl_params, state.z, state.lstm)  # [P, T, A]
-        _, state, reward, done, _ = step_pt(noise, state, action, params)
+        _, state, reward, done, _ = step_pt(noise, state, action, params, models)
         ret = ret + jnp.where(alive, reward, 0.0)
         length = length + alive.astype(jnp.int32)
         alive = alive & ~done
@@ -231,12 +264,13 @@ def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, 
     k_reset, k_steps = jax.random.split(key)
     _, state = reset(jax.random.split(k_reset, trials)[trial], params)
     trial_key = jax.random.split(k_steps, trials)[trial]
+    model = trial % n_dynamics(params)
 
     def body(carry, t):
         state, alive = carry
         noise = step_noise(jax.random.fold_in(trial_key, t), z_dim)
         action = ctrl.policy(ctrl_params, state.z, state.lstm, inputs, env_name)
-        _, state, reward, done, _ = step_with_noise(noise, state, action, params)
+        _, state, reward, done, _ = step_with_noise(noise, state, action, params, model)
         return (state, alive & ~done), (state.z, reward, alive)
 
     (_, _), (zs, rewards, alive) = jax.lax.scan(body, (state, jnp.ones((), bool)), jnp.arange(steps))

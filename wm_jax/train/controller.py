@@ -62,12 +62,27 @@ def load_bank(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, np.ndarr
     return np.stack(mus).astype(np.float32), np.stack(lvs).astype(np.float32)
 
 
-def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]):
+def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray], dyn: list[dict] | None = None):
+    """The dream of `mdn` (M) with the bank; `dyn`: dynamics models 1.. (see ``load_dynamics``), None: M alone."""
     from wm_jax.envs import dream
 
     return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
                              kind=cfg.env.name, done_mode=cfg.es.done_mode,
-                             done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon)
+                             done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon,
+                             dyn=dyn)
+
+
+def load_dynamics(cfg: Config) -> list[dict] | None:
+    """Models 1..E-1 of the dream's dynamics ensemble (es.dream_models = E; model 0 is M) from <run>/mdnrnn_<e>;
+    None for M alone."""
+    from wm_jax.train.mdnrnn import load_mdnrnn
+
+    if cfg.es.dream_models == 1:
+        return None
+    try:
+        return [load_mdnrnn(cfg.run_dir, member=e) for e in range(1, cfg.es.dream_models)]
+    except FileNotFoundError as e:
+        raise ConfigError(f"config key 'es.dream_models={cfg.es.dream_models}': {e}") from None
 
 
 def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
@@ -139,14 +154,15 @@ def _crossed(gen: int, n: int, every: int) -> bool:
     return every > 0 and gen // every > (gen - n) // every
 
 
-def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[float, ...] | None = None,
-                ckpt_dir: str | os.PathLike | None = None, out_dirs: list | None = None, stop_after: int | None = None,
-                devices: list | None = None, gif: bool = True, progress: bool = True) -> dict:
+def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[dict] | None = None,
+                taus: tuple[float, ...] | None = None, ckpt_dir: str | os.PathLike | None = None,
+                out_dirs: list | None = None, stop_after: int | None = None, devices: list | None = None,
+                gif: bool = True, progress: bool = True) -> dict:
     """Train one controller per τ in `taus` (default: (cfg.es.temperature,)) in one batched program.
 
-    mdn / bank default to the run's M and latents. Checkpoints go to `ckpt_dir` (default <run>/controller);
-    each τ's final controller to out_dirs[i] (default: ckpt_dir for a single τ). `stop_after` stops (as if
-    killed) once that many generations are checkpointed. Returns a summary dict.
+    mdn / bank default to the run's M and latents, dyn to ``load_dynamics`` (es.dream_models). Checkpoints go to
+    `ckpt_dir` (default <run>/controller); each τ's final controller to out_dirs[i] (default: ckpt_dir for a single
+    τ). `stop_after` stops (as if killed) once that many generations are checkpointed. Returns a summary dict.
     """
     import jax
     from tqdm import tqdm
@@ -163,7 +179,8 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, taus: tuple[
     n_tau, es = len(taus), cfg.es
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else cfg.run_dir / "controller"
     out_dirs = [Path(d) for d in out_dirs] if out_dirs else [ckpt_dir]
-    dp = with_taus(dream_params_for(cfg, mdn, bank), taus)
+    dyn = dyn if dyn is not None else load_dynamics(cfg)
+    dp = with_taus(dream_params_for(cfg, mdn, bank, dyn), taus)
     z_dim = dp.init_mu.shape[-1]
     hidden = mdn["lstm"]["w_h"].shape[0]
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_config_arguments(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/GIF visuals at the end")
+    parser.add_argument("--member", type=int, default=0,
+                        help="dynamics-ensemble member (es.dream_models): 0 is M itself (<run>/mdnrnn); e >= 1 "
+                             "trains another model the same way with its own init and batch order (<run>/mdnrnn_<e>)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     try:
-        summary = train(cfg, plots=not args.no_plots)
+        summary = train(cfg, plots=not args.no_plots, member=args.member)
     except (FileNotFoundError, ValueError, FloatingPointError) as e:  # missing data/latents, bad shapes, NaN
         print(f"wm-jax train-mdnrnn: error: {e}", file=sys.stderr)
         return 1
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if held:
         print(f"held-out NLL/dim {held['nll_mean']:.4f} (mu targets {held['nll_mean_mu']:.4f}); done precision "
               f"{held['done_precision']} recall {held['done_recall']} on {held['deaths']} deaths")
-    print(f"M finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
+    print(f"M finished at step {summary['step']}: {member_dir(cfg.run_dir, args.member)}")
     return 0
 
 
@@ -112,13 +115,22 @@ def init_model(cfg: Config, key: jax.Array) -> dict:
     return _jit_init(init_params)(key, cfg.vae.z_dim, cfg.action_dim, m.hidden, m.mixtures, m.restart_flag)
 
 
-def load_mdnrnn(run_dir: str | Path) -> dict:
-    """M's trained weights from ``<run_dir>/mdnrnn`` (latest checkpoint) as a dict of jax arrays."""
+def member_dir(run_dir: str | Path, member: int = 0) -> Path:
+    """M's folder (member 0) or dynamics-ensemble member e's (``<run_dir>/mdnrnn_<e>``)."""
+    if member < 0:
+        raise ValueError(f"ensemble member must be >= 0, got {member}")
+    return Path(run_dir) / (STAGE if member == 0 else f"{STAGE}_{member}")
+
+
+def load_mdnrnn(run_dir: str | Path, member: int = 0) -> dict:
+    """M's trained weights from ``<run_dir>/mdnrnn`` (or member e's ``mdnrnn_<e>``; latest checkpoint) as a dict
+    of jax arrays."""
     from wm_jax.checkpoint import Checkpointer
 
-    folder = Path(run_dir) / STAGE
+    folder = member_dir(run_dir, member)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no M checkpoints in {folder}; run `wm-jax train-mdnrnn` first")
+        flag = f" --member {member}" if member else ""
+        raise FileNotFoundError(f"no M checkpoints in {folder}; run `wm-jax train-mdnrnn{flag}` first")
     ck = Checkpointer(folder)
     try:
         raw = ck.restore_raw()
@@ -144,8 +156,10 @@ def _check_finite(step: int, metrics: dict, folder: Path, last_saved: int | None
 
 
 def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Train (or resume) M; returns the summary written to DONE. `stop_after` ends early (for tests)."""
+          stop_after: int | None = None, member: int = 0) -> dict[str, Any]:
+    """Train (or resume) M; returns the summary written to DONE. `stop_after` ends early (for tests).
+    `member` e >= 1: a dynamics-ensemble member in <run>/mdnrnn_<e>, same config, its init key and batch order
+    folded with e (its plots are not drawn: they would replace M's)."""
     from tqdm import tqdm
 
     from wm_jax.checkpoint import Checkpointer
@@ -155,7 +169,8 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
     from wm_jax.parallel import make_mesh, replicate, shard_batch
 
     m = cfg.mdnrnn
-    folder = Path(cfg.run_dir) / STAGE
+    folder = member_dir(cfg.run_dir, member)
+    plots = plots and member == 0
     data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
     if data.action_dim != cfg.action_dim:
         raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.name} expects "
@@ -167,7 +182,9 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
 
     ck = Checkpointer(folder, cfg)
     optimizer = make_optimizer(m)
-    init_key, train_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 2))  # stage tag 2 = M
+    stage_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # stage tag 2 = M
+    init_key, train_key = jax.random.split(jax.random.fold_in(stage_key, member) if member else stage_key)
+    data_seed = cfg.seed if member == 0 else cfg.seed + 7919 * member  # another batch order per member
     params = init_model(cfg, init_key)
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
              "key": jax.random.key_data(train_key), "data_pos": jnp.zeros((), jnp.int32)}
@@ -186,7 +203,7 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
 
     params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
     train_step = cached_train_step(m, tuple(mesh.devices.flat))
-    batches = sequence_batches(train_ds, m.seq_len, m.batch_size, cfg.seed, start=int(state["data_pos"]),
+    batches = sequence_batches(train_ds, m.seq_len, m.batch_size, data_seed, start=int(state["data_pos"]),
                                progress=progress, done_horizon=m.done_horizon)
     writer = MetricsWriter(folder, resume_step=step)
     end = m.steps if stop_after is None else min(m.steps, stop_after)

@@ -96,7 +96,8 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
         shapes = jax.tree.map(jnp.shape, mdn)
         for e, member in enumerate(dyn):
             if jax.tree.map(jnp.shape, member) != shapes:
-                raise ValueError(f"dynamics model {e + 1} has weights {jax.tree.map(jnp.shape, member)}, M has {shapes}")
+                got = jax.tree.map(jnp.shape, member)
+                raise ValueError(f"dynamics model {e + 1} has weights {got}, M has {shapes}")
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *dyn)
     init_mu, init_logvar = jnp.asarray(init_mu, jnp.float32), jnp.asarray(init_logvar, jnp.float32)
     if init_mu.ndim != 2 or init_mu.shape != init_logvar.shape:

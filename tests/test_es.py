@@ -92,6 +92,18 @@ def test_bernoulli_done_spreads_over_the_done_horizon():
         dream.make_params(toy_m(), *BANK, done_horizon=0)
 
 
+def test_done_scale_multiplies_the_bernoulli_end_probability():
+    """es.done_scale = s: the dream ends a step with s·q / k (q = 0.881, k = 4, s = 2: 0.440); 0 is refused."""
+    keys = jax.random.split(jax.random.PRNGKey(5), 20_000)
+    p = dream.make_params(toy_m(), *BANK, tau=1.0, max_steps=CAP, done_mode="bernoulli", done_horizon=4,
+                          done_scale=2.0)
+    _, s = dream.reset(jax.random.PRNGKey(0), p)
+    done = jax.jit(jax.vmap(lambda k: dream.step(k, s, jnp.array([0.0]), p)[3]))(keys)
+    assert abs(float(done.mean()) - 2 * 0.8808 / 4) < 0.015, float(done.mean())
+    with pytest.raises(ValueError, match="done_scale"):
+        dream.make_params(toy_m(), *BANK, done_scale=0.0)
+
+
 def test_cma_es_learns_to_survive(runs):
     full, _, s_full, _, _ = runs
     recs = read_jsonl(full.run_dir / "controller" / "metrics.jsonl")
@@ -221,6 +233,12 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
     # threshold rule: every live step of 'stay' fires (1,000 per 1,000); 'right' never does; CAP < 100, so only
     # the first bucket has live steps
     assert hazard["1"]["stay"] == [1000.0] + [None] * 5 and hazard["1"]["right"] == [0.0] + [None] * 5
+    # a second dynamics model where nobody dies: episode i runs in model i mod 2, as ES trials do, so half the
+    # 'stay' episodes live to the cap
+    safe = toy_m()
+    safe["head"]["b"] = safe["head"]["b"].at[-1].set(-50.0)
+    ens = check(cfg, (1.0,), episodes=8, seed=0, mdn=toy_m(), bank=BANK, dyn=[safe])["1"]
+    assert ens["stay"]["mean"] == (1.0 + CAP) / 2 and ens["right"]["mean"] == CAP
 
 
 def test_dynamics_ensemble_in_the_sharded_tau_batched_program(tmp):

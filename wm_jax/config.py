@@ -148,6 +148,9 @@ class ESConfig:
     dream_max_steps: int = 2100  # Dream episode cap (paper Doom: 2100).
     initial_states: int = 1000  # Real episode starts kept as the dream's initial-state bank (original).
     done_mode: str = "threshold"  # Dream episode end: "threshold" (done logit > 0) or "bernoulli".
+    # Bernoulli ends: the calibrated probability (÷ mdnrnn.done_horizon) times this; > 1 a harsher dream, where a
+    # state M calls deadly ends the episode sooner (ours; 1 = the calibrated probability).
+    done_scale: float = 1.0
     # Dynamics ensemble (ours; wm_jax.envs.dream): the dream's z', reward and end come from this many Ms, trained
     # the same way on the same data (member e >= 1: `train-mdnrnn --member e`, <run>/mdnrnn_<e>); trial i of every
     # candidate runs in member i mod E's dream while C reads M's state as in the real env. 1: M alone (original).
@@ -325,6 +328,9 @@ def _validate(cfg: Config) -> None:
     need(cfg.es.done_mode in ("threshold", "bernoulli"), "es.done_mode", "must be 'threshold' or 'bernoulli'")
     need(cfg.es.population >= 2, "es.population", "must be >= 2")
     need(cfg.es.trials >= 1, "es.trials", "must be >= 1")
+    need(cfg.es.done_scale > 0, "es.done_scale", "must be > 0 (1: the calibrated probability)")
+    need(cfg.es.done_scale == 1.0 or cfg.es.done_mode == "bernoulli", "es.done_scale",
+         "scales bernoulli ends only; set es.done_mode=bernoulli")
     need(cfg.es.dream_models >= 1, "es.dream_models", "must be >= 1 (1: M alone)")
     need(cfg.es.dream_models <= min(cfg.es.trials, cfg.es.eval_trials), "es.dream_models",
          "must be <= es.trials and es.eval_trials (each trial runs in one model's dream)")

@@ -46,7 +46,7 @@ class DreamParams:
     init_mu: jax.Array  # [N, Z] V's mu of real episode starts (the initial-state bank)
     init_logvar: jax.Array  # [N, Z] V's logvar of the same frames
     done_bias: jax.Array  # [] added to the done logit before bernoulli sampling (see make_params)
-    done_scale: jax.Array  # [] the bernoulli probability is multiplied by this (1 / M's done horizon)
+    done_scale: jax.Array  # [] the bernoulli probability is multiplied by this (es.done_scale / M's done horizon)
     dyn: Any = None  # None, or models 1..E-1 of the dynamics ensemble stacked [E-1, ...] (see the module doc)
     kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
     done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
@@ -76,17 +76,21 @@ class StepNoise(NamedTuple):
 
 def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
                 kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0,
-                done_horizon: int = 1, dyn: list[dict] | None = None) -> DreamParams:
+                done_horizon: int = 1, done_scale: float = 1.0, dyn: list[dict] | None = None) -> DreamParams:
     """`done_pos_weight`: the weight M's done loss gave episode ends (cfg.mdnrnn.done_pos_weight). Weighting the
     positives by w multiplies the odds M predicts by w, so bernoulli sampling uses sigmoid(logit - log w), the
     calibrated probability; the threshold rule (logit > 0, the original's) is unchanged.
     `done_horizon` (cfg.mdnrnn.done_horizon = k): M's head predicts death within the next k steps, q; a constant
     per-step hazard h gives q ≈ k·h, so bernoulli sampling ends a step with probability q / k.
+    `done_scale` (cfg.es.done_scale = s, beyond the paper): bernoulli sampling ends a step with s·q / k instead,
+    a harsher (s > 1) or kinder (s < 1) dream; the threshold rule ignores it.
     `dyn`: dynamics models 1..E-1 of the ensemble (model 0 is M), each shaped like `mdn` (None or []: M alone)."""
     if done_pos_weight <= 0:
         raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
     if done_horizon < 1:
         raise ValueError(f"done_horizon must be >= 1, got {done_horizon}")
+    if not done_scale > 0:
+        raise ValueError(f"done_scale must be > 0, got {done_scale}")
     if kind not in ("takecover", "carracing"):
         raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
     if done_mode not in ("threshold", "bernoulli"):
@@ -105,7 +109,7 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
                          f"{init_logvar.shape}")
     return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
                        jnp.asarray(-np.log(done_pos_weight), jnp.float32),
-                       jnp.asarray(1.0 / done_horizon, jnp.float32), stacked, kind, done_mode)
+                       jnp.asarray(done_scale / done_horizon, jnp.float32), stacked, kind, done_mode)
 
 
 def sizes(params: DreamParams) -> tuple[int, int, int]:

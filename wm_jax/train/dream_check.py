@@ -65,6 +65,7 @@ def _fixed(f, t, key):
 def returns_fn(policy, max_steps: int):
     """Jitted f(keys, dp) -> (dream returns [E], hazard sums [E, B], live steps [E, B]) of `policy` over E =
     len(keys) episodes (one scan of max_steps each, vmapped); B time buckets start at ``HAZARD_EDGES``.
+    With a dynamics ensemble in dp (es.dream_models), episode i runs in model i mod E's dream, as ES trials do.
 
     dp (with its τ) is an argument, not a constant: one trace serves every τ."""
     import jax
@@ -74,14 +75,15 @@ def returns_fn(policy, max_steps: int):
 
     edges = jnp.asarray(HAZARD_EDGES)
 
-    def episode(key, dp):
+    def episode(key, model, dp):
         k0, k1 = jax.random.split(key)
         _, state = dream.reset(k0, dp)
 
         def body(carry, t):
             state, alive, ret, k = carry
             k, ka, ks = jax.random.split(k, 3)
-            _, state, r, done, info = dream.step(ks, state, policy(t, ka), dp)
+            noise = dream.step_noise(ks, state.z.shape[-1])
+            _, state, r, done, info = dream.step_with_noise(noise, state, policy(t, ka), dp, model)
             logit = info["done_logit"]
             if dp.done_mode == "threshold":
                 p = (logit > 0).astype(jnp.float32)
@@ -95,20 +97,28 @@ def returns_fn(policy, max_steps: int):
         (_, _, ret, _), (hz, live) = jax.lax.scan(body, init, jnp.arange(max_steps))
         return ret, hz.sum(0), live.sum(0)
 
-    return jax.jit(jax.vmap(episode, in_axes=(0, None)))
+    batched = jax.vmap(episode, in_axes=(0, 0, None))
+
+    @jax.jit
+    def f(keys, dp):
+        return batched(keys, jnp.arange(keys.shape[0]) % dream.n_dynamics(dp), dp)
+
+    return f
 
 
-def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, with_hazard: bool = False):
-    """{τ: {policy: {mean, std}}} for the run's M (or the given `mdn`, `bank`); with `with_hazard`, also
+def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, dyn=None, with_hazard: bool = False):
+    """{τ: {policy: {mean, std}}} in the run's dream (M and, with es.dream_models > 1, the other dynamics models)
+    or in that of the given `mdn`, `bank` and `dyn` (models 1..E-1; None: M alone); with `with_hazard`, also
     {τ: {policy: deaths per 1,000 live steps by bucket of HAZARD_EDGES}}."""
     import jax
     import jax.numpy as jnp
 
-    from wm_jax.train.controller import dream_params_for, load_inputs
+    from wm_jax.train.controller import dream_params_for, load_dynamics, load_inputs
 
     if mdn is None or bank is None:
         mdn, bank = load_inputs(cfg)
-    dp0 = dream_params_for(cfg, mdn, bank)
+        dyn = load_dynamics(cfg)  # the dream ES trains in: M and the other dynamics models (es.dream_models)
+    dp0 = dream_params_for(cfg, mdn, bank, dyn)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     fns = {name: returns_fn(pol, cfg.es.dream_max_steps) for name, pol in policies(cfg.env.name).items()}
     out, hazard = {}, {}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from wm_jax.pipeline import Experiment, StageError, tau_table
+from wm_jax.pipeline import Experiment, StageError, sweep_and_score, tau_table
 
 TINY = [
     "data.episodes=4", "data.long_hold_episodes=1", "data.sweep_episodes=1", "data.workers=2", "env.max_steps=60",
@@ -76,6 +76,20 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     with pytest.raises(StageError, match="older M"):
         tau_table(Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
                              results_root=tmp_path / "results"), (0.5, 1.0))
+
+
+def test_sweep_older_than_a_dynamics_model_is_refused(tmp_path):
+    """es.dream_models=2: a second model trained after the sweep also makes its controllers stale."""
+    exp = Experiment("stale", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", "es.dream_models=2"],
+                     results_root=tmp_path / "results")
+    run = exp.cfg.run_dir
+    for part in ("sweep", "mdnrnn", "mdnrnn_1"):
+        (run / part).mkdir(parents=True)
+    for t, marker in ((1, run / "mdnrnn" / "DONE"), (2, run / "sweep" / "DONE"), (3, run / "mdnrnn_1" / "DONE")):
+        marker.touch()
+        os.utime(marker, (1e9 + t, 1e9 + t))  # M, then the sweep, then model 1
+    with pytest.raises(StageError, match="mdnrnn_1 finished after them"):
+        sweep_and_score(exp, run, (1.0,))
 
 
 def test_tau_table_needs_every_paper_tau(tmp_path):

@@ -211,8 +211,9 @@ def sweep_and_score(exp: Experiment, run: Path, taus: tuple[float, ...],
     """Train one C per τ in one batched sweep in run folder `run` (``sweep-temperature``), then score each on the
     real tracks (cached). Returns {τ: (its evaluation's results, its dream evaluation return)}."""
     models = ["mdnrnn", *(f"mdnrnn_{e}" for e in range(1, exp.cfg.es.dream_models))]  # M and the dream's others
-    newest = max(models, key=lambda m: (run / m / "DONE").stat().st_mtime)
-    if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < (run / newest / "DONE").stat().st_mtime:
+    finished = {m: (run / m / "DONE").stat().st_mtime for m in models}
+    newest = max(finished, key=finished.get)
+    if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < finished[newest]:
         raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/{newest} "
                          f"finished after them): move that folder away, then rerun to train the sweep on this M")
     exp.stage("sweep-temperature", "sweep-temperature", "--taus", ",".join(f"{t:g}" for t in taus),

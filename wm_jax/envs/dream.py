@@ -187,13 +187,14 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array, para
     reward_pred, done_logit = raw.reward, raw.done_logit
     reward = jnp.ones((), jnp.float32) if params.kind == "takecover" else reward_pred
     if params.done_mode == "threshold":
-        ended = done_logit > 0
+        p_end = (done_logit > 0).astype(jnp.float32)
     else:
-        ended = noise.u_done < jax.nn.sigmoid(done_logit + params.done_bias) * params.done_scale
+        p_end = jax.nn.sigmoid(done_logit + params.done_bias) * params.done_scale
+    ended = noise.u_done < p_end  # u in [0, 1): always below 1, never below 0
     t = state.t + 1
     done = ended | (t >= params.max_steps)
     new = DreamState(z_next, lstm, dyn_state, t, done)
-    return DreamObs(z_next, lstm), new, reward, done, {"done_logit": done_logit}
+    return DreamObs(z_next, lstm), new, reward, done, {"done_logit": done_logit, "end_prob": p_end}
 
 
 def step(key: jax.Array, state: DreamState, action: jax.Array,

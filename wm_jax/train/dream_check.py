@@ -84,11 +84,7 @@ def returns_fn(policy, max_steps: int):
             k, ka, ks = jax.random.split(k, 3)
             noise = dream.step_noise(ks, state.z.shape[-1])
             _, state, r, done, info = dream.step_with_noise(noise, state, policy(t, ka), dp, model)
-            logit = info["done_logit"]
-            if dp.done_mode == "threshold":
-                p = (logit > 0).astype(jnp.float32)
-            else:
-                p = jax.nn.sigmoid(logit + dp.done_bias) * dp.done_scale
+            p = info["end_prob"]  # the step's chance to end the episode, by the dream's own rule
             bucket = (jnp.sum(t >= edges) - 1 == jnp.arange(len(HAZARD_EDGES))).astype(jnp.float32)
             out = (alive * p * bucket, alive * bucket)
             return (state, alive * (1.0 - done.astype(jnp.float32)), ret + alive * r, k), out

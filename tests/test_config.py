@@ -58,6 +58,7 @@ def test_wrong_type_is_named(override, key):
     ("es.dream_models=17", "es.dream_models"),  # more models than the 16 trials
     ("es.done_scale=0", "es.done_scale"),
     ("es.done_scale=2", "es.done_scale"),  # the default done_mode is threshold, which has no probability to scale
+    ("es.dream_compact=-1", "es.dream_compact"),
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):

@@ -212,3 +212,29 @@ def test_dynamics_ensemble_rejects_a_model_of_another_shape(world):
     other = mdnrnn.init_params(jax.random.PRNGKey(9), Z, A, H + 1, K)
     with pytest.raises(ValueError, match="dynamics model 2 has weights"):
         dream.make_params(params.mdn, params.init_mu, params.init_logvar, kind="carracing", dyn=[params.mdn, other])
+
+
+def test_compacted_rollout_plays_the_same_episodes_on_fewer_slots(world):
+    levels = 3  # 12 slots -> 6 -> 3, then odd: the last level runs on 3
+    params, ctrl, roll = world
+    run = jax.jit(lambda c, k, p, n: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2,
+                                                   compact=n), static_argnums=3)
+    # A done bias of -0.6: episodes end after 3-10 steps, so the batch of 12 halves on the way
+    params = params.replace(mdn={**params.mdn, "head": {**params.mdn["head"],
+                                                        "b": params.mdn["head"]["b"].at[-1].set(-0.6)}})
+    for seed in range(3):
+        key = jax.random.PRNGKey(30 + seed)
+        plain, res = run(ctrl, key, params, 0), run(ctrl, key, params, levels)
+        np.testing.assert_array_equal(np.asarray(res.lengths), np.asarray(plain.lengths))
+        np.testing.assert_allclose(np.asarray(res.returns), np.asarray(plain.returns), rtol=1e-5, atol=1e-5)
+        assert int(res.steps_run) == int(plain.steps_run)
+        assert int(plain.slot_steps) == POP * TRIALS * int(plain.steps_run)
+        assert len(np.unique(np.asarray(plain.lengths))) > 2
+        assert int(res.slot_steps) < int(plain.slot_steps)  # ended episodes stopped costing steps
+
+
+def test_compaction_needs_the_early_exit(world):
+    params, ctrl, _ = world
+    with pytest.raises(ValueError, match="early_exit"):
+        dream.rollout(ctrl, jax.random.PRNGKey(0), params, TRIALS, inputs="zh", env_name="carracing",
+                      early_exit=False, compact=1)

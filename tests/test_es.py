@@ -215,6 +215,21 @@ def test_sharded_equals_unsharded(tmp):
         np.testing.assert_allclose(m4[k], m1[k], rtol=1e-4)
 
 
+def test_compacted_dream_equals_the_full_batch_sharded_and_tau_batched(tmp):
+    """es.dream_compact: the ES sees the same returns (so takes the same steps) on fewer computed slot-steps."""
+    taus = (0.5, 1.3)
+    plain = load_config(None, [*OVERRIDES, f"root={tmp}"])
+    compact = load_config(None, [*OVERRIDES, f"root={tmp}", "es.dream_compact=2"])
+    _, c0, m0, _ = _two_generations(plain, taus)
+    prog, c3, m3, _ = _two_generations(compact, taus)
+    assert prog.n_devices == 4 and prog.compact == 2  # 64 episodes -> 32 -> 16, each split over 4 devices
+    np.testing.assert_allclose(np.asarray(c3.es_state.mean), np.asarray(c0.es_state.mean), rtol=1e-4, atol=1e-5)
+    for k in ("mean_return", "best_return", "mean_length", "steps_run"):
+        np.testing.assert_allclose(m3[k], m0[k], rtol=1e-5)
+    assert np.all(m0["slot_steps"] == m0["steps_run"] * 16 * 4)
+    assert np.all(m3["slot_steps"] <= m0["slot_steps"]) and m3["slot_steps"].sum() < m0["slot_steps"].sum()
+
+
 def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
     from wm_jax.train.dream_check import check
 

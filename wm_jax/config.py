@@ -157,6 +157,10 @@ class ESConfig:
     checkpoint_every: int = 1  # Generations between ES checkpoints.
     seed: int = 0
     dream_chunk: int = 50  # Dream steps per early-exit check (while_loop over scanned chunks; our choice).
+    # Halve the batch of dream episodes up to this many times as they end (dream.rollout's `compact`; ours): the
+    # same episodes, up to float rounding, for about the area under the survival curve. 0: the whole batch
+    # runs until its last episode ends.
+    dream_compact: int = 0
     # Real mode, training episodes only (the ES mean's evaluation and `wm-jax evaluate` play whole episodes):
     real_max_steps: int = 0  # Cut each training episode after this many steps; 0 = env.max_steps.
     real_stall_steps: int = 0  # Cut it after this many steps in a row without a positive reward; 0 = never.

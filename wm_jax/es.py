@@ -37,7 +37,7 @@ class ESCarry:
 
 
 METRIC_KEYS = ("mean_return", "best_return", "worst_return", "best_fitness", "mean_length", "steps_run",
-               "alive_steps", "std")
+               "alive_steps", "slot_steps", "std")
 
 
 def make_strategy(es_cfg, template: dict):
@@ -84,6 +84,7 @@ class ESProgram:
         self.strategy, self.es_params = make_strategy(cfg.es, template)
         self.inputs, self.env_name = cfg.controller.inputs, cfg.env.name
         self.chunk, self.early_exit = chunk or cfg.es.dream_chunk, early_exit
+        self.compact = cfg.es.dream_compact if early_exit else 0
         devices = jax.devices() if devices is None else list(devices)
         if cfg.es.population % len(devices):  # population not divisible: run unsharded rather than fail
             import warnings
@@ -106,8 +107,12 @@ class ESProgram:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream.RolloutResult:
+        # halve the batch of P·T episodes at most es.dream_compact times, each half still split evenly over devices
+        n, levels = jax.tree.leaves(pop)[0].shape[0] * trials, 0
+        while levels < self.compact and n % (2 ** (levels + 1) * self.n_devices) == 0:
+            levels += 1
         return dream.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
-                             chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain)
+                             chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain, compact=levels)
 
     def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:
         """−mean return over trials + weight_decay · mean(θ²): [P]."""
@@ -130,7 +135,7 @@ class ESProgram:
         metrics = {
             "mean_return": cand.mean(), "best_return": cand.max(), "worst_return": cand.min(),
             "best_fitness": es_state.best_fitness, "mean_length": res.lengths.mean(),
-            "steps_run": res.steps_run, "alive_steps": res.lengths.sum(),
+            "steps_run": res.steps_run, "alive_steps": res.lengths.sum(), "slot_steps": res.slot_steps,
             "std": jnp.mean(getattr(es_state, "std", jnp.nan)),
         }
         return (es_state, key, gen + 1), metrics
@@ -212,7 +217,7 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
     key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           cfg.controller, cfg.env.name, shapes, devs, early_exit)
+           es.dream_compact, cfg.controller, cfg.env.name, shapes, devs, early_exit)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit)
     return _PROGRAMS[key]

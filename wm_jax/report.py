@@ -52,6 +52,9 @@ def bench_table(folder: Path) -> str:
         key, unit, target = HEADLINES.get(stage, (None, "", None))
         env = rec.get("env", "")
         target = TARGETS.get((stage, env), target)
+        if stage == "dream" and rec.get("end_prob"):  # episodes that end: what counts is the steps they lived
+            key, target = "episode_steps_per_s", None
+            unit = f"episode-steps/s (ends p {rec['end_prob']:g}/step, es.dream_compact={rec.get('compact', 0)})"
         frac = rec.get("fraction_of_peak")
         dev = rec.get("device", {})
         device = f"{dev.get('backend', '?')} ×{dev.get('device_count', '?')} ({dev.get('cpu_count', '?')} cores)"

@@ -3,19 +3,27 @@
 One timed call = ``generations`` full generations (ask → pop × trials rollouts → tell) in one compiled program;
 compile is excluded. M has random weights with the done head forced off (bias −1e4), so every episode runs
 the full ``--steps`` and ``dream_steps_per_s = pop · trials · steps · generations / seconds`` counts
-candidate-steps actually computed. Default sizes: CarRacing z 32, LSTM 256; TakeCover z 64, LSTM 512
-(paper); pop 64 × 16 trials × 1000 steps.
+candidate-steps actually computed (with ``--compact``: the compacted batch's). Default sizes: CarRacing z 32,
+LSTM 256; TakeCover z 64, LSTM 512 (paper); pop 64 × 16 trials × 1000 steps.
 
 To name the limit, ``--profile`` (default on) also times, back to back on the same batch:
 ``matmul_floor``: a bare scan of only the step's three matmuls ([B, I]·W_x, [B, H]·W_h, [B, H]·W_head),
 ``rollout_only``: the dream rollout without ask/tell,
 so the report splits a generation into matmuls / the rest of the step (gates, sampling, RNG) / ES overhead.
+
+Episodes that end (``--end-prob p``): the done head instead ends each step with probability p (bernoulli), so
+episode lengths are geometric (mean 1/p, cut at ``--steps``) and a batch runs until its longest episode ends.
+``episode_steps_per_s`` counts only the steps episodes were alive; ``--compact k`` (es.dream_compact) halves the
+batch up to k times as episodes end, and ``wm-jax bench dream --env takecover --end-prob 0.001 --compact 0`` vs
+``--compact 4`` measures what that buys. The profile assumes full-length episodes: --end-prob skips it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+import numpy as np
 
 SIZES = {"carracing": {"z": 32, "hidden": 256, "action": 3, "inputs": "zh", "bias": True},
          "takecover": {"z": 64, "hidden": 512, "action": 1, "inputs": "zch", "bias": False}}
@@ -30,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk", type=int, default=50, help="steps per early-exit check")
     parser.add_argument("--generations", type=int, default=1, help="generations per timed call")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls (best is reported)")
+    parser.add_argument("--end-prob", type=float, default=0.0,
+                        help="per-step end probability (bernoulli); 0: episodes never end before --steps")
+    parser.add_argument("--compact", type=int, default=0, help="es.dream_compact: batch halvings as episodes end")
     parser.add_argument("--single-device", action="store_true", help="use only the first device")
     parser.add_argument("--no-profile", action="store_true", help="skip the matmul-floor / rollout-only timings")
 
@@ -65,11 +76,19 @@ def measure(args: argparse.Namespace) -> dict:
     z, hid, a = s["z"], s["hidden"], s["action"]
     cfg = load_config(None, [f"env.name={args.env}", f"es.population={args.pop}", f"es.trials={args.trials}",
                              f"es.dream_max_steps={args.steps}", f"es.dream_chunk={args.chunk}",
-                             f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}"])
+                             f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}",
+                             f"es.dream_compact={args.compact}"])
+    if not 0.0 <= args.end_prob < 1.0:
+        raise SystemExit(f"--end-prob must be in [0, 1), got {args.end_prob}")
     mdn = mdnrnn.init_params(jax.random.PRNGKey(0), z, a, hid, args.mixtures)
-    mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-1e4)  # never done: every episode runs all steps
-    bank = jax.random.normal(jax.random.PRNGKey(1), (1000, z)), jnp.full((1000, z), -3.0)
-    dp = with_taus(dream.make_params(mdn, *bank, max_steps=args.steps, kind=args.env), (1.15,))
+    mdn["head"]["w"] = mdn["head"]["w"].at[:, -1].set(0.0)  # the done logit is the bias alone
+    if args.end_prob > 0:  # bernoulli ends with probability p at every step: geometric episode lengths
+        mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(float(np.log(args.end_prob / (1 - args.end_prob))))
+        base = dream.make_params(mdn, *_bank(z), max_steps=args.steps, kind=args.env, done_mode="bernoulli")
+    else:
+        mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-1e4)  # never done: every episode runs all steps
+        base = dream.make_params(mdn, *_bank(z), max_steps=args.steps, kind=args.env)
+    dp = with_taus(base, (1.15,))
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
     devices = jax.devices()[:1] if args.single_device else None
     prog = ESProgram(cfg, template, devices=devices)
@@ -80,13 +99,15 @@ def measure(args: argparse.Namespace) -> dict:
     jax.block_until_ready(out)
     first = time.perf_counter() - t0
     steps_run = int(m["steps_run"].sum())
+    alive_steps, slot_steps = int(m["alive_steps"].sum()), int(m["slot_steps"].sum())
     gen_fn = lambda: jax.block_until_ready(prog.run(carry, dp, args.generations))  # noqa: E731
-    if args.no_profile:
+    profile = not args.no_profile and args.end_prob == 0
+    if not profile:
         sec = _best(gen_fn, args.repeats)
     batch = args.pop * args.trials
-    cand_steps = batch * steps_run
-    if not args.no_profile:
-        prof = _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn)
+    cand_steps = slot_steps  # batch · steps_run without compaction
+    if profile:
+        prof = _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn)
         sec = prof.pop("generation_seconds")
     feat = ctrl.feature_dim(s["inputs"], z, hid)
     fps = flops_per_step(z, hid, a, args.mixtures, feat)
@@ -97,16 +118,25 @@ def measure(args: argparse.Namespace) -> dict:
         "trials": args.trials, "steps": args.steps, "generations_per_call": args.generations,
         "controller_params": ctrl.num_params(template), "devices_used": prog.n_devices,
         "steps_run": steps_run, "seconds_per_call": sec, "first_call_seconds_incl_compile": first,
-        "dream_steps_per_s": sps, "flops_per_step": fps, "achieved_gflops": sps * fps / 1e9,
+        "end_prob": args.end_prob, "compact": args.compact, "episode_steps": alive_steps, "slot_steps": slot_steps,
+        "episode_steps_per_s": alive_steps / sec, "dream_steps_per_s": sps, "flops_per_step": fps,
+        "achieved_gflops": sps * fps / 1e9,
         "peak_gflops": peak / 1e9, "fraction_of_peak": sps * fps / peak,
         "limit_steps_per_s_at_peak": peak / fps,
     }
-    if not args.no_profile:
+    if profile:
         result.update(prof)
     return result
 
 
-def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn) -> dict:
+def _bank(z: int):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.random.normal(jax.random.PRNGKey(1), (1000, z)), jnp.full((1000, z), -3.0)
+
+
+def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -130,8 +160,9 @@ def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn) -
 
     pop = jax.vmap(lambda k: jax.tree.map(lambda t: 0.1 * jax.random.normal(k, t.shape), prog.template))(
         jax.random.split(jax.random.PRNGKey(2), args.pop))
-    roll = jax.jit(jax.vmap(lambda p, par: prog._rollout(p, jax.random.PRNGKey(3), par, args.trials).returns,
+    roll = jax.jit(jax.vmap(lambda p, par: prog._rollout(p, jax.random.PRNGKey(3), par, args.trials).slot_steps,
                             in_axes=(None, tau_axes(dp))))
+    roll_steps = int(roll(pop, dp).sum()) * args.generations  # this population's episodes, not the generation's
     fns = {"gen": gen_fn, "floor": lambda: jax.block_until_ready(floor(x0, h0)),
            "roll": lambda: jax.block_until_ready(roll(pop, dp))}
     fns["floor"](), fns["roll"]()  # compile / warm up (the generation already ran)
@@ -147,7 +178,7 @@ def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, cand_steps, gen_fn) -
         "generation_seconds": gen_sec, "matmul_floor_seconds": floor_sec,
         "matmul_floor_steps_per_s": batch * steps / floor_sec,
         "matmul_floor_gflops": batch * steps * mm_flops / floor_sec / 1e9,
-        "rollout_only_seconds": roll_sec, "rollout_only_steps_per_s": cand_steps / roll_sec,
+        "rollout_only_seconds": roll_sec, "rollout_only_steps_per_s": roll_steps / roll_sec,
         "share_matmuls": floor_sec / gen_sec, "share_other_step_ops": max(0.0, roll_sec - floor_sec) / gen_sec,
         "share_es_ask_tell": max(0.0, gen_sec - roll_sec) / gen_sec,
     }

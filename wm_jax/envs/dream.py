@@ -210,25 +210,34 @@ class RolloutResult(NamedTuple):
     returns: jax.Array  # [P, T] episode returns
     lengths: jax.Array  # [P, T] int32 steps taken before (and including) done
     steps_run: jax.Array  # [] int32 steps the loop executed (a multiple of the chunk, ≤ cap rounded up)
+    slot_steps: jax.Array  # [] int32 episode-steps computed, ended episodes' included (P·T·steps_run uncompacted)
 
 
 def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
-            chunk: int = 50, early_exit: bool = True, constrain=None) -> RolloutResult:
+            chunk: int = 50, early_exit: bool = True, constrain=None, compact: int = 0) -> RolloutResult:
     """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
 
     Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
     the noise is drawn once per trial and broadcast over the population. The loop runs `chunk` steps per
     iteration of a while_loop and stops once every episode has ended (`early_exit`) or at the cap.
     `constrain`, if given, is applied to [P, ...] arrays (e.g. a sharding constraint on the population axis).
+
+    `compact` = k > 0 (needs `early_exit`): the P·T episodes run as a flat batch of slots that halves up to k
+    times -- once at most half of the slots are alive (checked every chunk), the live ones are gathered into a
+    batch half the size and the loop goes on there. Same episodes, same noise (each slot keeps its trial's
+    key), so the same returns up to float rounding; a batch of episodes whose lengths spread out costs about
+    the area under its survival curve instead of P·T times its longest episode.
     """
+    if compact:
+        if not early_exit:
+            raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
+        return _rollout_compact(ctrl_params, key, params, trials, inputs=inputs, env_name=env_name,
+                                chunk=chunk, levels=compact, constrain=constrain)
     constrain = constrain or (lambda x: x)
     z_dim = params.init_mu.shape[-1]
     n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
-    k_reset, k_steps = jax.random.split(key)
-    _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
+    state0, trial_keys, models = _trial_starts(key, params, trials)
     state0 = jax.tree.map(lambda x: constrain(jnp.broadcast_to(x, (n_pop, *x.shape))), state0)
-    trial_keys = jax.random.split(k_steps, trials)
-    models = jnp.arange(trials) % n_dynamics(params)  # trial i runs in model i mod E
 
     policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name), in_axes=(0, 0, 0))
     step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None, 0)), in_axes=(None, 0, 0, None, None))
@@ -257,7 +266,71 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     carry = (jnp.zeros((), jnp.int32), state0, zeros, constrain(jnp.zeros((n_pop, trials), jnp.int32)),
              constrain(jnp.ones((n_pop, trials), bool)))
     t, _, ret, length, _ = jax.lax.while_loop(cond, chunk_body, carry)
-    return RolloutResult(ret, length, t)
+    return RolloutResult(ret, length, t, t * (n_pop * trials))
+
+
+def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[DreamState, jax.Array, jax.Array]:
+    """Per trial: the initial state [T, ...], the step-noise key [T] and the dynamics model it runs in [T]."""
+    k_reset, k_steps = jax.random.split(key)
+    _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
+    return state0, jax.random.split(k_steps, trials), jnp.arange(trials) % n_dynamics(params)
+
+
+def _rollout_compact(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str,
+                     env_name: str, chunk: int, levels: int, constrain=None) -> RolloutResult:
+    """`rollout` on a flat batch of slots that halves as episodes end (see `rollout`'s `compact`)."""
+    constrain = constrain or (lambda x: x)
+    z_dim = params.init_mu.shape[-1]
+    n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
+    n = n_pop * trials
+    state0, trial_keys, models = _trial_starts(key, params, trials)
+    slot_trial = jnp.tile(jnp.arange(trials), n_pop)  # slot i = candidate i // T, trial i % T
+    slot_pop = jnp.repeat(jnp.arange(n_pop), trials)
+    # what each slot carries: its episode's state, its controller, its trial, its index in the [P·T] result
+    slots = (jax.tree.map(lambda x: x[slot_trial], state0), jax.tree.map(lambda x: x[slot_pop], ctrl_params),
+             slot_trial, jnp.arange(n))
+    policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name))
+    step_b = jax.vmap(step_with_noise, in_axes=(0, 0, 0, None, 0))
+
+    def one_step(carry, _):
+        t, (state, cp, trial, idx), ret, length, alive, stop = carry
+        noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim))(trial_keys)  # [T, ...]
+        noise = jax.tree.map(lambda x: x[trial], noise)  # [B, ...]
+        _, state, reward, done, _ = step_b(noise, state, policy(cp, state.z, state.lstm), params, models[trial])
+        ret = ret + jnp.where(alive, reward, 0.0)
+        length = length + alive.astype(jnp.int32)
+        alive = alive & ~done
+        return (t + 1, (jax.tree.map(constrain, state), cp, trial, idx), constrain(ret), constrain(length),
+                constrain(alive), stop), None
+
+    def chunk_body(carry):
+        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
+        return carry
+
+    def cond(carry):
+        t, _, _, _, alive, stop = carry
+        return (t < params.max_steps) & (jnp.sum(alive) > stop)
+
+    t = jnp.zeros((), jnp.int32)
+    ret_all, len_all = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32)
+    ret, length, alive = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
+    size, slot_steps = n, jnp.zeros((), jnp.int32)
+    for level in range(levels + 1):
+        last = level == levels or size % 2 or size // 2 < 1
+        stop = 0 if last else size // 2
+        t0 = t
+        t, slots, ret, length, alive, _ = jax.lax.while_loop(
+            cond, chunk_body, (t, slots, ret, length, alive, jnp.int32(stop)))
+        slot_steps = slot_steps + (t - t0) * size
+        idx = slots[3]
+        ret_all, len_all = ret_all.at[idx].set(ret), len_all.at[idx].set(length)  # ended slots are final here
+        if last:
+            break
+        size //= 2
+        keep = jnp.argsort(~alive, stable=True)[:size]  # every live slot (at most `size` of them) first
+        slots = jax.tree.map(lambda x: constrain(x[keep]), slots)
+        ret, length, alive = ret[keep], length[keep], alive[keep]
+    return RolloutResult(ret_all.reshape(n_pop, trials), len_all.reshape(n_pop, trials), t, slot_steps)
 
 
 def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, *, inputs: str,

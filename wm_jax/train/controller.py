@@ -213,7 +213,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
             carry, m = prog.run(carry, dp, n)
             m = jax.tree.map(np.asarray, m)
             dt = time.perf_counter() - t0
-            cand_steps = float(m["steps_run"].sum()) * es.population * es.trials
+            cand_steps = float(m["slot_steps"].sum())  # episode-steps computed (ended ones' included)
             for j in range(n):
                 rec = {tag(i, k): m[k][j, i] for i in range(n_tau) for k in m}
                 if writer:

@@ -105,14 +105,13 @@ def measure(args: argparse.Namespace) -> dict:
     if not profile:
         sec = _best(gen_fn, args.repeats)
     batch = args.pop * args.trials
-    cand_steps = slot_steps  # batch · steps_run without compaction
     if profile:
         prof = _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn)
         sec = prof.pop("generation_seconds")
     feat = ctrl.feature_dim(s["inputs"], z, hid)
     fps = flops_per_step(z, hid, a, args.mixtures, feat)
     peak = peak_flops()
-    sps = cand_steps / sec
+    sps = slot_steps / sec  # batch · steps_run without compaction
     result = {
         "env": args.env, "z_dim": z, "lstm_hidden": hid, "mixtures": args.mixtures, "population": args.pop,
         "trials": args.trials, "steps": args.steps, "generations_per_call": args.generations,

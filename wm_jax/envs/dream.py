@@ -316,7 +316,7 @@ def _rollout_compact(ctrl_params: Any, key: jax.Array, params: DreamParams, tria
     ret, length, alive = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
     size, slot_steps = n, jnp.zeros((), jnp.int32)
     for level in range(levels + 1):
-        last = level == levels or size % 2 or size // 2 < 1
+        last = level == levels or size % 2  # an odd batch cannot halve evenly: it runs to the end
         stop = 0 if last else size // 2
         t0 = t
         t, slots, ret, length, alive, _ = jax.lax.while_loop(

@@ -59,10 +59,12 @@ def test_wrong_type_is_named(override, key):
     ("es.done_scale=0", "es.done_scale"),
     ("es.done_scale=2", "es.done_scale"),  # the default done_mode is threshold, which has no probability to scale
     ("es.dream_compact=-1", "es.dream_compact"),
+    ("es.select_model=-1", "es.select_model"),
+    ("es.select_model=1 es.dream_models=2", "es.select_model"),  # member 1 is in the dream C trains in
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        load_config(None, [override])
+        load_config(None, override.split())
 
 
 def test_fireball_weight_is_takecover_only():

@@ -176,16 +176,22 @@ def test_features_and_action_mapping():
     np.testing.assert_allclose(C.act(lin, jnp.array([1.0, 1.0])), [3.5])
 
 
+def second_model(params):
+    """A second M (other weights, episodes end at other steps) and rebuild(dyn): the world's dream with models dyn
+    beside M."""
+    m2 = mdnrnn.init_params(jax.random.PRNGKey(9), Z, A, H, K)
+    m2["head"]["b"] = m2["head"]["b"].at[-1].set(-0.5)
+    return m2, lambda dyn: dream.make_params(params.mdn, params.init_mu, params.init_logvar, tau=1.0, max_steps=CAP,
+                                             kind="carracing", dyn=dyn)
+
+
 def test_dynamics_ensemble_runs_each_trial_in_its_models_dream(world):
     """es.dream_models: trial i runs in model i mod E's dream (model 0 is M) while C reads M. An ensemble {M, M}
     equals the plain dream; in {M, M2} the even trials equal M's dream and the odd ones M2's (same trial keys; C
     here reads z only, so M2's dream alone is the reference), and M2's dream differs from M's."""
     params, ctrl, roll = world
     key = jax.random.PRNGKey(21)
-    m2 = mdnrnn.init_params(jax.random.PRNGKey(9), Z, A, H, K)
-    m2["head"]["b"] = m2["head"]["b"].at[-1].set(-0.5)
-    rebuild = lambda dyn: dream.make_params(params.mdn, params.init_mu, params.init_logvar, tau=1.0,  # noqa: E731
-                                            max_steps=CAP, kind="carracing", dyn=dyn)
+    m2, rebuild = second_model(params)
     plain = roll(ctrl, key, params, True)
     twice = roll(ctrl, key, rebuild([params.mdn]), True)
     np.testing.assert_allclose(np.asarray(twice.returns), np.asarray(plain.returns), rtol=1e-5, atol=1e-5)
@@ -205,6 +211,29 @@ def test_dynamics_ensemble_runs_each_trial_in_its_models_dream(world):
     c0 = jax.tree.map(lambda x: x[0], ctrl_z)
     _, r, alive = dream.episode(c0, key, ens, CAP, inputs="zh", env_name="carracing", trials=TRIALS, trial=1)
     np.testing.assert_allclose(float(jnp.sum(r * alive)), float(both.returns[0, 1]), rtol=1e-4, atol=1e-4)
+
+
+def test_held_out_dream_runs_every_trial_in_the_other_model(world):
+    """dream.held_out (es.select_model): every trial runs in model 1's dream while C reads M -- with C blind to
+    M's state that is M2's own dream, trial for trial; in {M, M} it is M's dream. No other model: an error."""
+    params, ctrl, roll = world
+    key = jax.random.PRNGKey(23)
+    m2, rebuild = second_model(params)
+    ctrl_z = {**ctrl, "w": ctrl["w"].at[:, Z:].set(0.0)}
+    held = dream.held_out(rebuild([m2]))
+    np.testing.assert_array_equal(np.asarray(dream.trial_models(held, 4)), [1, 1, 1, 1])
+    got, want = roll(ctrl_z, key, held, True), roll(ctrl_z, key, params.replace(mdn=m2), True)
+    np.testing.assert_allclose(np.asarray(got.returns), np.asarray(want.returns), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.lengths), np.asarray(want.lengths))
+    assert not np.allclose(np.asarray(got.returns), np.asarray(roll(ctrl_z, key, params, True).returns))
+    same = roll(ctrl, key, dream.held_out(rebuild([params.mdn])), True)  # C reads M here: M's dream exactly
+    np.testing.assert_allclose(np.asarray(same.returns), np.asarray(roll(ctrl, key, params, True).returns),
+                               rtol=1e-5, atol=1e-5)
+    _, r, alive = dream.episode(jax.tree.map(lambda x: x[0], ctrl_z), key, held, CAP, inputs="zh",
+                                env_name="carracing", trials=TRIALS, trial=0)
+    np.testing.assert_allclose(float(jnp.sum(r * alive)), float(got.returns[0, 0]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="held-out dream needs another dynamics model"):
+        dream.held_out(params)
 
 
 def test_dynamics_ensemble_rejects_a_model_of_another_shape(world):

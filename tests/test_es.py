@@ -1,5 +1,6 @@
 """ES in the dream: CMA-ES learns a toy task, resume == uninterrupted, τ batch == separate runs, sharding."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -228,6 +229,55 @@ def test_compacted_dream_equals_the_full_batch_sharded_and_tau_batched(tmp):
         np.testing.assert_allclose(m3[k], m0[k], rtol=1e-5)
     assert np.all(m0["slot_steps"] == m0["steps_run"] * 16 * 4)
     assert np.all(m3["slot_steps"] <= m0["slot_steps"]) and m3["slot_steps"].sum() < m0["slot_steps"].sum()
+
+
+def test_held_out_selection_picks_the_mean_by_the_other_models_dream(tmp):
+    """es.select_model: the periodic evaluations also run in a held-out model's dream, and the best there is the
+    final controller. With a copy of M as that model the run equals the original (same choice, same scores); with
+    a model where nobody dies every evaluation ties at the cap, so the first evaluated mean is kept, and its
+    score.json reports both dreams' returns. Resuming keeps the held-out bests."""
+    base = [*OVERRIDES, f"root={tmp / 'select'}"]
+    plain = load_config(None, [*base, "name=plain"])
+    s0 = train_dream(plain, mdn=toy_m(), bank=BANK, gif=False, progress=False)
+    same = load_config(None, [*base, "name=same", "es.select_model=1"])
+    s1 = train_dream(same, mdn=toy_m(), bank=BANK, select=toy_m(), gif=False, progress=False)
+    np.testing.assert_allclose(s1["eval_return"], s0["eval_return"], rtol=1e-6)
+    np.testing.assert_allclose(s1["select_return"], s0["eval_return"], rtol=1e-6)
+    for k, v in load_controller(plain.run_dir).items():
+        np.testing.assert_array_equal(np.asarray(load_controller(same.run_dir)[k]), np.asarray(v))
+    # C trains where nobody dies (every evaluation ties at the cap there) and is chosen in a dream where z₀ also
+    # drives the deadly unit (death is likelier for z₀ < 0, whatever C does): the held-out returns alone pick
+    safe = toy_m()
+    safe["head"]["b"] = safe["head"]["b"].at[-1].set(-50.0)
+    held_m = toy_m()
+    held_m["lstm"]["w_x"] = held_m["lstm"]["w_x"].at[0, 2 * H].set(3.0)
+    kind = load_config(None, [*base, "name=kind", "es.select_model=1", "es.eval_every=2"])
+    train_dream(kind, mdn=safe, bank=BANK, select=held_m, stop_after=4, gif=False, progress=False)  # killed
+    s2 = train_dream(kind, mdn=safe, bank=BANK, select=held_m, gif=False, progress=False)  # resumed
+    evals = [r for r in read_jsonl(kind.run_dir / "controller" / "metrics.jsonl") if "select_return" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6] and all(r["eval_return"] == CAP for r in evals)
+    held = [r["select_return"] for r in evals]
+    assert len(set(held)) > 1 and max(held) > held[0]  # M's own dream would have kept the first mean
+    assert s2["select_return"] == [max(held)] and s2["eval_return"] == [CAP]
+    score = json.loads((kind.run_dir / "controller" / "score.json").read_text())
+    assert score["select_model"] == 1 and score["select_return"] == max(held) and score["dream_eval_return"] == CAP
+
+
+def test_dream_score_compares_m_with_a_held_out_model(tmp):
+    """wm-jax dream-score: a controller that goes right lives to the cap in toy M's dream; in a held-out copy of M
+    it scores the same, in a model where 'right' is deadly it dies on the first step."""
+    from wm_jax.train.dream_score import score
+
+    cfg = load_config(None, [*OVERRIDES, f"root={tmp}", "name=score"])
+    right = {"w": jnp.zeros((Z + H, 1)), "b": jnp.array([5.0])}  # [z, h] -> action +1 (right) always
+    stay = {"w": jnp.zeros((Z + H, 1)), "b": jnp.array([0.0])}
+    deadly = toy_m()
+    deadly["head"]["w"] = deadly["head"]["w"].at[0, -1].set(10.0)  # done logit 2 + 10·h₀: 'right' dies now
+    res = score(cfg, {"right": right, "stay": stay}, (1.0, 0.5), 16, 0, toy_m(), BANK, toy_m())
+    assert res["right"] == {"1": {"own": CAP, "held_out": CAP}, "0.5": {"own": CAP, "held_out": CAP}}
+    assert res["stay"]["1"] == {"own": 1.0, "held_out": 1.0}
+    res = score(cfg, {"right": right}, (1.0,), 16, 0, toy_m(), BANK, deadly)
+    assert res["right"]["1"] == {"own": CAP, "held_out": 1.0}
 
 
 def test_dream_check_ranks_fixed_policies_by_the_dream_rules():

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-controller": ("wm_jax.train.controller", "train C with an evosax strategy (dream or real env)"),
     "sweep-temperature": ("wm_jax.train.sweep", "train one controller per dream temperature, batched"),
     "dream-check": ("wm_jax.train.dream_check", "score fixed reference policies in M's dream (before ES)"),
+    "dream-score": ("wm_jax.train.dream_score", "score trained controllers in M's dream and a held-out model's"),
     "evaluate": ("wm_jax.evaluate", "score a run's controller in the real environment"),
     "bench": ("wm_jax.bench", "throughput benchmarks (collect, vae, encode, mdnrnn, dream, evaluate, peak)"),
 }

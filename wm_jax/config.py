@@ -151,6 +151,12 @@ class ESConfig:
     # the same way on the same data (member e >= 1: `train-mdnrnn --member e`, <run>/mdnrnn_<e>); trial i of every
     # candidate runs in member i mod E's dream while C reads M's state as in the real env. 1: M alone (original).
     dream_models: int = 1
+    # Held-out selection (ours): the periodic evaluations of the ES mean, which pick the final controller, also run
+    # in member e's dream (<run>/mdnrnn_<e>, trained like M with its own init and batch order; e >= dream_models,
+    # a model C never trained in), C reading M as in the game, and the best there wins. M's own dream rewards
+    # controllers that exploit its errors; a second model's does not, and ranks them as the game does.
+    # 0: the best evaluation in M's own dream wins (original).
+    select_model: int = 0
     eval_every: int = 10  # Generations between evaluations of the ES mean.
     eval_trials: int = 64  # Trials when evaluating the ES mean.
     generations_per_call: int = 1  # Generations fused into one compiled call.
@@ -229,6 +235,13 @@ class Config:
     def action_dim(self) -> int:
         """Action size as stored on disk and fed to M (CarRacing: steer, gas, brake; Doom: one value)."""
         return 3 if self.env.name == "carracing" else 1
+
+    @property
+    def mdnrnn_members(self) -> tuple[int, ...]:
+        """The models trained beside M (``train-mdnrnn --member e``): the dream's dynamics ensemble (1..E-1) and the
+        held-out selection model (es.select_model)."""
+        extra = (self.es.select_model,) if self.es.select_model >= self.es.dream_models else ()
+        return (*range(1, self.es.dream_models), *extra)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -74,6 +74,10 @@ def validate(cfg: Config) -> None:
          "must be <= es.trials and es.eval_trials (each trial runs in one model's dream)")
     need(cfg.es.dream_models == 1 or cfg.iterate.rounds == 0, "es.dream_models",
          "the iterative rounds retrain M only; use dream_models=1 with iterate.rounds > 0")
+    need(cfg.es.select_model == 0 or cfg.es.select_model >= cfg.es.dream_models, "es.select_model",
+         f"must be 0 (M's own dream) or a member C does not train in (>= es.dream_models={cfg.es.dream_models})")
+    need(cfg.es.select_model == 0 or cfg.iterate.rounds == 0, "es.select_model",
+         "the iterative rounds retrain M only; use select_model=0 with iterate.rounds > 0")
     need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
     need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
     need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")

@@ -77,7 +77,7 @@ class Experiment:
         self.stage("train-vae", "train-vae")
         self.stage("encode", "encode")
         self.stage("train-mdnrnn", "train-mdnrnn")
-        for e in range(1, self.cfg.es.dream_models):  # the dream's dynamics ensemble beside M
+        for e in self.cfg.mdnrnn_members:  # the dream's dynamics ensemble and the held-out model beside M
             self.stage(f"train-mdnrnn member {e}", "train-mdnrnn", "--member", str(e))
         it = self.cfg.iterate
         for r in range(it.rounds):
@@ -207,10 +207,11 @@ BLIND_SWEEP = "sweep120"  # the best of the sweep periods measured in real TakeC
 
 
 def sweep_and_score(exp: Experiment, run: Path, taus: tuple[float, ...],
-                    overrides: tuple[str, ...] = ()) -> dict[float, tuple[dict, float]]:
+                    overrides: tuple[str, ...] = ()) -> dict[float, tuple[dict, dict]]:
     """Train one C per τ in one batched sweep in run folder `run` (``sweep-temperature``), then score each on the
-    real tracks (cached). Returns {τ: (its evaluation's results, its dream evaluation return)}."""
-    models = ["mdnrnn", *(f"mdnrnn_{e}" for e in range(1, exp.cfg.es.dream_models))]  # M and the dream's others
+    real tracks (cached). Returns {τ: (its evaluation's results, its entry of sweep/scores.json: the dream
+    evaluation return, and with es.select_model the held-out dream's, select_return)}."""
+    models = ["mdnrnn", *(f"mdnrnn_{e}" for e in exp.cfg.mdnrnn_members)]  # M and the models beside it
     finished = {m: (run / m / "DONE").stat().st_mtime for m in models}
     newest = max(finished, key=finished.get)
     if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < finished[newest]:
@@ -221,7 +222,7 @@ def sweep_and_score(exp: Experiment, run: Path, taus: tuple[float, ...],
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     return {t: (exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
                              "--controller", str(run / "sweep" / f"tau_{t:g}")),
-                virtual[f"{t:g}"]["dream_eval_return"]) for t in taus}
+                virtual[f"{t:g}"]) for t in taus}
 
 
 def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...] = (),
@@ -259,10 +260,12 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
     rows.append({"agent": f"sweeping left/right every {BLIND_SWEEP[5:]} steps (no models)", "tau": None,
                  "virtual": None, "real": score(blind), "hazard": late_hazard(blind)})
     best, best_paper = None, None
-    for t, (rec, virtual) in scored.items():
+    held_out = exp.cfg.es.select_model > 0
+    for t, (rec, dream_scores) in scored.items():
         in_paper = not paper or _holds(paper, t)
         rows.append({"agent": "C trained in the dream" + ("" if in_paper else " (τ beyond the paper's table)"),
-                     "tau": f"{t:.2f}", "virtual": f"{virtual:.0f}",
+                     "tau": f"{t:.2f}", "virtual": f"{dream_scores['dream_eval_return']:.0f}",
+                     **({"held_out": f"{dream_scores['select_return']:.0f}"} if held_out else {}),
                      "real": score(rec), "hazard": late_hazard(rec)})
         if best is None or rec["mean"] > best[1]["mean"]:
             best = (t, rec)
@@ -274,6 +277,8 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
              "best_paper_real_mean": best_paper[1]["mean"], "best_paper_real_std": best_paper[1]["std"],
              "episodes": exp.cfg.eval.episodes}
     columns = [("agent", "agent"), ("tau", "τ"), ("virtual", "virtual score"),
+               *([("held_out", f"held-out dream (model {exp.cfg.es.select_model}), which chose C")] if held_out
+                 else []),
                ("real", f"real score ({exp.cfg.eval.episodes} episodes)"),
                ("hazard", "real deaths per 1,000 steps, steps 400–800 / 800–1,400 / 1,400+")]
     return exp.finish(rows, columns, extra)
@@ -284,7 +289,7 @@ def link_world_model(cfg: Config, name: str) -> None:
     controller variant reuses them."""
     src, dst = cfg.run_dir.absolute(), (cfg.run_dir.parent / name)
     dst.mkdir(parents=True, exist_ok=True)
-    members = [f"mdnrnn_{e}" for e in range(1, cfg.es.dream_models)]
+    members = [f"mdnrnn_{e}" for e in cfg.mdnrnn_members]
     for part in ("data", "vae", "mdnrnn", *members):
         link = dst / part
         if not link.exists():

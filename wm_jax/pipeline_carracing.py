@@ -79,7 +79,8 @@ def dream_tau_rows(exp: Experiment, taus: tuple[float, ...]) -> list[dict]:
     link_world_model(exp.cfg, name)
     scored = sweep_and_score(exp, exp.cfg.run_dir.parent / name, taus, (f"name={name}", "es.mode=dream"))
     rows = []
-    for t, (rec, virtual) in scored.items():
+    for t, (rec, dream_scores) in scored.items():
+        virtual = dream_scores["dream_eval_return"]
         row_s = exp.times.get("sweep-temperature", 0.0) / len(taus) + exp.times.get(f"evaluate tau {t:g}", 0.0)
         rows.append(score_row(f"C trained in the dream at τ {t:g}, [z, h] (dream return {virtual:.0f})", rec, row_s))
     return rows

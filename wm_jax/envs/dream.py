@@ -21,7 +21,8 @@ the same data: model 0 is M, models 1..E-1 are ``dyn`` (stacked [E-1, ...] weigh
 the same z and actions). In ``rollout`` trial i of every candidate runs in model i mod E's dream, so a
 controller scores well only where the models agree, not where one model's errors flatter it. Every step runs
 all E models on every trial (plain matmuls over the whole batch) and each trial keeps its model's prediction:
-E times the cost of the single-model step. ``dyn=None``: M alone (the original dream).
+E times the cost of the single-model step. ``dyn=None``: M alone (the original dream). ``held_out(params)``
+runs every episode in models 1..E-1 instead: a dream the controller did not train in (``es.select_model``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class DreamParams:
     dyn: Any = None  # None, or models 1..E-1 of the dynamics ensemble stacked [E-1, ...] (see the module doc)
     kind: str = struct.field(pytree_node=False, default="takecover")  # reward rule: "takecover" | "carracing"
     done_mode: str = struct.field(pytree_node=False, default="threshold")  # "threshold" | "bernoulli"
+    # Trial i runs in model first_model + i mod (E - first_model): 0 = every model in turn; 1 = the others only,
+    # C still reading M (``held_out``: a dream the controller was not trained in).
+    first_model: int = struct.field(pytree_node=False, default=0)
 
 
 @struct.dataclass
@@ -123,6 +127,19 @@ def sizes(params: DreamParams) -> tuple[int, int, int]:
 def n_dynamics(params: DreamParams) -> int:
     """E, the models of the dynamics ensemble (1: M alone)."""
     return 1 if params.dyn is None else 1 + params.dyn["head"]["w"].shape[0]
+
+
+def trial_models(params: DreamParams, trials: int) -> jax.Array:
+    """The dynamics model each of `trials` trials runs in [trials] (see DreamParams.first_model)."""
+    return params.first_model + jnp.arange(trials) % (n_dynamics(params) - params.first_model)
+
+
+def held_out(params: DreamParams) -> DreamParams:
+    """`params` whose episodes all run in models 1..E-1 (``dyn``) while C reads M's state, as in the real game: a
+    controller that exploits M's own errors scores there about what it scores in the game (ours)."""
+    if params.dyn is None:
+        raise ValueError("a held-out dream needs another dynamics model beside M (DreamParams.dyn is None)")
+    return params.replace(first_model=1)
 
 
 def _restart_flag(params: DreamParams, action_dim: int) -> bool:
@@ -273,7 +290,7 @@ def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[Dre
     """Per trial: the initial state [T, ...], the step-noise key [T] and the dynamics model it runs in [T]."""
     k_reset, k_steps = jax.random.split(key)
     _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
-    return state0, jax.random.split(k_steps, trials), jnp.arange(trials) % n_dynamics(params)
+    return state0, jax.random.split(k_steps, trials), trial_models(params, trials)
 
 
 def _rollout_compact(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str,
@@ -343,7 +360,7 @@ def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, 
     k_reset, k_steps = jax.random.split(key)
     _, state = reset(jax.random.split(k_reset, trials)[trial], params)
     trial_key = jax.random.split(k_steps, trials)[trial]
-    model = trial % n_dynamics(params)
+    model = trial_models(params, trials)[trial]
 
     def body(carry, t):
         state, alive = carry

@@ -6,7 +6,7 @@ orbax checkpoint in ``<run_dir>/controller`` after every cfg.es.checkpoint_every
 key, generation, best evaluated params, history. Killing and rerunning resumes the same trajectory.
 
 Outputs in ``<run_dir>/controller``: ``params.npz`` (the final controller: the ES mean with the best dream
-evaluation), ``score.json``, ``metrics.jsonl`` + ``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png``
+evaluation; with es.select_model, the best in the held-out model's dream), ``score.json``, ``metrics.jsonl`` + ``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png``
 and ``plots/dream_rollout.gif`` (if V is present). ``load_controller(path)`` loads ``params.npz``.
 Real mode is delegated to ``wm_jax.train.controller_real.train_real(cfg)``.
 """
@@ -155,12 +155,14 @@ def _crossed(gen: int, n: int, every: int) -> bool:
 
 
 def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[dict] | None = None,
-                taus: tuple[float, ...] | None = None, ckpt_dir: str | os.PathLike | None = None,
-                out_dirs: list | None = None, stop_after: int | None = None, devices: list | None = None,
-                gif: bool = True, progress: bool = True) -> dict:
+                select: dict | None = None, taus: tuple[float, ...] | None = None,
+                ckpt_dir: str | os.PathLike | None = None, out_dirs: list | None = None,
+                stop_after: int | None = None, devices: list | None = None, gif: bool = True,
+                progress: bool = True) -> dict:
     """Train one controller per τ in `taus` (default: (cfg.es.temperature,)) in one batched program.
 
-    mdn / bank default to the run's M and latents, dyn to ``load_dynamics`` (es.dream_models). Checkpoints go to
+    mdn / bank default to the run's M and latents, dyn to ``load_dynamics`` (es.dream_models), `select` to the
+    held-out model es.select_model (<run>/mdnrnn_<e>; unused when es.select_model is 0). Checkpoints go to
     `ckpt_dir` (default <run>/controller); each τ's final controller to out_dirs[i] (default: ckpt_dir for a single
     τ). `stop_after` stops (as if killed) once that many generations are checkpointed. Returns a summary dict.
     """
@@ -168,6 +170,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     from tqdm import tqdm
 
     from wm_jax.checkpoint import Checkpointer
+    from wm_jax.envs import dream
     from wm_jax.es import carry_from_tree, carry_to_tree, get_program, with_taus
     from wm_jax.metrics import MetricsWriter, plot_curves
     from wm_jax.models import controller as ctrl
@@ -181,13 +184,24 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     out_dirs = [Path(d) for d in out_dirs] if out_dirs else [ckpt_dir]
     dyn = dyn if dyn is not None else load_dynamics(cfg)
     dp = with_taus(dream_params_for(cfg, mdn, bank, dyn), taus)
+    dp_select = None
+    if es.select_model:  # C reads M; z', the end come from the held-out model (see es.select_model)
+        if select is None:
+            from wm_jax.train.mdnrnn import load_mdnrnn
+
+            try:
+                select = load_mdnrnn(cfg.run_dir, member=es.select_model)
+            except FileNotFoundError as e:
+                raise ConfigError(f"config key 'es.select_model={es.select_model}': {e}") from None
+        dp_select = dream.held_out(with_taus(dream_params_for(cfg, mdn, bank, [select]), taus))
     z_dim = dp.init_mu.shape[-1]
     hidden = mdn["lstm"]["w_h"].shape[0]
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)
     prog = get_program(cfg, template, devices=devices)
     carry = prog.init(jax.random.PRNGKey(es.seed), n_tau, initial_mean(cfg, template))
     best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # host copies: [τ, ...]
-    best_eval = np.full((n_tau,), -np.inf, np.float32)
+    best_eval = np.full((n_tau,), -np.inf, np.float32)  # the chosen means' evaluations in M's dream
+    best_select = best_eval.copy()  # ... and in the held-out dream (= best_eval without es.select_model)
     eval_key = jax.random.fold_in(jax.random.PRNGKey(es.seed), 0x5EED)
 
     ckpt = Checkpointer(ckpt_dir, cfg)
@@ -200,12 +214,13 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
         best_params = jax.tree.map(lambda t, x: np.asarray(x, t.dtype).reshape(t.shape), best_params,
                                    raw["best_params"])
         best_eval = np.asarray(raw["best_eval"], np.float32)
+        best_select = np.asarray(raw.get("best_select", best_eval), np.float32)
     gen = int(carry.generation[0])
     main = jax.process_index() == 0  # multi-host: every process computes, process 0 writes files
     writer = MetricsWriter(ckpt_dir, resume_step=gen) if main else None
     pbar = tqdm(total=es.generations, initial=gen, desc="ES", disable=not progress, dynamic_ncols=True)
     tag = (lambda i, k: k) if n_tau == 1 else (lambda i, k: f"tau_{taus[i]:g}/{k}")
-    last_eval = np.full((n_tau,), np.nan, np.float32)
+    last_eval = last_select = np.full((n_tau,), np.nan, np.float32)
     try:
         while gen < es.generations and (stop_after is None or gen < stop_after):
             n = min(es.generations_per_call, es.generations - gen)
@@ -221,24 +236,33 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
             gen += n
             if _crossed(gen, n, es.eval_every) or gen == es.generations:
                 mean = jax.tree.map(np.asarray, prog.mean_params(carry))
-                last_eval = np.asarray(prog.evaluate(mean, jax.random.fold_in(eval_key, gen), dp, es.eval_trials))
-                better = last_eval > best_eval
+                k_eval = jax.random.fold_in(eval_key, gen)
+                last_eval = np.asarray(prog.evaluate(mean, k_eval, dp, es.eval_trials))
+                last_select = last_eval if dp_select is None else np.asarray(
+                    prog.evaluate(mean, k_eval, dp_select, es.eval_trials))
+                better = last_select > best_select
+                best_select = np.where(better, last_select, best_select)
                 best_eval = np.where(better, last_eval, best_eval)
                 best_params = jax.tree.map(lambda b, x: np.where(better.reshape(-1, *[1] * (x.ndim - 1)), x, b),
                                            best_params, mean)
                 if writer:
-                    writer.write(gen, **{tag(i, "eval_return"): last_eval[i] for i in range(n_tau)})
+                    rec = {tag(i, "eval_return"): last_eval[i] for i in range(n_tau)}
+                    if dp_select is not None:
+                        rec.update({tag(i, "select_return"): last_select[i] for i in range(n_tau)})
+                    writer.write(gen, **rec)
             if _crossed(gen, n, es.checkpoint_every) or gen == es.generations:
                 ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval,
-                                "taus": np.asarray(taus, np.float32)})
+                                "best_select": best_select, "taus": np.asarray(taus, np.float32)})
             pbar.update(n)
             pbar.set_postfix(best=f"{m['best_return'][-1].max():.1f}", mean=f"{m['mean_return'][-1].mean():.1f}",
-                             eval=" ".join(f"{v:.1f}" for v in last_eval), sps=f"{cand_steps / dt:,.0f}")
+                             eval=" ".join(f"{v:.1f}" for v in last_eval), sps=f"{cand_steps / dt:,.0f}",
+                             **({"held_out": " ".join(f"{v:.1f}" for v in last_select)} if dp_select else {}))
     finally:
         pbar.close()
         if writer:
             writer.close()
     summary = {"generations": gen, "taus": list(taus), "eval_return": best_eval.tolist(),
+               "select_return": best_select.tolist() if dp_select is not None else None,
                "dirs": [str(d) for d in out_dirs]}
     if gen < es.generations or not main:  # stopped early on purpose (tests), or not the writing process
         ckpt.close()
@@ -247,10 +271,13 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
         p_i = jax.tree.map(lambda x: np.asarray(x[i]), best_params)
         score = {"tau": tau, "dream_eval_return": float(best_eval[i]), "eval_trials": es.eval_trials,
                  "generations": gen, "params": ctrl.num_params(p_i)}
+        if dp_select is not None:  # the mean was chosen by its return in the held-out dream
+            score.update(select_model=es.select_model, select_return=float(best_select[i]))
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
     stage = ckpt_dir.parent.name if ckpt_dir.name == "ckpt" else ckpt_dir.name  # sweep/ckpt -> sweep_curves.png
     png = cfg.run_dir / "plots" / f"{stage}_curves.png"
-    plot_curves(ckpt_dir / "metrics.jsonl", png, ["mean_return", "best_return", "eval_return", "std"],
+    curves = ["mean_return", "best_return", "eval_return", *(["select_return"] if dp_select else []), "std"]
+    plot_curves(ckpt_dir / "metrics.jsonl", png, curves,
                 title=f"ES in the dream ({cfg.env.name})",
                 series=[f"tau_{t:g}" for t in taus] if n_tau > 1 else None)
     if gif:  # one decoded dream episode per τ, each in the dream of its own temperature

@@ -97,7 +97,7 @@ def returns_fn(policy, max_steps: int):
 
     @jax.jit
     def f(keys, dp):
-        return batched(keys, jnp.arange(keys.shape[0]) % dream.n_dynamics(dp), dp)
+        return batched(keys, dream.trial_models(dp, keys.shape[0]), dp)
 
     return f
 

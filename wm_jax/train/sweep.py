@@ -50,8 +50,9 @@ def sweep(cfg: Config, taus: tuple[float, ...], **kwargs) -> dict:
     summary = train_dream(cfg, taus=taus, ckpt_dir=root / "ckpt", out_dirs=[tau_dir(cfg.run_dir, t) for t in taus],
                           **kwargs)
     if summary["generations"] >= cfg.es.generations:
-        scores = {f"{t:g}": {"dream_eval_return": r, "dir": d}
-                  for t, r, d in zip(taus, summary["eval_return"], summary["dirs"])}
+        held = summary["select_return"] or [None] * len(taus)
+        scores = {f"{t:g}": {"dream_eval_return": r, "dir": d, **({"select_return": h} if h is not None else {})}
+                  for t, r, h, d in zip(taus, summary["eval_return"], held, summary["dirs"])}
         write_json_atomic(root / "scores.json", {"env": cfg.env.name, "generations": summary["generations"],
                                                  "eval_trials": cfg.es.eval_trials, "scores": scores})
     return summary

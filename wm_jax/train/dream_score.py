@@ -1,0 +1,76 @@
+"""``wm-jax dream-score``: trained controllers' returns in M's dream and in a held-out model's dream.
+
+A controller trained in M's dream also learns M's mistakes, so its return there says little about the real game.
+A second model trained the same way on the same data (``wm-jax train-mdnrnn --member e``: own initialisation and
+batch order, ``<run>/mdnrnn_<e>``) makes different mistakes: in its dream (z', the end from it, C still reading
+M's state as in the game; ``dream.held_out``) an exploit of M's errors stops paying. This command scores
+controllers (folders holding params.npz, e.g. ``<run>/sweep/tau_1``) in both dreams with the same episode keys;
+it is how ``es.select_model`` was chosen (README, held-out selection). Output: a table on stdout and
+``--out`` (default ``<run_dir>/dream_score.json``): {controller: {τ: {"own", "held_out"}}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wm_jax.cli import add_config_arguments, config_from_args
+from wm_jax.train.sweep import parse_taus
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--controllers", required=True,
+                        help="comma-separated controller folders (or params.npz files) to score")
+    parser.add_argument("--member", type=int, default=1, help="the held-out model <run>/mdnrnn_<member> (>= 1)")
+    parser.add_argument("--taus", default=None, help="comma-separated temperatures (default: es.temperature)")
+    parser.add_argument("--trials", type=int, default=256, help="dream episodes per controller, τ and dream")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON path (default <run_dir>/dream_score.json)")
+
+
+def score(cfg, controllers: dict[str, dict], taus, trials: int, seed: int, mdn: dict, bank, held: dict) -> dict:
+    """{name: {τ: {"own": mean return in M's dream, "held_out": in `held`'s dream}}} for controllers {name:
+    params}, every controller and dream on the same `trials` episode keys."""
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.envs import dream
+    from wm_jax.train.controller import dream_params_for
+
+    if trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {trials}")
+    dreams = {"own": dream_params_for(cfg, mdn, bank), "held_out": dream.held_out(dream_params_for(cfg, mdn, bank,
+                                                                                                  [held]))}
+    roll = jax.jit(lambda p, k, dp: dream.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials,
+                                                  inputs=cfg.controller.inputs, env_name=cfg.env.name,
+                                                  chunk=cfg.es.dream_chunk, compact=3).returns.mean())
+    key = jax.random.PRNGKey(seed)
+    return {name: {f"{t:g}": {which: float(roll(p, key, dp.replace(tau=jnp.float32(t))))
+                             for which, dp in dreams.items()} for t in taus}
+            for name, p in controllers.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from wm_jax.checkpoint import write_json_atomic
+    from wm_jax.config import ConfigError
+    from wm_jax.train.controller import load_controller, load_inputs
+    from wm_jax.train.mdnrnn import load_mdnrnn
+
+    cfg = config_from_args(args)
+    if args.member < 1:
+        raise ConfigError(f"--member must be >= 1 (a model beside M), got {args.member}")
+    taus = parse_taus(args.taus, (cfg.es.temperature,))
+    mdn, bank = load_inputs(cfg)
+    held = load_mdnrnn(cfg.run_dir, member=args.member)
+    controllers = {c: load_controller(c) for c in (s.strip() for s in args.controllers.split(",")) if c}
+    res = score(cfg, controllers, taus, args.trials, args.seed, mdn, bank, held)
+    for name, row in res.items():
+        print(f"{name}: " + "  ".join(f"τ {t}: own {v['own']:.0f}, held-out {v['held_out']:.0f}"
+                                      for t, v in row.items()))
+    path = Path(args.out) if args.out else cfg.run_dir / "dream_score.json"
+    write_json_atomic(path, {"env": cfg.env.name, "member": args.member, "trials": args.trials, "seed": args.seed,
+                             "scores": res})
+    print(f"-> {path}")
+    return 0
+

@@ -12,6 +12,7 @@ it is how ``es.select_model`` was chosen (README, held-out selection). Output: a
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from wm_jax.cli import add_config_arguments, config_from_args
@@ -42,13 +43,22 @@ def score(cfg, controllers: dict[str, dict], taus, trials: int, seed: int, mdn: 
         raise ValueError(f"--trials must be >= 1, got {trials}")
     dreams = {"own": dream_params_for(cfg, mdn, bank), "held_out": dream.held_out(dream_params_for(cfg, mdn, bank,
                                                                                                   [held]))}
-    roll = jax.jit(lambda p, k, dp: dream.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials,
-                                                  inputs=cfg.controller.inputs, env_name=cfg.env.name,
-                                                  chunk=cfg.es.dream_chunk, compact=3).returns.mean())
+    roll = _mean_return(cfg.controller.inputs, cfg.env.name, cfg.es.dream_chunk, trials)
     key = jax.random.PRNGKey(seed)
     return {name: {f"{t:g}": {which: float(roll(p, key, dp.replace(tau=jnp.float32(t))))
                              for which, dp in dreams.items()} for t in taus}
             for name, p in controllers.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_return(inputs: str, env_name: str, chunk: int, trials: int):
+    """jit(controller params, key, dream params) -> mean return over `trials` episodes; one per shape of call."""
+    import jax
+
+    from wm_jax.envs import dream
+
+    return jax.jit(lambda p, k, dp: dream.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials, inputs=inputs,
+                                                  env_name=env_name, chunk=chunk, compact=3).returns.mean())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,9 @@ orbax checkpoint in ``<run_dir>/controller`` after every cfg.es.checkpoint_every
 key, generation, best evaluated params, history. Killing and rerunning resumes the same trajectory.
 
 Outputs in ``<run_dir>/controller``: ``params.npz`` (the final controller: the ES mean with the best dream
-evaluation; with es.select_model, the best in the held-out model's dream), ``score.json``, ``metrics.jsonl`` + ``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png``
-and ``plots/dream_rollout.gif`` (if V is present). ``load_controller(path)`` loads ``params.npz``.
+evaluation; with es.select_model, the best in the held-out model's dream), ``score.json``, ``metrics.jsonl`` +
+``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png`` and ``plots/dream_rollout.gif`` (if V is present).
+``load_controller(path)`` loads ``params.npz``.
 Real mode is delegated to ``wm_jax.train.controller_real.train_real(cfg)``.
 """
 
@@ -256,7 +257,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
             pbar.update(n)
             pbar.set_postfix(best=f"{m['best_return'][-1].max():.1f}", mean=f"{m['mean_return'][-1].mean():.1f}",
                              eval=" ".join(f"{v:.1f}" for v in last_eval), sps=f"{cand_steps / dt:,.0f}",
-                             **({"held_out": " ".join(f"{v:.1f}" for v in last_select)} if dp_select else {}))
+                             **({"held_out": " ".join(f"{v:.1f}" for v in last_select)} if dp_select is not None else {}))
     finally:
         pbar.close()
         if writer:
@@ -276,7 +277,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
     stage = ckpt_dir.parent.name if ckpt_dir.name == "ckpt" else ckpt_dir.name  # sweep/ckpt -> sweep_curves.png
     png = cfg.run_dir / "plots" / f"{stage}_curves.png"
-    curves = ["mean_return", "best_return", "eval_return", *(["select_return"] if dp_select else []), "std"]
+    curves = ["mean_return", "best_return", "eval_return", *(["select_return"] if dp_select is not None else []), "std"]
     plot_curves(ckpt_dir / "metrics.jsonl", png, curves,
                 title=f"ES in the dream ({cfg.env.name})",
                 series=[f"tau_{t:g}" for t in taus] if n_tau > 1 else None)

@@ -61,6 +61,7 @@ def test_wrong_type_is_named(override, key):
     ("es.dream_compact=-1", "es.dream_compact"),
     ("es.select_model=-1", "es.select_model"),
     ("es.select_model=1 es.dream_models=2", "es.select_model"),  # member 1 is in the dream C trains in
+    ("es.scale_inputs=true es.mode=real", "es.scale_inputs"),  # dream mode only
 ])
 def test_invalid_value_is_named(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):

@@ -323,3 +323,75 @@ def test_dynamics_ensemble_in_the_sharded_tau_batched_program(tmp):
     for k in out["alone"]:
         np.testing.assert_allclose(out["twice"][k], out["alone"][k], rtol=1e-5, atol=1e-5)
     assert out["safe"]["mean_return"][0, 0] > out["alone"]["mean_return"][0, 0] + 1.0
+
+
+def test_scaled_inputs_search_is_the_plain_search_rescaled(tmp):
+    """es.scale_inputs: the ES searches θ = w · RMS. With every input's RMS = 2 and twice the step size it samples,
+    ranks and moves exactly as the plain search in w (CMA-ES is invariant to a uniform rescaling), and every public
+    method speaks in weights: es.init's controller comes back as the initial mean."""
+    base = [*OVERRIDES, f"root={tmp / 'scaled'}", "controller.bias=false"]
+    plain = load_config(None, [*base, "es.sigma_init=0.5"])
+    scaled = load_config(None, [*base, "es.sigma_init=1.0", "es.scale_inputs=true"])
+    tmpl = C.controller_from_config(jax.random.PRNGKey(0), plain.controller, plain.env.name, Z, H)
+    dp = with_taus(dream.make_params(toy_m(), *BANK, max_steps=CAP), (1.0,))
+    means = []
+    for cfg, rms in ((plain, None), (scaled, np.full(Z + H, 2.0, np.float32))):
+        prog = get_program(cfg, tmpl, input_rms=rms)
+        carry, _ = prog.run(prog.init(jax.random.PRNGKey(3), 1), dp, 3)
+        means.append(prog.mean_params(carry)["w"])
+    assert float(jnp.abs(means[0]).max()) > 0.1
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-4, atol=1e-5)
+
+    rms = np.linspace(0.1, 3.0, Z + H).astype(np.float32)  # uneven scales: θ and w differ row by row
+    prog = get_program(scaled, tmpl, input_rms=rms)
+    w = {"w": jax.random.normal(jax.random.PRNGKey(1), (Z + H, 1))}
+    np.testing.assert_allclose(prog.to_search(w)["w"], w["w"] * rms[:, None], rtol=1e-6)
+    np.testing.assert_allclose(prog.mean_params(prog.init(jax.random.PRNGKey(0), 1, w))["w"][0], w["w"], rtol=1e-5)
+    with pytest.raises(ValueError, match="6 finite positive"):
+        get_program(scaled, tmpl, input_rms=np.zeros(Z + H))
+
+
+def test_scaled_inputs_resume_with_the_checkpoints_scales(tmp):
+    """The input RMS is part of the ES state: a resumed run reads it from the checkpoint (not re-measured), ends
+    where the uninterrupted run ends, and a checkpoint of the other kind is refused."""
+    rms = np.linspace(0.5, 2.0, Z + H).astype(np.float32)
+    kw = dict(mdn=toy_m(), bank=BANK, gif=False, progress=False)
+    full = load_config(None, [*OVERRIDES, f"root={tmp / 'scaled_resume'}", "name=full", "es.scale_inputs=true"])
+    part = full.replace(name="part")
+    train_dream(full, rms=rms, **kw)
+    train_dream(part, rms=rms, stop_after=2, **kw)
+    train_dream(part, rms=rms * 7.0, **kw)  # ignored: the checkpoint's scales win
+    a, b = load_controller(full.run_dir), load_controller(part.run_dir)
+    assert float(jnp.abs(a["w"]).max()) > 0.1
+    np.testing.assert_allclose(b["w"], a["w"], rtol=1e-5, atol=1e-6)
+    score = json.loads((part.run_dir / "controller" / "score.json").read_text())
+    assert score["input_rms_mean"] == pytest.approx({"z": rms[:Z].mean(), "h": rms[Z:].mean()})
+    with pytest.raises(Exception, match="scale_inputs=True"):
+        train_dream(part.replace(**{"es.scale_inputs": False, "es.generations": 8}), **kw)
+
+
+def test_input_rms_matches_a_step_by_step_loop():
+    """C's input RMS over padded episodes: z drawn from V's posterior, M's state teacher-forced, padding ignored."""
+    from wm_jax.models import mdnrnn as M
+    from wm_jax.train.controller import _input_rms
+
+    rng = np.random.default_rng(0)
+    n, t = 3, 7
+    mu = rng.normal(size=(n, t + 1, Z)).astype(np.float32)
+    logvar = np.full((n, t + 1, Z), -40.0, np.float32)  # σ ≈ 0: z = μ, so the loop needs no random draws
+    actions = rng.choice([-1.0, 0.0, 1.0], size=(n, t, 1)).astype(np.float32)
+    lengths = [7, 4, 2]
+    mask = (np.arange(t)[None] < np.asarray(lengths)[:, None]).astype(np.float32)
+    m = toy_m()
+    m["lstm"]["w_h"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (H, 4 * H))  # a state that carries over
+    got = np.asarray(_input_rms(m, *(jnp.asarray(x) for x in (mu, logvar, actions, mask)), jax.random.PRNGKey(0),
+                                "zch", False))
+    feats = []
+    for i, length in enumerate(lengths):
+        state = M.zero_state(H)
+        for s in range(length):
+            feats.append(np.asarray(C.features(jnp.asarray(mu[i, s]), state, "zch")))
+            state = M.lstm_step(m, state, jnp.concatenate([jnp.asarray(mu[i, s]), jnp.asarray(actions[i, s])]))
+    want = np.sqrt((np.stack(feats) ** 2).mean(0))
+    assert got.shape == (Z + 2 * H,) and want[Z:].min() > 1e-3
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

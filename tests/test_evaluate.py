@@ -7,6 +7,7 @@ fast; JAX compilations are shared through wm_jax.agent.make_policy's cache (same
 from __future__ import annotations
 
 import json
+import time
 
 import jax
 import numpy as np
@@ -148,6 +149,17 @@ def test_vector_env_reports_worker_errors():
             venv.step_async([0], np.array([[np.nan]]))
     with pytest.raises(RuntimeError, match="cannot load env factory"):
         VectorEnv(EnvConfig(), 1, 1, factory="wm_jax.nope:make")
+
+
+def test_vector_env_names_a_worker_that_dies_while_its_pipe_stays_open():
+    # The worker forks a child that keeps the pipe open for 60 s, then exits with code 7 mid-step: a blocking recv
+    # would wait for the child; the host must notice the dead worker itself and say which one.
+    with VectorEnv(EnvConfig(max_steps=8), 2, 2, factory="crashing_env:make") as venv:
+        venv.reset([0, 1], [0, 0])
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"env worker 1 \(slots \[1\]\) died: .*exited with code 7"):
+            venv.step([1], np.zeros((1, 1), np.float32))
+        assert time.monotonic() - t0 < 30
 
 
 # ---------------------------------------------------------------- batched policy == per-env policy

@@ -16,7 +16,7 @@ TINY = [
     "mdnrnn.hidden=16", "mdnrnn.seq_len=20", "mdnrnn.batch_size=4", "mdnrnn.steps=3",
     "mdnrnn.checkpoint_every=2", "mdnrnn.holdout_episodes=1",
     "es.population=4", "es.trials=2", "es.generations=2", "es.dream_max_steps=30", "es.initial_states=4",
-    "es.eval_every=1", "es.eval_trials=2",
+    "es.eval_every=1", "es.eval_trials=2", "es.scale_inputs=true",
     "eval.episodes=2", "eval.workers=1",
     "iterate.rounds=1", "iterate.episodes=2", "iterate.mdnrnn_steps=2", "iterate.epsilon=0.5",
 ]

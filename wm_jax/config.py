@@ -135,6 +135,11 @@ class ESConfig:
     trials: int = 16  # Rollouts per candidate, averaged (paper: 16).
     generations: int = 200  # Paper Doom: ~200 generations.
     sigma_init: float = 0.1  # Initial search std.
+    # Search in standardised inputs (ours; dream mode): the ES searches weights θ for C's inputs divided by their RMS
+    # over M's states on the recorded episodes (z, c, h differ in scale by an order of magnitude), so one step size
+    # and an isotropic start suit every input; the controller saved is w = θ / RMS, which reads the raw inputs.
+    # false: the ES searches w itself (original).
+    scale_inputs: bool = False
     # CMA-ES mean learning rate (evosax c_mean; 1 = the standard update). Below 1 the mean moves a fraction of the
     # way to the recombined best candidates each generation: it averages a noisy fitness over ~1/c_mean generations.
     c_mean: float = 1.0

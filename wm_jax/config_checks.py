@@ -76,6 +76,7 @@ def validate(cfg: Config) -> None:
          "the iterative rounds retrain M only; use dream_models=1 with iterate.rounds > 0")
     need(cfg.es.select_model == 0 or cfg.es.select_model >= cfg.es.dream_models, "es.select_model",
          f"must be 0 (M's own dream) or a member C does not train in (>= es.dream_models={cfg.es.dream_models})")
+    need(not cfg.es.scale_inputs or cfg.es.mode == "dream", "es.scale_inputs", "is supported in dream mode only")
     need(cfg.es.select_model == 0 or cfg.iterate.rounds == 0, "es.select_model",
          "the iterative rounds retrain M only; use select_model=0 with iterate.rounds > 0")
     need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")

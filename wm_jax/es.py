@@ -9,7 +9,9 @@ vmapped over temperatures, so train-controller and sweep-temperature share one c
   - ``run(carry, dream_params, n)`` → n generations (``lax.scan``) of ``vmap`` over τ → (carry, metrics [n, τ]),
   - ``evaluate(ctrl_params [τ, ...], key, dream_params, trials)`` → mean return [τ].
 * Common random numbers: every candidate of a generation sees the same trial keys.
-* Fitness = −mean return + weight_decay · mean(θ²) (evosax minimises; the original's L2 term).
+* Fitness = −mean return + weight_decay · mean(w²) (evosax minimises; the original's L2 term).
+* Search space (es.scale_inputs): with ``input_rms`` the ES state holds θ = w · RMS of each input row; candidates
+  become weights before the rollout, and every public method takes and returns weights, never θ.
 * Sharding: the population axis is constrained to the mesh axis ``"data"`` (wm_jax.parallel) inside the
   rollout, so with several devices each holds P / n_devices candidates; the ES state stays replicated.
 """
@@ -63,6 +65,17 @@ def make_strategy(es_cfg, template: dict):
     return strategy, params
 
 
+def input_row_scale(template: dict, input_rms: np.ndarray) -> dict:
+    """Per-parameter factors w = θ · factor for es.scale_inputs: 1 / RMS on each input row of the first layer
+    ("w" or "w1", [F, out]); other parameters are searched as they are."""
+    first = "w1" if "w1" in template else "w"
+    n_in = np.shape(template[first])[0]
+    rms = np.asarray(input_rms, np.float32).reshape(-1)
+    if rms.shape != (n_in,) or not np.all(np.isfinite(rms)) or np.any(rms <= 0):
+        raise ValueError(f"input RMS must be {n_in} finite positive values (C's inputs), got shape {rms.shape}")
+    return {first: jnp.asarray(1.0 / rms)[:, None]}
+
+
 def tau_axes(params: dream.DreamParams) -> dream.DreamParams:
     """vmap in_axes for DreamParams batched over τ only."""
     return params.replace(mdn=None, tau=0, max_steps=None, init_mu=None, init_logvar=None, done_bias=None,
@@ -78,9 +91,11 @@ class ESProgram:
     """Compiled ES generations for one config; see the module docstring."""
 
     def __init__(self, cfg: Config, template: dict, devices: list | None = None, chunk: int | None = None,
-                 early_exit: bool = True):
+                 early_exit: bool = True, input_rms: np.ndarray | None = None):
         self.cfg = cfg
         self.template = template
+        # es.scale_inputs: the ES searches θ = w · RMS (per input row of w); None: θ = w
+        self.row_scale = None if input_rms is None else input_row_scale(template, input_rms)
         self.strategy, self.es_params = make_strategy(cfg.es, template)
         self.inputs, self.env_name = cfg.controller.inputs, cfg.env.name
         self.chunk, self.early_exit = chunk or cfg.es.dream_chunk, early_exit
@@ -106,6 +121,18 @@ class ESProgram:
         spec = PartitionSpec(AXIS, *([None] * (x.ndim - 1)))
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
+    def to_controller(self, theta: dict) -> dict:
+        """Search-space parameters (any leading batch axes) -> the controller's weights."""
+        if self.row_scale is None:
+            return theta
+        return {k: v * self.row_scale[k] if k in self.row_scale else v for k, v in theta.items()}
+
+    def to_search(self, params: dict) -> dict:
+        """The controller's weights -> search-space parameters (inverse of to_controller)."""
+        if self.row_scale is None:
+            return params
+        return {k: v / self.row_scale[k] if k in self.row_scale else v for k, v in params.items()}
+
     def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream.RolloutResult:
         # halve the batch of P·T episodes at most es.dream_compact times, each half still split evenly over devices
         n, levels = jax.tree.leaves(pop)[0].shape[0] * trials, 0
@@ -128,8 +155,9 @@ class ESProgram:
         key, k_ask, k_roll, k_tell = jax.random.split(key, 4)
         pop, es_state = self.strategy.ask(k_ask, es_state, self.es_params)
         pop = jax.tree.map(self._constrain, pop)
-        res = self._rollout(pop, k_roll, params, self.cfg.es.trials)
-        fit = self.fitness(pop, res.returns)
+        weights = self.to_controller(pop)
+        res = self._rollout(weights, k_roll, params, self.cfg.es.trials)
+        fit = self.fitness(weights, res.returns)
         es_state, _ = self.strategy.tell(k_tell, pop, fit, es_state, self.es_params)
         cand = res.returns.mean(axis=1)
         metrics = {
@@ -142,7 +170,7 @@ class ESProgram:
 
     def _init_impl(self, key: jax.Array, n_tau: int, mean: dict) -> ESCarry:
         k_init, k_run = jax.random.split(key)
-        state = self.strategy.init(k_init, mean, self.es_params)
+        state = self.strategy.init(k_init, self.to_search(mean), self.es_params)
         # strong dtypes (evosax seeds some fields with Python floats → weak types, which would make the second
         # call of `run` recompile for its own output's signature)
         state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n_tau, *jnp.shape(x))).astype(
@@ -182,11 +210,11 @@ class ESProgram:
 
     def mean_params(self, carry: ESCarry) -> dict:
         """The ES means as controller pytrees, leaves [n_tau, ...]."""
-        return jax.vmap(self.strategy.get_mean)(carry.es_state)
+        return self.to_controller(jax.vmap(self.strategy.get_mean)(carry.es_state))
 
     def best_params(self, carry: ESCarry) -> dict:
         """The best single candidate seen by the ES (evosax's archive), leaves [n_tau, ...]."""
-        return jax.vmap(self.strategy._unravel_solution)(carry.es_state.best_solution)
+        return self.to_controller(jax.vmap(self.strategy._unravel_solution)(carry.es_state.best_solution))
 
 
 def carry_to_tree(carry: ESCarry) -> dict:
@@ -211,13 +239,17 @@ def carry_from_tree(template: ESCarry, tree: dict) -> ESCarry:
 _PROGRAMS: dict = {}
 
 
-def get_program(cfg: Config, template: dict, devices: list | None = None, early_exit: bool = True) -> ESProgram:
-    """A cached ESProgram: the same (ES/controller/env config, template shapes, devices) reuses compiled code."""
+def get_program(cfg: Config, template: dict, devices: list | None = None, early_exit: bool = True,
+                input_rms: np.ndarray | None = None) -> ESProgram:
+    """A cached ESProgram: the same (ES/controller/env config, template shapes, devices, input RMS) reuses compiled
+    code. `input_rms` [F]: see es.scale_inputs (None: the ES searches the weights themselves)."""
     shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(template.items()))
+    rms = None if input_rms is None else np.asarray(input_rms, np.float32)
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
     key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           es.dream_compact, cfg.controller, cfg.env.name, shapes, devs, early_exit)
+           es.dream_compact, cfg.controller, cfg.env.name, shapes, devs, early_exit,
+           None if rms is None else rms.tobytes())
     if key not in _PROGRAMS:
-        _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit)
+        _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit, input_rms=rms)
     return _PROGRAMS[key]

@@ -278,10 +278,14 @@ def _stop_workers(procs, *queues) -> None:
 
 
 def _next_result(results, procs) -> tuple:
+    """The next worker message; raises once a worker has crashed (its episode would never arrive) or all exited."""
     while True:
         try:
             return results.get(timeout=1.0)
         except queue.Empty:
+            crashed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if crashed:
+                raise RuntimeError(f"collect workers crashed (worker, exit code): {crashed}") from None
             if not any(p.is_alive() for p in procs):
                 try:
                     return results.get(timeout=1.0)

@@ -157,10 +157,17 @@ class VectorEnv:
     # ---------------------------------------------------------------- messaging
 
     def _recv(self, w: int, expect: str = "ok") -> Any:
+        # Poll rather than block: a worker that crashes in native code (a segfault inside the simulator) may leave a
+        # process it forked (ViZDoom's engine) holding its end of the pipe, and a blocking recv would then never see
+        # EOF. A dead worker is an error that names it, within about a second.
+        conn, proc = self._conns[w], self._procs[w]
         try:
-            kind, payload = self._conns[w].recv()
+            while not conn.poll(1.0):
+                if not proc.is_alive() and not conn.poll(0):
+                    raise EOFError(f"process {proc.pid} exited with code {proc.exitcode}")
+            kind, payload = conn.recv()
         except (EOFError, ConnectionError) as e:
-            raise RuntimeError(f"env worker {w} (slots {self.worker_slots[w]}) died: {e!r}") from None
+            raise RuntimeError(f"env worker {w} (slots {self.worker_slots[w]}) died: {e}") from None
         if kind == "error":
             raise RuntimeError(f"env worker {w} failed: {payload}")
         if kind != expect:

@@ -63,6 +63,56 @@ def load_bank(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, np.ndarr
     return np.stack(mus).astype(np.float32), np.stack(lvs).astype(np.float32)
 
 
+def input_rms(cfg: Config, mdn: dict, episodes: int = 64, seed: int = 0) -> np.ndarray:
+    """RMS [F] of C's inputs (cfg.controller.inputs) over `episodes` recorded episodes spread over the data set:
+    z drawn from V's posterior (as C reads it in the real env), M's c and h teacher-forced on the recorded actions.
+    Inputs far quieter than the rest are floored at a tenth of the median RMS (see es.scale_inputs)."""
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.data.dataset import open_dataset
+    from wm_jax.data.sequences import episode_windows
+
+    data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
+    n = min(episodes, len(data))
+    if n == 0:
+        raise FileNotFoundError(f"no episodes in {cfg.data_dir} to measure C's inputs on (es.scale_inputs)")
+    w = episode_windows(data, sorted(set(np.linspace(0, len(data) - 1, n).round().astype(int).tolist())))
+    rms = np.asarray(_input_rms(mdn, *(jnp.asarray(w[k]) for k in ("mu", "logvar", "actions", "mask")),
+                                jax.random.PRNGKey(seed), cfg.controller.inputs, cfg.mdnrnn.restart_flag))
+    if not np.all(np.isfinite(rms)):
+        raise ValueError(f"non-finite RMS of C's inputs on {cfg.data_dir} (M or the latents hold NaN/inf)")
+    return np.maximum(rms, 0.1 * np.median(rms)).astype(np.float32)
+
+
+def _input_rms(mdn, mu, logvar, actions, mask, key, inputs: str, restart_flag: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.models import controller as ctrl
+    from wm_jax.models import mdnrnn as M
+
+    @jax.jit
+    def run(mdn, mu, logvar, actions, mask, key):
+        z = M.sample_latents(key, mu, logvar)  # [N, T+1, Z]
+        restart = jnp.zeros(actions.shape[:2], z.dtype).at[:, 0].set(1.0)
+        x = jnp.swapaxes(M.model_inputs(z, actions, restart, restart_flag), 0, 1)  # [T, N, I]
+        zt, m = jnp.swapaxes(z[:, :-1], 0, 1), jnp.swapaxes(mask, 0, 1)
+
+        def step(carry, inp):
+            state, sq = carry
+            x_t, z_t, m_t = inp
+            f = ctrl.features(z_t, state, inputs)  # what C reads at step t: z_t and M's state before x_t
+            return (M.lstm_step(mdn, state, x_t), sq + (m_t[:, None] * f**2).sum(0)), None
+
+        state = M.zero_state(mdn["lstm"]["w_h"].shape[0], (mu.shape[0],))
+        f_dim = ctrl.feature_dim(inputs, mu.shape[-1], state.h.shape[-1])
+        (_, sq), _ = jax.lax.scan(step, (state, jnp.zeros((f_dim,), z.dtype)), (x, zt, m))
+        return jnp.sqrt(sq / jnp.maximum(m.sum(), 1.0))
+
+    return run(mdn, mu, logvar, actions, mask, key)
+
+
 def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray], dyn: list[dict] | None = None):
     """The dream of `mdn` (M) with the bank; `dyn`: dynamics models 1.. (see ``load_dynamics``), None: M alone."""
     from wm_jax.envs import dream
@@ -156,14 +206,15 @@ def _crossed(gen: int, n: int, every: int) -> bool:
 
 
 def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[dict] | None = None,
-                select: dict | None = None, taus: tuple[float, ...] | None = None,
+                select: dict | None = None, taus: tuple[float, ...] | None = None, rms: np.ndarray | None = None,
                 ckpt_dir: str | os.PathLike | None = None, out_dirs: list | None = None,
                 stop_after: int | None = None, devices: list | None = None, gif: bool = True,
                 progress: bool = True) -> dict:
     """Train one controller per τ in `taus` (default: (cfg.es.temperature,)) in one batched program.
 
     mdn / bank default to the run's M and latents, dyn to ``load_dynamics`` (es.dream_models), `select` to the
-    held-out model es.select_model (<run>/mdnrnn_<e>; unused when es.select_model is 0). Checkpoints go to
+    held-out model es.select_model (<run>/mdnrnn_<e>; unused when es.select_model is 0), `rms` (es.scale_inputs) to
+    ``input_rms`` on the run's data, or the checkpoint's when resuming. Checkpoints go to
     `ckpt_dir` (default <run>/controller); each τ's final controller to out_dirs[i] (default: ckpt_dir for a single
     τ). `stop_after` stops (as if killed) once that many generations are checkpointed. Returns a summary dict.
     """
@@ -198,16 +249,25 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     z_dim = dp.init_mu.shape[-1]
     hidden = mdn["lstm"]["w_h"].shape[0]
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)
-    prog = get_program(cfg, template, devices=devices)
+    ckpt = Checkpointer(ckpt_dir, cfg)
+    raw = ckpt.restore_raw() if ckpt.latest_step() is not None else None
+    # es.scale_inputs: measured once, then read back from the checkpoint (the search space its ES state lives in)
+    if raw is not None and (("input_rms" in raw) != es.scale_inputs):
+        raise ConfigError(f"{ckpt_dir}: checkpoint was trained with es.scale_inputs={not es.scale_inputs}; "
+                          "use another run name")
+    if not es.scale_inputs:
+        rms = None
+    elif raw is not None:
+        rms = np.asarray(raw["input_rms"], np.float32)
+    elif rms is None:
+        rms = input_rms(cfg, mdn, seed=es.seed)
+    prog = get_program(cfg, template, devices=devices, input_rms=rms)
     carry = prog.init(jax.random.PRNGKey(es.seed), n_tau, initial_mean(cfg, template))
     best_params = jax.tree.map(np.asarray, prog.mean_params(carry))  # host copies: [τ, ...]
     best_eval = np.full((n_tau,), -np.inf, np.float32)  # the chosen means' evaluations in M's dream
     best_select = best_eval.copy()  # ... and in the held-out dream (= best_eval without es.select_model)
     eval_key = jax.random.fold_in(jax.random.PRNGKey(es.seed), 0x5EED)
-
-    ckpt = Checkpointer(ckpt_dir, cfg)
-    if ckpt.latest_step() is not None:
-        raw = ckpt.restore_raw()
+    if raw is not None:
         if np.asarray(raw["taus"]).shape != (n_tau,) or not np.allclose(raw["taus"], taus):
             raise ConfigError(f"{ckpt_dir}: checkpoint holds taus {np.asarray(raw['taus']).tolist()}, "
                               f"this run asks for {list(taus)}; use another run name")
@@ -253,7 +313,8 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
                     writer.write(gen, **rec)
             if _crossed(gen, n, es.checkpoint_every) or gen == es.generations:
                 ckpt.save(gen, {"carry": carry_to_tree(carry), "best_params": best_params, "best_eval": best_eval,
-                                "best_select": best_select, "taus": np.asarray(taus, np.float32)})
+                                "best_select": best_select, "taus": np.asarray(taus, np.float32),
+                                **({"input_rms": rms} if rms is not None else {})})
             pbar.update(n)
             pbar.set_postfix(best=f"{m['best_return'][-1].max():.1f}", mean=f"{m['mean_return'][-1].mean():.1f}",
                              eval=" ".join(f"{v:.1f}" for v in last_eval), sps=f"{cand_steps / dt:,.0f}",
@@ -274,6 +335,11 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
                  "generations": gen, "params": ctrl.num_params(p_i)}
         if dp_select is not None:  # the mean was chosen by its return in the held-out dream
             score.update(select_model=es.select_model, select_return=float(best_select[i]))
+        if rms is not None:  # the search space's input scales, summarised per part of C's input
+            parts = {"z": z_dim, "c": hidden, "h": hidden}
+            names = [q for q in ("z", "c", "h") if q in cfg.controller.inputs]
+            edges = np.cumsum([0] + [parts[q] for q in names])
+            score["input_rms_mean"] = {q: float(rms[a:b].mean()) for q, a, b in zip(names, edges[:-1], edges[1:])}
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
     stage = ckpt_dir.parent.name if ckpt_dir.name == "ckpt" else ckpt_dir.name  # sweep/ckpt -> sweep_curves.png
     png = cfg.run_dir / "plots" / f"{stage}_curves.png"

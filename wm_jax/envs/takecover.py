@@ -51,6 +51,9 @@ class TakeCoverEnv:
         game.set_sound_enabled(False)
         game.set_mode(vzd.Mode.PLAYER)
         game.set_render_screen_flashes(screen_flashes)  # take_cover.cfg turns the red "hit" flash off
+        # ViZDoom's init creates ./_vizdoom when it is missing; two games starting at once (env workers) race there,
+        # and the loser prints "Failed to create ./_vizdoom/ directory: File exists" and segfaults. Create it first.
+        os.makedirs("_vizdoom", exist_ok=True)
         game.init()
         self.game = game
         self.max_steps = max_steps

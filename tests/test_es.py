@@ -384,8 +384,8 @@ def test_input_rms_matches_a_step_by_step_loop():
     mask = (np.arange(t)[None] < np.asarray(lengths)[:, None]).astype(np.float32)
     m = toy_m()
     m["lstm"]["w_h"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (H, 4 * H))  # a state that carries over
-    got = np.asarray(_input_rms(m, *(jnp.asarray(x) for x in (mu, logvar, actions, mask)), jax.random.PRNGKey(0),
-                                "zch", False))
+    got = np.asarray(_input_rms("zch", False)(m, *(jnp.asarray(x) for x in (mu, logvar, actions, mask)),
+                                              jax.random.PRNGKey(0)))
     feats = []
     for i, length in enumerate(lengths):
         state = M.zero_state(H)

@@ -15,6 +15,7 @@ Real mode is delegated to ``wm_jax.train.controller_real.train_real(cfg)``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -78,21 +79,22 @@ def input_rms(cfg: Config, mdn: dict, episodes: int = 64, seed: int = 0) -> np.n
     if n == 0:
         raise FileNotFoundError(f"no episodes in {cfg.data_dir} to measure C's inputs on (es.scale_inputs)")
     w = episode_windows(data, sorted(set(np.linspace(0, len(data) - 1, n).round().astype(int).tolist())))
-    rms = np.asarray(_input_rms(mdn, *(jnp.asarray(w[k]) for k in ("mu", "logvar", "actions", "mask")),
-                                jax.random.PRNGKey(seed), cfg.controller.inputs, cfg.mdnrnn.restart_flag))
+    rms = np.asarray(_input_rms(cfg.controller.inputs, cfg.mdnrnn.restart_flag)(
+        mdn, *(jnp.asarray(w[k]) for k in ("mu", "logvar", "actions", "mask")), jax.random.PRNGKey(seed)))
     if not np.all(np.isfinite(rms)):
         raise ValueError(f"non-finite RMS of C's inputs on {cfg.data_dir} (M or the latents hold NaN/inf)")
     return np.maximum(rms, 0.1 * np.median(rms)).astype(np.float32)
 
 
-def _input_rms(mdn, mu, logvar, actions, mask, key, inputs: str, restart_flag: bool):
+@functools.lru_cache(maxsize=4)
+def _input_rms(inputs: str, restart_flag: bool):
+    """jit(M, mu, logvar, actions, mask, key) -> RMS [F] of C's inputs; one compiled function per input kind."""
     import jax
     import jax.numpy as jnp
 
     from wm_jax.models import controller as ctrl
     from wm_jax.models import mdnrnn as M
 
-    @jax.jit
     def run(mdn, mu, logvar, actions, mask, key):
         z = M.sample_latents(key, mu, logvar)  # [N, T+1, Z]
         restart = jnp.zeros(actions.shape[:2], z.dtype).at[:, 0].set(1.0)
@@ -110,7 +112,7 @@ def _input_rms(mdn, mu, logvar, actions, mask, key, inputs: str, restart_flag: b
         (_, sq), _ = jax.lax.scan(step, (state, jnp.zeros((f_dim,), z.dtype)), (x, zt, m))
         return jnp.sqrt(sq / jnp.maximum(m.sum(), 1.0))
 
-    return run(mdn, mu, logvar, actions, mask, key)
+    return jax.jit(run)
 
 
 def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray], dyn: list[dict] | None = None):
@@ -329,17 +331,17 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     if gen < es.generations or not main:  # stopped early on purpose (tests), or not the writing process
         ckpt.close()
         return summary
+    rms_mean = {}  # es.scale_inputs: the search space's input scales, summarised per part of C's input (z, c, h)
+    if rms is not None:
+        names = [q for q in ("z", "c", "h") if q in cfg.controller.inputs]
+        edges = np.cumsum([0] + [z_dim if q == "z" else hidden for q in names])
+        rms_mean = {"input_rms_mean": {q: float(rms[a:b].mean()) for q, a, b in zip(names, edges[:-1], edges[1:])}}
     for i, tau in enumerate(taus):
         p_i = jax.tree.map(lambda x: np.asarray(x[i]), best_params)
         score = {"tau": tau, "dream_eval_return": float(best_eval[i]), "eval_trials": es.eval_trials,
-                 "generations": gen, "params": ctrl.num_params(p_i)}
+                 "generations": gen, "params": ctrl.num_params(p_i), **rms_mean}
         if dp_select is not None:  # the mean was chosen by its return in the held-out dream
             score.update(select_model=es.select_model, select_return=float(best_select[i]))
-        if rms is not None:  # the search space's input scales, summarised per part of C's input
-            parts = {"z": z_dim, "c": hidden, "h": hidden}
-            names = [q for q in ("z", "c", "h") if q in cfg.controller.inputs]
-            edges = np.cumsum([0] + [parts[q] for q in names])
-            score["input_rms_mean"] = {q: float(rms[a:b].mean()) for q, a, b in zip(names, edges[:-1], edges[1:])}
         save_controller(out_dirs[i], p_i, cfg.replace(**{"es.temperature": float(tau)}), score)
     stage = ckpt_dir.parent.name if ckpt_dir.name == "ckpt" else ckpt_dir.name  # sweep/ckpt -> sweep_curves.png
     png = cfg.run_dir / "plots" / f"{stage}_curves.png"

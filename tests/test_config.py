@@ -59,6 +59,8 @@ def test_wrong_type_is_named(override, key):
     ("es.done_scale=0", "es.done_scale"),
     ("es.done_scale=2", "es.done_scale"),  # the default done_mode is threshold, which has no probability to scale
     ("es.dream_compact=-1", "es.dream_compact"),
+    ("es.dream_compact_ratio=1.0", "es.dream_compact_ratio"),
+    ("es.dream_compact_ratio=0", "es.dream_compact_ratio"),
     ("es.select_model=-1", "es.select_model"),
     ("es.select_model=1 es.dream_models=2", "es.select_model"),  # member 1 is in the dream C trains in
     ("es.scale_inputs=true es.mode=real", "es.scale_inputs"),  # dream mode only

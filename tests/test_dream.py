@@ -267,3 +267,41 @@ def test_compaction_needs_the_early_exit(world):
     with pytest.raises(ValueError, match="early_exit"):
         dream.rollout(ctrl, jax.random.PRNGKey(0), params, TRIALS, inputs="zh", env_name="carracing",
                       early_exit=False, compact=1)
+
+
+def test_compact_sizes_shrink_by_the_ratio_in_device_multiples():
+    assert dream.compact_sizes(12, 3) == [12, 6, 3, 1]
+    assert dream.compact_sizes(2560, 4, 0.75, 4) == [2560, 1920, 1440, 1080, 808]
+    assert dream.compact_sizes(8, 5, 0.5, 4) == [8, 4]  # 2 slots would not split over 4 devices
+    assert dream.compact_sizes(3, 2, 0.2) == [3]
+    assert dream.compact_sizes(64, 0) == [64]
+
+
+def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
+    """rollout_taus: three τ, each with its own key, controllers and end-probability scale (long, medium, short
+    episodes), in one batch that shrinks by 3/4 whichever τ the ended slots belong to. Each τ's lengths and returns
+    are those of its own uncompacted rollout, on fewer slot-steps than the three rollouts computed."""
+    params, _, _ = world
+    params = dream.make_params(params.mdn, params.init_mu, params.init_logvar, max_steps=CAP, kind="carracing",
+                               done_mode="bernoulli")
+    taus, scales = jnp.array([0.5, 1.0, 1.6]), jnp.array([0.03, 0.15, 0.6])
+    keys = jax.random.split(jax.random.PRNGKey(40), 3)
+    ctrls = jax.vmap(lambda k: jax.vmap(lambda kk: C.init_controller(kk, Z + H, A, scale=1.0))(
+        jax.random.split(k, POP)))(jax.random.split(jax.random.PRNGKey(41), 3))  # [3, POP, ...]
+    sizes = dream.compact_sizes(3 * POP * TRIALS, 6, 0.75)
+    flat = jax.jit(lambda c, k, p: dream.rollout_taus(c, k, p, TRIALS, inputs="zh", env_name="carracing",
+                                                      sizes=sizes, chunk=2))
+    res = flat(ctrls, keys, params.replace(tau=taus, done_scale=scales))
+    one = jax.jit(lambda c, k, p: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2))
+    refs = [one(jax.tree.map(lambda x: x[i], ctrls), keys[i], params.replace(tau=taus[i], done_scale=scales[i]))
+            for i in range(3)]
+    for i, ref in enumerate(refs):
+        np.testing.assert_array_equal(np.asarray(res.lengths[i]), np.asarray(ref.lengths))
+        np.testing.assert_allclose(np.asarray(res.returns[i]), np.asarray(ref.returns), rtol=1e-5, atol=1e-5)
+    mean_len = [float(r.lengths.mean()) for r in refs]
+    assert mean_len[0] > 2 * mean_len[2] and int(refs[0].steps_run) > int(refs[2].steps_run)  # τ differ
+    assert np.all(np.asarray(res.steps_run) == max(int(r.steps_run) for r in refs))
+    assert int(res.slot_steps.sum()) < sum(int(r.slot_steps) for r in refs)
+    with pytest.raises(ValueError, match="must start at"):
+        dream.rollout_taus(ctrls, keys, params.replace(tau=taus), TRIALS, inputs="zh", env_name="carracing",
+                           sizes=[12, 6])

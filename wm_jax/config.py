@@ -168,11 +168,12 @@ class ESConfig:
     checkpoint_every: int = 1  # Generations between ES checkpoints.
     seed: int = 0
     dream_chunk: int = 50  # Dream steps per early-exit check (while_loop over scanned chunks; our choice).
-    # Halve the batch of dream episodes up to this many times as they end (dream.rollout's `compact`; ours): the
-    # same episodes, up to float rounding, for about the area under the survival curve. 0: the whole batch
-    # runs until its last episode ends. Pays for large single-τ batches (1.81x at 64 x 16, README Benchmarks);
-    # in a τ-batched sweep each halving waits for every τ, and there it measured slower.
+    # Shrink the batch of dream episodes up to this many times as they end, each time to dream_compact_ratio of its
+    # size (dream.rollout_taus; ours): the same episodes, up to float rounding, for about the area under the
+    # survival curve. A τ sweep compacts all its τ's episodes as one batch. 0: the whole batch runs until its last
+    # episode ends. Measured in README, Benchmarks.
     dream_compact: int = 0
+    dream_compact_ratio: float = 0.5
     # Real mode, training episodes only (the ES mean's evaluation and `wm-jax evaluate` play whole episodes):
     real_max_steps: int = 0  # Cut each training episode after this many steps; 0 = env.max_steps.
     real_stall_steps: int = 0  # Cut it after this many steps in a row without a positive reward; 0 = never.

@@ -69,6 +69,7 @@ def validate(cfg: Config) -> None:
     need(cfg.es.done_scale == 1.0 or cfg.es.done_mode == "bernoulli", "es.done_scale",
          "scales bernoulli ends only; set es.done_mode=bernoulli")
     need(cfg.es.dream_compact >= 0, "es.dream_compact", "must be >= 0 (0: off)")
+    need(0.0 < cfg.es.dream_compact_ratio < 1.0, "es.dream_compact_ratio", "must be in (0, 1)")
     need(cfg.es.dream_models >= 1, "es.dream_models", "must be >= 1 (1: M alone)")
     need(cfg.es.dream_models <= min(cfg.es.trials, cfg.es.eval_trials), "es.dream_models",
          "must be <= es.trials and es.eval_trials (each trial runs in one model's dream)")

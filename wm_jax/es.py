@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from wm_jax.config import Config, ConfigError
 from wm_jax.envs import dream
+from wm_jax.envs.dream import tau_axes
 from wm_jax.parallel import AXIS, make_mesh
 
 
@@ -74,12 +75,6 @@ def input_row_scale(template: dict, input_rms: np.ndarray) -> dict:
     if rms.shape != (n_in,) or not np.all(np.isfinite(rms)) or np.any(rms <= 0):
         raise ValueError(f"input RMS must be {n_in} finite positive values (C's inputs), got shape {rms.shape}")
     return {first: jnp.asarray(1.0 / rms)[:, None]}
-
-
-def tau_axes(params: dream.DreamParams) -> dream.DreamParams:
-    """vmap in_axes for DreamParams batched over τ only."""
-    return params.replace(mdn=None, tau=0, max_steps=None, init_mu=None, init_logvar=None, done_bias=None,
-                          done_scale=None, dyn=None)
 
 
 def with_taus(params: dream.DreamParams, taus) -> dream.DreamParams:
@@ -133,13 +128,26 @@ class ESProgram:
             return params
         return {k: v / self.row_scale[k] if k in self.row_scale else v for k, v in params.items()}
 
+    def _sizes(self, n: int) -> list[int]:
+        """Batch sizes of a compacting rollout of n slots (es.dream_compact shrinks by es.dream_compact_ratio), each
+        still split evenly over the devices."""
+        return dream.compact_sizes(n, self.compact, self.cfg.es.dream_compact_ratio, self.n_devices)
+
     def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream.RolloutResult:
-        # halve the batch of P·T episodes at most es.dream_compact times, each half still split evenly over devices
-        n, levels = jax.tree.leaves(pop)[0].shape[0] * trials, 0
-        while levels < self.compact and n % (2 ** (levels + 1) * self.n_devices) == 0:
-            levels += 1
-        return dream.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
-                             chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain, compact=levels)
+        """One τ's rollout (es.dream_compact = 0, or the benchmark's profile)."""
+        if not self.compact:
+            return dream.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
+                                 chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain)
+        res = self._rollout_taus(jax.tree.map(lambda x: x[None], pop), key[None],
+                                 params.replace(tau=jnp.reshape(params.tau, (1,))), trials)
+        return dream.RolloutResult(*(x[0] for x in res))
+
+    def _rollout_taus(self, pop: dict, keys: jax.Array, params: dream.DreamParams,
+                      trials: int) -> dream.RolloutResult:
+        """Every τ's candidates (leaves [τ, P, ...]) in one compacting batch (dream.rollout_taus)."""
+        n = jax.tree.leaves(pop)[0].shape[0] * jax.tree.leaves(pop)[0].shape[1] * trials
+        return dream.rollout_taus(pop, keys, params, trials, inputs=self.inputs, env_name=self.env_name,
+                                  sizes=self._sizes(n), chunk=self.chunk, constrain=self._constrain)
 
     def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:
         """−mean return over trials + weight_decay · mean(θ²): [P]."""
@@ -148,6 +156,16 @@ class ESProgram:
             flat = jax.vmap(lambda p: jnp.concatenate([x.ravel() for x in jax.tree.leaves(p)]))(pop)
             fit = fit + self.cfg.es.weight_decay * jnp.mean(flat**2, axis=1)
         return fit
+
+    def _metrics(self, returns: jax.Array, lengths: jax.Array, steps_run: jax.Array, slot_steps: jax.Array,
+                 es_state) -> dict:
+        cand = returns.mean(axis=1)
+        return {
+            "mean_return": cand.mean(), "best_return": cand.max(), "worst_return": cand.min(),
+            "best_fitness": es_state.best_fitness, "mean_length": lengths.mean(),
+            "steps_run": steps_run, "alive_steps": lengths.sum(), "slot_steps": slot_steps,
+            "std": jnp.mean(getattr(es_state, "std", jnp.nan)),
+        }
 
     def generation(self, carry: tuple, params: dream.DreamParams) -> tuple[tuple, dict]:
         """One generation for one τ: carry = (es_state, key, generation)."""
@@ -159,14 +177,22 @@ class ESProgram:
         res = self._rollout(weights, k_roll, params, self.cfg.es.trials)
         fit = self.fitness(weights, res.returns)
         es_state, _ = self.strategy.tell(k_tell, pop, fit, es_state, self.es_params)
-        cand = res.returns.mean(axis=1)
-        metrics = {
-            "mean_return": cand.mean(), "best_return": cand.max(), "worst_return": cand.min(),
-            "best_fitness": es_state.best_fitness, "mean_length": res.lengths.mean(),
-            "steps_run": res.steps_run, "alive_steps": res.lengths.sum(), "slot_steps": res.slot_steps,
-            "std": jnp.mean(getattr(es_state, "std", jnp.nan)),
-        }
-        return (es_state, key, gen + 1), metrics
+        return (es_state, key, gen + 1), self._metrics(*res, es_state)
+
+    def generation_taus(self, carry: tuple, params: dream.DreamParams) -> tuple[tuple, dict]:
+        """One generation for every τ (leaves [τ, ...]) with one compacting rollout across all of them: ask and
+        tell per τ (vmap), the τ·P·T dream episodes in one batch that shrinks as they end, whatever their τ. The
+        same keys, candidates and episodes as ``generation`` vmapped over τ."""
+        es_state, key, gen = carry
+        keys = jax.vmap(lambda k: jax.random.split(k, 4))(key)  # [τ, 4, 2]
+        key, k_ask, k_roll, k_tell = (keys[:, i] for i in range(4))
+        pop, es_state = jax.vmap(self.strategy.ask, in_axes=(0, 0, None))(k_ask, es_state, self.es_params)
+        weights = self.to_controller(pop)
+        res = self._rollout_taus(weights, k_roll, params, self.cfg.es.trials)
+        fit = jax.vmap(self.fitness)(weights, res.returns)
+        es_state, _ = jax.vmap(self.strategy.tell, in_axes=(0, 0, 0, 0, None))(k_tell, pop, fit, es_state,
+                                                                               self.es_params)
+        return (es_state, key, gen + 1), jax.vmap(self._metrics)(*res, es_state)
 
     def _init_impl(self, key: jax.Array, n_tau: int, mean: dict) -> ESCarry:
         k_init, k_run = jax.random.split(key)
@@ -178,15 +204,29 @@ class ESProgram:
         return ESCarry(state, jnp.broadcast_to(k_run, (n_tau, *k_run.shape)), jnp.zeros((n_tau,), jnp.int32))
 
     def _run_impl(self, carry: ESCarry, params: dream.DreamParams, n: int) -> tuple[ESCarry, dict]:
-        gen = jax.vmap(self.generation, in_axes=((0, 0, 0), tau_axes(params)))
+        if self.compact:  # one batch across τ, so a shrink need not wait for the coolest τ's episodes
+            gen = self.generation_taus
+        else:
+            gen = jax.vmap(self.generation, in_axes=((0, 0, 0), tau_axes(params)))
+        batch = self.cfg.es.population * self.cfg.es.trials
 
         def body(c, _):
-            return gen(c, params)
+            c, m = gen(c, params)
+            if not self.compact:  # vmap runs the τ's loops as one: each computes as long as the longest
+                longest = jnp.broadcast_to(jnp.max(m["steps_run"]), m["steps_run"].shape)
+                m = {**m, "steps_run": longest, "slot_steps": longest * batch}
+            return c, m
 
         (state, key, g), metrics = jax.lax.scan(body, (carry.es_state, carry.key, carry.generation), None, length=n)
         return ESCarry(state, key, g), metrics
 
     def _eval_impl(self, ctrl_params: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> jax.Array:
+        if self.compact:
+            n_tau = jax.tree.leaves(ctrl_params)[0].shape[0]
+            res = self._rollout_taus(jax.tree.map(lambda x: x[:, None], ctrl_params),
+                                     jnp.broadcast_to(key, (n_tau, *key.shape)), params, trials)
+            return res.returns.mean(axis=(1, 2))
+
         def one(p, par):
             res = self._rollout(jax.tree.map(lambda x: x[None], p), key, par, trials)
             return res.returns.mean()
@@ -248,7 +288,7 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
     key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           es.dream_compact, cfg.controller, cfg.env.name, shapes, devs, early_exit,
+           es.dream_compact, es.dream_compact_ratio, cfg.controller, cfg.env.name, shapes, devs, early_exit,
            None if rms is None else rms.tobytes())
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit, input_rms=rms)

@@ -54,7 +54,12 @@ def bench_table(folder: Path) -> str:
         target = TARGETS.get((stage, env), target)
         if stage == "dream" and rec.get("end_prob"):  # episodes that end: what counts is the steps they lived
             key, target = "episode_steps_per_s", None
-            unit = f"episode-steps/s (ends p {rec['end_prob']:g}/step, es.dream_compact={rec.get('compact', 0)})"
+            probs = rec["end_prob"] if isinstance(rec["end_prob"], list) else [rec["end_prob"]]
+            ends = "/".join(f"{p:g}" for p in probs)
+            taus = rec.get("taus", [1.15])
+            sweep = f"{len(taus)} τ, " if len(taus) > 1 else ""
+            ratio = f" ×{rec['compact_ratio']:g}" if rec.get("compact") and rec.get("compact_ratio", 0.5) != 0.5 else ""
+            unit = f"episode-steps/s ({sweep}ends p {ends}/step, es.dream_compact={rec.get('compact', 0)}{ratio})"
         frac = rec.get("fraction_of_peak")
         dev = rec.get("device", {})
         device = f"{dev.get('backend', '?')} ×{dev.get('device_count', '?')} ({dev.get('cpu_count', '?')} cores)"

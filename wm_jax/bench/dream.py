@@ -16,6 +16,11 @@ episode lengths are geometric (mean 1/p, cut at ``--steps``) and a batch runs un
 ``episode_steps_per_s`` counts only the steps episodes were alive; ``--compact k`` (es.dream_compact) halves the
 batch up to k times as episodes end, and ``wm-jax bench dream --env takecover --end-prob 0.001 --compact 0`` vs
 ``--compact 4`` measures what that buys. The profile assumes full-length episodes: --end-prob skips it.
+
+A τ sweep (``--taus``, one compiled program for every τ as ``sweep-temperature`` runs it) with ``--end-prob`` one
+value per τ gives the sweep's spread: a cool dream its controller has learned to exploit keeps its episodes alive
+to the cap while the hot ones end early. Compaction shrinks the batch of every τ's episodes as one
+(``dream.rollout_taus``), by ``--compact-ratio`` (es.dream_compact_ratio) at a time.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=16, help="trials per candidate (paper 16)")
     parser.add_argument("--steps", type=int, default=1000, help="dream steps per episode")
     parser.add_argument("--mixtures", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=0, help="LSTM units (0: the env's paper size)")
     parser.add_argument("--chunk", type=int, default=50, help="steps per early-exit check")
     parser.add_argument("--generations", type=int, default=1, help="generations per timed call")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls (best is reported)")
-    parser.add_argument("--end-prob", type=float, default=0.0,
-                        help="per-step end probability (bernoulli); 0: episodes never end before --steps")
-    parser.add_argument("--compact", type=int, default=0, help="es.dream_compact: batch halvings as episodes end")
+    parser.add_argument("--end-prob", default="0",
+                        help="per-step end probability (bernoulli); 0: episodes never end before --steps. A comma "
+                        "list gives one per τ of --taus (a τ sweep whose dreams end at different rates)")
+    parser.add_argument("--taus", default="1.15", help="comma list: τ batched in one program (a τ sweep)")
+    parser.add_argument("--compact", type=int, default=0, help="es.dream_compact: batch shrinks as episodes end")
+    parser.add_argument("--compact-ratio", type=float, default=0.5, help="es.dream_compact_ratio")
     parser.add_argument("--single-device", action="store_true", help="use only the first device")
     parser.add_argument("--no-profile", action="store_true", help="skip the matmul-floor / rollout-only timings")
 
@@ -73,38 +82,46 @@ def measure(args: argparse.Namespace) -> dict:
     from wm_jax.sysinfo import peak_flops
 
     s = SIZES[args.env]
-    z, hid, a = s["z"], s["hidden"], s["action"]
+    z, hid, a = s["z"], args.hidden or s["hidden"], s["action"]
     cfg = load_config(None, [f"env.name={args.env}", f"es.population={args.pop}", f"es.trials={args.trials}",
                              f"es.dream_max_steps={args.steps}", f"es.dream_chunk={args.chunk}",
                              f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}",
-                             f"es.dream_compact={args.compact}"])
-    if not 0.0 <= args.end_prob < 1.0:
-        raise SystemExit(f"--end-prob must be in [0, 1), got {args.end_prob}")
+                             f"es.dream_compact={args.compact}", f"es.dream_compact_ratio={args.compact_ratio}"])
+    taus = [float(t) for t in args.taus.split(",")]
+    probs = [float(p) for p in args.end_prob.split(",")]
+    if len(probs) == 1:
+        probs = probs * len(taus)
+    if len(probs) != len(taus) or not all(0.0 <= p < 1.0 for p in probs) or (0.0 in probs and max(probs) > 0):
+        raise SystemExit(f"--end-prob: one value or one per τ ({len(taus)}), all in [0, 1) and all 0 or none; "
+                         f"got {args.end_prob}")
     mdn = mdnrnn.init_params(jax.random.PRNGKey(0), z, a, hid, args.mixtures)
     mdn["head"]["w"] = mdn["head"]["w"].at[:, -1].set(0.0)  # the done logit is the bias alone
-    if args.end_prob > 0:  # bernoulli ends with probability p at every step: geometric episode lengths
-        mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(float(np.log(args.end_prob / (1 - args.end_prob))))
+    if max(probs) > 0:  # bernoulli ends with probability p at every step: geometric episode lengths
+        top = max(probs)  # the logit gives the largest p; each τ's done_scale brings its own down to it
+        mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(float(np.log(top / (1 - top))))
         base = dream.make_params(mdn, *_bank(z), max_steps=args.steps, kind=args.env, done_mode="bernoulli")
+        if len(set(probs)) > 1:
+            base = base.replace(done_scale=jnp.asarray([p / top for p in probs], jnp.float32))
     else:
         mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-1e4)  # never done: every episode runs all steps
         base = dream.make_params(mdn, *_bank(z), max_steps=args.steps, kind=args.env)
-    dp = with_taus(base, (1.15,))
+    dp = with_taus(base, taus)
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
     devices = jax.devices()[:1] if args.single_device else None
     prog = ESProgram(cfg, template, devices=devices)
-    carry = prog.init(jax.random.PRNGKey(0), 1)
+    carry = prog.init(jax.random.PRNGKey(0), len(taus))
 
     t0 = time.perf_counter()
     out, m = prog.run(carry, dp, args.generations)
     jax.block_until_ready(out)
     first = time.perf_counter() - t0
-    steps_run = int(m["steps_run"].sum())
+    steps_run = int(m["steps_run"].max(axis=1).sum())  # loop steps per generation (the τ run in one loop)
     alive_steps, slot_steps = int(m["alive_steps"].sum()), int(m["slot_steps"].sum())
     gen_fn = lambda: jax.block_until_ready(prog.run(carry, dp, args.generations))  # noqa: E731
-    profile = not args.no_profile and args.end_prob == 0
+    profile = not args.no_profile and max(probs) == 0 and len(taus) == 1
     if not profile:
         sec = _best(gen_fn, args.repeats)
-    batch = args.pop * args.trials
+    batch = args.pop * args.trials * len(taus)
     if profile:
         prof = _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn)
         sec = prof.pop("generation_seconds")
@@ -117,7 +134,8 @@ def measure(args: argparse.Namespace) -> dict:
         "trials": args.trials, "steps": args.steps, "generations_per_call": args.generations,
         "controller_params": ctrl.num_params(template), "devices_used": prog.n_devices,
         "steps_run": steps_run, "seconds_per_call": sec, "first_call_seconds_incl_compile": first,
-        "end_prob": args.end_prob, "compact": args.compact, "episode_steps": alive_steps, "slot_steps": slot_steps,
+        "end_prob": probs[0] if len(set(probs)) == 1 else probs, "taus": taus, "compact": args.compact,
+        "compact_ratio": args.compact_ratio, "episode_steps": alive_steps, "slot_steps": slot_steps,
         "episode_steps_per_s": alive_steps / sec, "dream_steps_per_s": sps, "flops_per_step": fps,
         "achieved_gflops": sps * fps / 1e9,
         "peak_gflops": peak / 1e9, "fraction_of_peak": sps * fps / peak,
@@ -139,7 +157,7 @@ def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from wm_jax.es import tau_axes
+    from wm_jax.envs.dream import tau_axes
 
     steps = args.steps * args.generations
     w_x, w_h, w_o = mdn["lstm"]["w_x"], mdn["lstm"]["w_h"], mdn["head"]["w"]

@@ -6,7 +6,9 @@ vmapped over temperatures, so train-controller and sweep-temperature share one c
 * ``ESProgram(cfg, template, ...)`` builds the evosax strategy (any distribution-based algorithm by name;
   ``std_init`` = cfg.es.sigma_init), and jits
   - ``init(key, n_tau) -> ESCarry`` (ES state, PRNG key, generation; leading τ axis on every leaf),
-  - ``run(carry, dream_params, n)`` → n generations (``lax.scan``) of ``vmap`` over τ → (carry, metrics [n, τ]),
+  - ``run(carry, dream_params, n)`` → n generations (``lax.scan``) of ``vmap`` over τ → (carry, metrics [n, τ]);
+    with es.dream_compact the rollouts of every τ run as one batch that shrinks as episodes end
+    (``generation_taus``, ``dream.rollout_taus``), ask and tell still per τ,
   - ``evaluate(ctrl_params [τ, ...], key, dream_params, trials)`` → mean return [τ].
 * Common random numbers: every candidate of a generation sees the same trial keys.
 * Fitness = −mean return + weight_decay · mean(w²) (evosax minimises; the original's L2 term).

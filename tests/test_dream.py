@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wm_jax.config import load_config
-from wm_jax.envs import dream
+from wm_jax.envs import dream, dream_batch
 from wm_jax.models import controller as C
 from wm_jax.models import mdnrnn
 
@@ -24,8 +24,8 @@ def world():
     bank = jax.random.normal(jax.random.PRNGKey(1), (5, Z)), jnp.full((5, Z), -2.0)
     params = dream.make_params(mdn, *bank, tau=1.0, max_steps=CAP, kind="carracing")
     ctrl = jax.vmap(lambda k: C.init_controller(k, Z + H, A, scale=1.0))(jax.random.split(jax.random.PRNGKey(2), POP))
-    roll = jax.jit(lambda c, k, p, early: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing",
-                                                        chunk=5, early_exit=early), static_argnums=3)
+    roll = jax.jit(lambda c, k, p, early: dream_batch.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing",
+                                                              chunk=5, early_exit=early), static_argnums=3)
     return params, ctrl, roll
 
 
@@ -209,7 +209,7 @@ def test_dynamics_ensemble_runs_each_trial_in_its_models_dream(world):
     assert not np.allclose(np.asarray(only_m2.returns), np.asarray(only_m.returns))
     # The recorded episode of trial 1 runs in model 1 too.
     c0 = jax.tree.map(lambda x: x[0], ctrl_z)
-    _, r, alive = dream.episode(c0, key, ens, CAP, inputs="zh", env_name="carracing", trials=TRIALS, trial=1)
+    _, r, alive = dream_batch.episode(c0, key, ens, CAP, inputs="zh", env_name="carracing", trials=TRIALS, trial=1)
     np.testing.assert_allclose(float(jnp.sum(r * alive)), float(both.returns[0, 1]), rtol=1e-4, atol=1e-4)
 
 
@@ -229,7 +229,7 @@ def test_held_out_dream_runs_every_trial_in_the_other_model(world):
     same = roll(ctrl, key, dream.held_out(rebuild([params.mdn])), True)  # C reads M here: M's dream exactly
     np.testing.assert_allclose(np.asarray(same.returns), np.asarray(roll(ctrl, key, params, True).returns),
                                rtol=1e-5, atol=1e-5)
-    _, r, alive = dream.episode(jax.tree.map(lambda x: x[0], ctrl_z), key, held, CAP, inputs="zh",
+    _, r, alive = dream_batch.episode(jax.tree.map(lambda x: x[0], ctrl_z), key, held, CAP, inputs="zh",
                                 env_name="carracing", trials=TRIALS, trial=0)
     np.testing.assert_allclose(float(jnp.sum(r * alive)), float(got.returns[0, 0]), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="held-out dream needs another dynamics model"):
@@ -244,10 +244,10 @@ def test_dynamics_ensemble_rejects_a_model_of_another_shape(world):
 
 
 def test_compacted_rollout_plays_the_same_episodes_on_fewer_slots(world):
-    levels = 3  # 12 slots -> 6 -> 3, then odd: the last level runs on 3
+    levels = 3  # 12 slots -> 6 -> 3 -> 1 (dream_batch.compact_sizes)
     params, ctrl, roll = world
-    run = jax.jit(lambda c, k, p, n: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2,
-                                                   compact=n), static_argnums=3)
+    run = jax.jit(lambda c, k, p, n: dream_batch.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2,
+                                                         compact=n), static_argnums=3)
     # A done bias of -0.6: episodes end after 3-10 steps, so the batch of 12 halves on the way
     params = params.replace(mdn={**params.mdn, "head": {**params.mdn["head"],
                                                         "b": params.mdn["head"]["b"].at[-1].set(-0.6)}})
@@ -265,16 +265,16 @@ def test_compacted_rollout_plays_the_same_episodes_on_fewer_slots(world):
 def test_compaction_needs_the_early_exit(world):
     params, ctrl, _ = world
     with pytest.raises(ValueError, match="early_exit"):
-        dream.rollout(ctrl, jax.random.PRNGKey(0), params, TRIALS, inputs="zh", env_name="carracing",
+        dream_batch.rollout(ctrl, jax.random.PRNGKey(0), params, TRIALS, inputs="zh", env_name="carracing",
                       early_exit=False, compact=1)
 
 
 def test_compact_sizes_shrink_by_the_ratio_in_device_multiples():
-    assert dream.compact_sizes(12, 3) == [12, 6, 3, 1]
-    assert dream.compact_sizes(2560, 4, 0.75, 4) == [2560, 1920, 1440, 1080, 808]
-    assert dream.compact_sizes(8, 5, 0.5, 4) == [8, 4]  # 2 slots would not split over 4 devices
-    assert dream.compact_sizes(3, 2, 0.2) == [3]
-    assert dream.compact_sizes(64, 0) == [64]
+    assert dream_batch.compact_sizes(12, 3) == [12, 6, 3, 1]
+    assert dream_batch.compact_sizes(2560, 4, 0.75, 4) == [2560, 1920, 1440, 1080, 808]
+    assert dream_batch.compact_sizes(8, 5, 0.5, 4) == [8, 4]  # 2 slots would not split over 4 devices
+    assert dream_batch.compact_sizes(3, 2, 0.2) == [3]
+    assert dream_batch.compact_sizes(64, 0) == [64]
 
 
 def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
@@ -288,11 +288,11 @@ def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
     keys = jax.random.split(jax.random.PRNGKey(40), 3)
     ctrls = jax.vmap(lambda k: jax.vmap(lambda kk: C.init_controller(kk, Z + H, A, scale=1.0))(
         jax.random.split(k, POP)))(jax.random.split(jax.random.PRNGKey(41), 3))  # [3, POP, ...]
-    sizes = dream.compact_sizes(3 * POP * TRIALS, 6, 0.75)
-    flat = jax.jit(lambda c, k, p: dream.rollout_taus(c, k, p, TRIALS, inputs="zh", env_name="carracing",
-                                                      sizes=sizes, chunk=2))
+    sizes = dream_batch.compact_sizes(3 * POP * TRIALS, 6, 0.75)
+    flat = jax.jit(lambda c, k, p: dream_batch.rollout_taus(c, k, p, TRIALS, inputs="zh", env_name="carracing",
+                                                            sizes=sizes, chunk=2))
     res = flat(ctrls, keys, params.replace(tau=taus, done_scale=scales))
-    one = jax.jit(lambda c, k, p: dream.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2))
+    one = jax.jit(lambda c, k, p: dream_batch.rollout(c, k, p, TRIALS, inputs="zh", env_name="carracing", chunk=2))
     refs = [one(jax.tree.map(lambda x: x[i], ctrls), keys[i], params.replace(tau=taus[i], done_scale=scales[i]))
             for i in range(3)]
     for i, ref in enumerate(refs):
@@ -303,5 +303,5 @@ def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
     assert np.all(np.asarray(res.steps_run) == max(int(r.steps_run) for r in refs))
     assert int(res.slot_steps.sum()) < sum(int(r.slot_steps) for r in refs)
     with pytest.raises(ValueError, match="must start at"):
-        dream.rollout_taus(ctrls, keys, params.replace(tau=taus), TRIALS, inputs="zh", env_name="carracing",
+        dream_batch.rollout_taus(ctrls, keys, params.replace(tau=taus), TRIALS, inputs="zh", env_name="carracing",
                            sizes=[12, 6])

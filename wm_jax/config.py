@@ -169,7 +169,7 @@ class ESConfig:
     seed: int = 0
     dream_chunk: int = 50  # Dream steps per early-exit check (while_loop over scanned chunks; our choice).
     # Shrink the batch of dream episodes up to this many times as they end, each time to dream_compact_ratio of its
-    # size (dream.rollout_taus; ours): the same episodes, up to float rounding, for about the area under the
+    # size (dream_batch.rollout_taus; ours): the same episodes, up to float rounding, for about the area under the
     # survival curve. A τ sweep compacts all its τ's episodes as one batch. 0: the whole batch runs until its last
     # episode ends. Measured in README, Benchmarks.
     dream_compact: int = 0

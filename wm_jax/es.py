@@ -8,7 +8,7 @@ vmapped over temperatures, so train-controller and sweep-temperature share one c
   - ``init(key, n_tau) -> ESCarry`` (ES state, PRNG key, generation; leading τ axis on every leaf),
   - ``run(carry, dream_params, n)`` → n generations (``lax.scan``) of ``vmap`` over τ → (carry, metrics [n, τ]);
     with es.dream_compact the rollouts of every τ run as one batch that shrinks as episodes end
-    (``generation_taus``, ``dream.rollout_taus``), ask and tell still per τ,
+    (``generation_taus``, ``dream_batch.rollout_taus``), ask and tell still per τ,
   - ``evaluate(ctrl_params [τ, ...], key, dream_params, trials)`` → mean return [τ].
 * Common random numbers: every candidate of a generation sees the same trial keys.
 * Fitness = −mean return + weight_decay · mean(w²) (evosax minimises; the original's L2 term).
@@ -29,8 +29,8 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wm_jax.config import Config, ConfigError
-from wm_jax.envs import dream
-from wm_jax.envs.dream import tau_axes
+from wm_jax.envs import dream, dream_batch
+from wm_jax.envs.dream_batch import tau_axes
 from wm_jax.parallel import AXIS, make_mesh
 
 
@@ -133,22 +133,22 @@ class ESProgram:
     def _sizes(self, n: int) -> list[int]:
         """Batch sizes of a compacting rollout of n slots (es.dream_compact shrinks by es.dream_compact_ratio), each
         still split evenly over the devices."""
-        return dream.compact_sizes(n, self.compact, self.cfg.es.dream_compact_ratio, self.n_devices)
+        return dream_batch.compact_sizes(n, self.compact, self.cfg.es.dream_compact_ratio, self.n_devices)
 
-    def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream.RolloutResult:
+    def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream_batch.RolloutResult:
         """One τ's rollout (es.dream_compact = 0, or the benchmark's profile)."""
         if not self.compact:
-            return dream.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
+            return dream_batch.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
                                  chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain)
         res = self._rollout_taus(jax.tree.map(lambda x: x[None], pop), key[None],
                                  params.replace(tau=jnp.reshape(params.tau, (1,))), trials)
-        return dream.RolloutResult(*(x[0] for x in res))
+        return dream_batch.RolloutResult(*(x[0] for x in res))
 
     def _rollout_taus(self, pop: dict, keys: jax.Array, params: dream.DreamParams,
-                      trials: int) -> dream.RolloutResult:
-        """Every τ's candidates (leaves [τ, P, ...]) in one compacting batch (dream.rollout_taus)."""
+                      trials: int) -> dream_batch.RolloutResult:
+        """Every τ's candidates (leaves [τ, P, ...]) in one compacting batch (dream_batch.rollout_taus)."""
         n = jax.tree.leaves(pop)[0].shape[0] * jax.tree.leaves(pop)[0].shape[1] * trials
-        return dream.rollout_taus(pop, keys, params, trials, inputs=self.inputs, env_name=self.env_name,
+        return dream_batch.rollout_taus(pop, keys, params, trials, inputs=self.inputs, env_name=self.env_name,
                                   sizes=self._sizes(n), chunk=self.chunk, constrain=self._constrain)
 
     def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:

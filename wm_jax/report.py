@@ -58,7 +58,8 @@ def bench_table(folder: Path) -> str:
             ends = "/".join(f"{p:g}" for p in probs)
             taus = rec.get("taus", [1.15])
             sweep = f"{len(taus)} τ, " if len(taus) > 1 else ""
-            ratio = f" ×{rec['compact_ratio']:g}" if rec.get("compact") and rec.get("compact_ratio", 0.5) != 0.5 else ""
+            shrink = rec.get("compact_ratio", 0.5)
+            ratio = f" ×{shrink:g}" if rec.get("compact") and shrink != 0.5 else ""
             unit = f"episode-steps/s ({sweep}ends p {ends}/step, es.dream_compact={rec.get('compact', 0)}{ratio})"
         frac = rec.get("fraction_of_peak")
         dev = rec.get("device", {})

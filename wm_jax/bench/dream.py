@@ -20,7 +20,7 @@ batch up to k times as episodes end, and ``wm-jax bench dream --env takecover --
 A τ sweep (``--taus``, one compiled program for every τ as ``sweep-temperature`` runs it) with ``--end-prob`` one
 value per τ gives the sweep's spread: a cool dream its controller has learned to exploit keeps its episodes alive
 to the cap while the hot ones end early. Compaction shrinks the batch of every τ's episodes as one
-(``dream.rollout_taus``), by ``--compact-ratio`` (es.dream_compact_ratio) at a time.
+(``dream_batch.rollout_taus``), by ``--compact-ratio`` (es.dream_compact_ratio) at a time.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
 
     from wm_jax.config import load_config
-    from wm_jax.envs import dream
+    from wm_jax.envs import dream, dream_batch
     from wm_jax.es import ESProgram, with_taus
     from wm_jax.models import controller as ctrl
     from wm_jax.models import mdnrnn
@@ -157,7 +157,7 @@ def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from wm_jax.envs.dream import tau_axes
+    from wm_jax.envs.dream_batch import tau_axes
 
     steps = args.steps * args.generations
     w_x, w_h, w_o = mdn["lstm"]["w_x"], mdn["lstm"]["w_h"], mdn["head"]["w"]

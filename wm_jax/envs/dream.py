@@ -1,4 +1,4 @@
-"""The dream: M as a pure-JAX environment (gymnax shape), and the batched rollout ES evaluates.
+"""The dream: M as a pure-JAX environment (gymnax shape); the batched rollouts ES evaluates are in dream_batch.
 
 ``reset(key, params) -> (obs, state)`` and ``step(key, state, action, params) -> (obs, state, reward, done,
 info)`` are pure functions. Everything that may change between runs is *data* in :class:`DreamParams` (M's
@@ -18,7 +18,7 @@ equal in law to ``mdnrnn.sample_z``), then z' = μ_k + σ_k·√τ·ε.
 Dynamics ensemble (``DreamParams.dyn``, ``es.dream_models``; ours): C reads the state of M (``mdn``, the model it
 also reads in the real env), but z', the reward and the end may come from other models trained the same way on
 the same data: model 0 is M, models 1..E-1 are ``dyn`` (stacked [E-1, ...] weights; each runs its own LSTM on
-the same z and actions). In ``rollout`` trial i of every candidate runs in model i mod E's dream, so a
+the same z and actions). In ``dream_batch.rollout`` trial i of every candidate runs in model i mod E's dream, so a
 controller scores well only where the models agree, not where one model's errors flatter it. Every step runs
 all E models on every trial (plain matmuls over the whole batch) and each trial keeps its model's prediction:
 E times the cost of the single-model step. ``dyn=None``: M alone (the original dream). ``held_out(params)``
@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from wm_jax.models import controller as ctrl
 from wm_jax.models import mdnrnn
 from wm_jax.models.mdnrnn import LSTMState
 
@@ -218,204 +217,3 @@ def step(key: jax.Array, state: DreamState, action: jax.Array,
          params: DreamParams) -> tuple[DreamObs, DreamState, jax.Array, jax.Array, dict]:
     """gymnax-shaped step: obs (z', M's state), new state, reward [], done [] bool, info."""
     return step_with_noise(step_noise(key, state.z.shape[-1]), state, action, params)
-
-
-# ---------------------------------------------------------------- batched rollout (population × trials)
-
-
-class RolloutResult(NamedTuple):
-    returns: jax.Array  # [P, T] episode returns
-    lengths: jax.Array  # [P, T] int32 steps taken before (and including) done
-    steps_run: jax.Array  # [] int32 steps the loop executed (a multiple of the chunk, ≤ cap rounded up)
-    slot_steps: jax.Array  # [] int32 episode-steps computed, ended episodes' included (P·T·steps_run uncompacted)
-
-
-def tau_axes(params: DreamParams) -> DreamParams:
-    """vmap in_axes for DreamParams batched over τ: ``tau`` [n_tau], and ``done_scale`` when it is a vector too
-    (one end-probability factor per τ; the benchmark's spread of episode lengths). Everything else is shared."""
-    return params.replace(mdn=None, tau=0, max_steps=None, init_mu=None, init_logvar=None, done_bias=None,
-                          done_scale=0 if jnp.ndim(params.done_scale) else None, dyn=None)
-
-
-def compact_sizes(n: int, levels: int, ratio: float = 0.5, multiple: int = 1) -> list[int]:
-    """The batch sizes a compacting rollout steps through: `n`, then up to `levels` smaller ones, each the previous
-    times `ratio` rounded down to a multiple of `multiple` (the device count: every size splits evenly); it stops
-    early where the next size would be 0 or no smaller."""
-    sizes = [n]
-    for _ in range(levels):
-        nxt = int(sizes[-1] * ratio) // multiple * multiple
-        if nxt <= 0 or nxt >= sizes[-1]:
-            break
-        sizes.append(nxt)
-    return sizes
-
-
-def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
-            chunk: int = 50, early_exit: bool = True, constrain=None, compact: int = 0,
-            compact_ratio: float = 0.5) -> RolloutResult:
-    """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
-
-    Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
-    the noise is drawn once per trial and broadcast over the population. The loop runs `chunk` steps per
-    iteration of a while_loop and stops once every episode has ended (`early_exit`) or at the cap.
-    `constrain`, if given, is applied to [P, ...] arrays (e.g. a sharding constraint on the population axis).
-
-    `compact` = k > 0 (needs `early_exit`): the P·T episodes run as a flat batch of slots that shrinks up to k
-    times by `compact_ratio` (``compact_sizes``): once at most the next size's count of slots is alive (checked
-    every chunk), the live ones are gathered into the smaller batch and the loop goes on there (``rollout_taus``).
-    Same episodes, same noise (each slot keeps its trial's key), so the same returns up to float rounding; a batch
-    of episodes whose lengths spread out costs about the area under its survival curve instead of P·T times its
-    longest episode.
-    """
-    if compact:
-        if not early_exit:
-            raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
-        n = jax.tree.leaves(ctrl_params)[0].shape[0] * trials
-        one = params.replace(tau=jnp.reshape(params.tau, (1,)))
-        if jnp.ndim(params.done_scale):
-            raise ValueError("a single-τ rollout takes a scalar done_scale")
-        res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
-                           env_name=env_name, chunk=chunk, constrain=constrain,
-                           sizes=compact_sizes(n, compact, compact_ratio))
-        return RolloutResult(res.returns[0], res.lengths[0], res.steps_run[0], res.slot_steps[0])
-    constrain = constrain or (lambda x: x)
-    z_dim = params.init_mu.shape[-1]
-    n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
-    state0, trial_keys, models = _trial_starts(key, params, trials)
-    state0 = jax.tree.map(lambda x: constrain(jnp.broadcast_to(x, (n_pop, *x.shape))), state0)
-
-    policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name), in_axes=(0, 0, 0))
-    step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None, 0)), in_axes=(None, 0, 0, None, None))
-
-    def one_step(carry, _):
-        t, state, ret, length, alive = carry
-        noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim))(trial_keys)  # [T, ...]
-        action = policy(ctrl_params, state.z, state.lstm)  # [P, T, A]
-        _, state, reward, done, _ = step_pt(noise, state, action, params, models)
-        ret = ret + jnp.where(alive, reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        alive = alive & ~done
-        state = jax.tree.map(constrain, state)
-        return (t + 1, state, constrain(ret), constrain(length), constrain(alive)), None
-
-    def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
-        return carry
-
-    def cond(carry):
-        t, _, _, _, alive = carry
-        keep = t < params.max_steps
-        return keep & jnp.any(alive) if early_exit else keep
-
-    zeros = constrain(jnp.zeros((n_pop, trials), jnp.float32))
-    carry = (jnp.zeros((), jnp.int32), state0, zeros, constrain(jnp.zeros((n_pop, trials), jnp.int32)),
-             constrain(jnp.ones((n_pop, trials), bool)))
-    t, _, ret, length, _ = jax.lax.while_loop(cond, chunk_body, carry)
-    return RolloutResult(ret, length, t, t * (n_pop * trials))
-
-
-def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[DreamState, jax.Array, jax.Array]:
-    """Per trial: the initial state [T, ...], the step-noise key [T] and the dynamics model it runs in [T]."""
-    k_reset, k_steps = jax.random.split(key)
-    _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
-    return state0, jax.random.split(k_steps, trials), trial_models(params, trials)
-
-
-def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials: int, *, inputs: str,
-                 env_name: str, sizes: list[int], chunk: int = 50, constrain=None) -> RolloutResult:
-    """n_tau rollouts -- for each τ i, P controllers ``ctrl_params[i]`` on `trials` episodes of key ``keys[i]`` in
-    the dream at ``params.tau[i]`` -- as one flat batch of n_tau·P·T episode slots that shrinks as episodes end,
-    whichever τ they belong to (the τ sweep's cool dreams keep their episodes alive to the cap while the hot ones'
-    end early: shrinking each τ's batch separately would wait for the coolest).
-
-    `sizes`: the batch sizes to step through (``compact_sizes``; sizes[0] = n_tau·P·T): the loop moves to the next
-    size once at most that many slots are alive, gathering the live ones first. Every slot carries its episode's
-    state, its controller, its τ, its trial (whose key draws its noise) and its place in the result, so each τ's
-    returns and lengths are those of ``rollout(ctrl_params[i], keys[i], params at tau[i], trials)`` up to float
-    rounding. Returns returns, lengths [n_tau, P, T]; steps_run [n_tau] (the shared loop's, equal for every τ);
-    slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays.
-    """
-    constrain = constrain or (lambda x: x)
-    z_dim = params.init_mu.shape[-1]
-    n_tau, n_pop = jax.tree.leaves(ctrl_params)[0].shape[:2]
-    n = n_tau * n_pop * trials
-    if sizes[0] != n or any(b >= a for a, b in zip(sizes, sizes[1:])):
-        raise ValueError(f"batch sizes {sizes} must start at {n_tau}·{n_pop}·{trials} = {n} and decrease")
-    state0, trial_keys, models = jax.vmap(lambda k: _trial_starts(k, params, trials))(keys)  # [τ, T, ...]
-    slot_tau = jnp.repeat(jnp.arange(n_tau), n_pop * trials)  # slot i: τ i // (P·T), candidate (i // T) % P,
-    slot_pop = jnp.tile(jnp.repeat(jnp.arange(n_pop), trials), n_tau)  # trial i % T
-    slot_trial = jnp.tile(jnp.arange(trials), n_tau * n_pop)
-    slots = (jax.tree.map(lambda x: x[slot_tau, slot_trial], state0),
-             jax.tree.map(lambda x: x[slot_tau, slot_pop], ctrl_params), slot_tau, slot_trial, jnp.arange(n))
-    slots = jax.tree.map(constrain, slots)
-    policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name))
-
-    def per_slot(tau_idx: jax.Array) -> DreamParams:  # the τ-batched fields gathered for each slot
-        scale = params.done_scale[tau_idx] if jnp.ndim(params.done_scale) else params.done_scale
-        return params.replace(tau=params.tau[tau_idx], done_scale=scale)
-
-    def one_step(carry, _):
-        t, (state, cp, tau_idx, trial, idx), ret, length, alive, stop = carry
-        noise = jax.vmap(jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim)))(trial_keys)  # [τ, T]
-        noise = jax.tree.map(lambda x: x[tau_idx, trial], noise)  # [B, ...]
-        slot_params = per_slot(tau_idx)
-        step_b = jax.vmap(step_with_noise, in_axes=(0, 0, 0, tau_axes(slot_params), 0))
-        _, state, reward, done, _ = step_b(noise, state, policy(cp, state.z, state.lstm), slot_params,
-                                           models[tau_idx, trial])
-        ret = ret + jnp.where(alive, reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        alive = alive & ~done
-        return (t + 1, (jax.tree.map(constrain, state), cp, tau_idx, trial, idx), constrain(ret), constrain(length),
-                constrain(alive), stop), None
-
-    def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
-        return carry
-
-    def cond(carry):
-        t, _, _, _, alive, stop = carry
-        return (t < params.max_steps) & (jnp.sum(alive) > stop)
-
-    t = jnp.zeros((), jnp.int32)
-    ret_all, len_all = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32)
-    ret, length, alive = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
-    slot_steps = jnp.zeros((n_tau,), jnp.int32)
-    for level, size in enumerate(sizes):
-        last = level == len(sizes) - 1
-        stop = 0 if last else sizes[level + 1]
-        t0 = t
-        t, slots, ret, length, alive, _ = jax.lax.while_loop(
-            cond, chunk_body, (t, slots, ret, length, alive, jnp.int32(stop)))
-        slot_steps = slot_steps + (t - t0) * jnp.zeros((n_tau,), jnp.int32).at[slots[2]].add(1)
-        idx = slots[4]
-        ret_all, len_all = ret_all.at[idx].set(ret), len_all.at[idx].set(length)  # ended slots are final here
-        if last:
-            break
-        keep = jnp.argsort(~alive, stable=True)[:stop]  # every live slot (at most `stop` of them) first
-        slots = jax.tree.map(lambda x: constrain(x[keep]), slots)
-        ret, length, alive = ret[keep], length[keep], alive[keep]
-    shape = (n_tau, n_pop, trials)
-    return RolloutResult(ret_all.reshape(shape), len_all.reshape(shape), jnp.broadcast_to(t, (n_tau,)), slot_steps)
-
-
-def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, *, inputs: str,
-            env_name: str, trials: int = 1, trial: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One recorded dream episode of a single controller: trial `trial` of `rollout(..., trials)` with this key.
-
-    Returns z [steps + 1, Z] (row 0 = z0), rewards [steps], alive [steps] (True for steps that count).
-    """
-    z_dim = params.init_mu.shape[-1]
-    k_reset, k_steps = jax.random.split(key)
-    _, state = reset(jax.random.split(k_reset, trials)[trial], params)
-    trial_key = jax.random.split(k_steps, trials)[trial]
-    model = trial_models(params, trials)[trial]
-
-    def body(carry, t):
-        state, alive = carry
-        noise = step_noise(jax.random.fold_in(trial_key, t), z_dim)
-        action = ctrl.policy(ctrl_params, state.z, state.lstm, inputs, env_name)
-        _, state, reward, done, _ = step_with_noise(noise, state, action, params, model)
-        return (state, alive & ~done), (state.z, reward, alive)
-
-    (_, _), (zs, rewards, alive) = jax.lax.scan(body, (state, jnp.ones((), bool)), jnp.arange(steps))
-    return jnp.concatenate([state.z[None], zs], 0), rewards, alive

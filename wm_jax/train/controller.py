@@ -363,7 +363,7 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
     """Decode one dream episode of `ctrl_params` through V into a GIF; skipped (None) when V is absent."""
     import jax
 
-    from wm_jax.envs import dream
+    from wm_jax.envs import dream_batch
 
     try:
         from wm_jax.models.vae import decode
@@ -373,8 +373,8 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
     except (ImportError, FileNotFoundError, ConfigError) as e:
         print(f"dream GIF skipped: V is not available ({e})", file=sys.stderr)
         return None
-    zs, _, alive = dream.episode(ctrl_params, jax.random.PRNGKey(cfg.es.seed + 1), dp, steps,
-                                 inputs=cfg.controller.inputs, env_name=cfg.env.name)
+    zs, _, alive = dream_batch.episode(ctrl_params, jax.random.PRNGKey(cfg.es.seed + 1), dp, steps,
+                                       inputs=cfg.controller.inputs, env_name=cfg.env.name)
     n = int(np.asarray(alive).sum()) + 1
     frames = np.asarray(decode(vae_params, zs[:n]))
     from wm_jax.viz import save_gif

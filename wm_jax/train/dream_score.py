@@ -55,10 +55,11 @@ def _mean_return(inputs: str, env_name: str, chunk: int, trials: int):
     """jit(controller params, key, dream params) -> mean return over `trials` episodes; one per shape of call."""
     import jax
 
-    from wm_jax.envs import dream
+    from wm_jax.envs import dream_batch
 
-    return jax.jit(lambda p, k, dp: dream.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials, inputs=inputs,
-                                                  env_name=env_name, chunk=chunk, compact=3).returns.mean())
+    return jax.jit(lambda p, k, dp: dream_batch.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials,
+                                                        inputs=inputs, env_name=env_name, chunk=chunk,
+                                                        compact=3).returns.mean())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def test_dream_bench_of_a_tau_sweep_counts_the_same_episodes_on_fewer_slots_when
     base = ["--env", "takecover", "--pop", "4", "--trials", "2", "--steps", "60", "--hidden", "8", "--chunk", "5",
             "--repeats", "1", "--taus", "0.5,1,1.5", "--end-prob", "0.002,0.05,0.1"]
     plain = bench_dream.measure(parser.parse_args(base))
-    packed = bench_dream.measure(parser.parse_args([*base, "--compact", "4", "--compact-ratio", "0.75"]))
+    packed = bench_dream.measure(parser.parse_args([*base, "--compact", "2", "--compact-ratio", "0.75"]))
     assert plain["taus"] == [0.5, 1.0, 1.5] and plain["end_prob"] == [0.002, 0.05, 0.1]
     assert packed["episode_steps"] == plain["episode_steps"] < plain["slot_steps"] == 3 * 4 * 2 * 60
     assert packed["slot_steps"] < plain["slot_steps"] and packed["compact_ratio"] == 0.75

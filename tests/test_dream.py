@@ -288,7 +288,7 @@ def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
     keys = jax.random.split(jax.random.PRNGKey(40), 3)
     ctrls = jax.vmap(lambda k: jax.vmap(lambda kk: C.init_controller(kk, Z + H, A, scale=1.0))(
         jax.random.split(k, POP)))(jax.random.split(jax.random.PRNGKey(41), 3))  # [3, POP, ...]
-    sizes = dream_batch.compact_sizes(3 * POP * TRIALS, 6, 0.75)
+    sizes = dream_batch.compact_sizes(3 * POP * TRIALS, 3, 0.75)
     flat = jax.jit(lambda c, k, p: dream_batch.rollout_taus(c, k, p, TRIALS, inputs="zh", env_name="carracing",
                                                             sizes=sizes, chunk=2))
     res = flat(ctrls, keys, params.replace(tau=taus, done_scale=scales))

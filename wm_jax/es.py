@@ -130,26 +130,22 @@ class ESProgram:
             return params
         return {k: v / self.row_scale[k] if k in self.row_scale else v for k, v in params.items()}
 
-    def _sizes(self, n: int) -> list[int]:
-        """Batch sizes of a compacting rollout of n slots (es.dream_compact shrinks by es.dream_compact_ratio), each
-        still split evenly over the devices."""
-        return dream_batch.compact_sizes(n, self.compact, self.cfg.es.dream_compact_ratio, self.n_devices)
-
     def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream_batch.RolloutResult:
         """One τ's rollout (es.dream_compact = 0, or the benchmark's profile)."""
-        if not self.compact:
-            return dream_batch.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
-                                 chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain)
-        res = self._rollout_taus(jax.tree.map(lambda x: x[None], pop), key[None],
-                                 params.replace(tau=jnp.reshape(params.tau, (1,))), trials)
-        return dream_batch.RolloutResult(*(x[0] for x in res))
+        return dream_batch.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
+                                   chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain,
+                                   compact=self.compact, compact_ratio=self.cfg.es.dream_compact_ratio,
+                                   compact_multiple=self.n_devices)
 
     def _rollout_taus(self, pop: dict, keys: jax.Array, params: dream.DreamParams,
                       trials: int) -> dream_batch.RolloutResult:
-        """Every τ's candidates (leaves [τ, P, ...]) in one compacting batch (dream_batch.rollout_taus)."""
-        n = jax.tree.leaves(pop)[0].shape[0] * jax.tree.leaves(pop)[0].shape[1] * trials
+        """Every τ's candidates (leaves [τ, P, ...]) in one compacting batch (dream_batch.rollout_taus), each batch
+        size still split evenly over the devices."""
+        n_tau, n_pop = jax.tree.leaves(pop)[0].shape[:2]
+        sizes = dream_batch.compact_sizes(n_tau * n_pop * trials, self.compact, self.cfg.es.dream_compact_ratio,
+                                          self.n_devices)
         return dream_batch.rollout_taus(pop, keys, params, trials, inputs=self.inputs, env_name=self.env_name,
-                                  sizes=self._sizes(n), chunk=self.chunk, constrain=self._constrain)
+                                        sizes=sizes, chunk=self.chunk, constrain=self._constrain)
 
     def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:
         """−mean return over trials + weight_decay · mean(θ²): [P]."""

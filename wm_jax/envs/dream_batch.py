@@ -51,7 +51,7 @@ def compact_sizes(n: int, levels: int, ratio: float = 0.5, multiple: int = 1) ->
 
 def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
             chunk: int = 50, early_exit: bool = True, constrain=None, compact: int = 0,
-            compact_ratio: float = 0.5) -> RolloutResult:
+            compact_ratio: float = 0.5, compact_multiple: int = 1) -> RolloutResult:
     """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
 
     Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
@@ -61,7 +61,8 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
 
     `compact` = k > 0 (needs `early_exit`): the P·T episodes run as a flat batch of slots that shrinks up to k
     times by `compact_ratio` (``compact_sizes``): once at most the next size's count of slots is alive (checked
-    every chunk), the live ones are gathered into the smaller batch and the loop goes on there (``rollout_taus``).
+    every chunk), the live ones are gathered into the smaller batch and the loop goes on there (``rollout_taus``;
+    every size a multiple of `compact_multiple`, e.g. the device count).
     Same episodes, same noise (each slot keeps its trial's key), so the same returns up to float rounding; a batch
     of episodes whose lengths spread out costs about the area under its survival curve instead of P·T times its
     longest episode.
@@ -69,14 +70,14 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     if compact:
         if not early_exit:
             raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
-        n = jax.tree.leaves(ctrl_params)[0].shape[0] * trials
-        one = params.replace(tau=jnp.reshape(params.tau, (1,)))
         if jnp.ndim(params.done_scale):
             raise ValueError("a single-τ rollout takes a scalar done_scale")
+        n = jax.tree.leaves(ctrl_params)[0].shape[0] * trials
+        one = params.replace(tau=jnp.reshape(params.tau, (1,)))
         res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
                            env_name=env_name, chunk=chunk, constrain=constrain,
-                           sizes=compact_sizes(n, compact, compact_ratio))
-        return RolloutResult(res.returns[0], res.lengths[0], res.steps_run[0], res.slot_steps[0])
+                           sizes=compact_sizes(n, compact, compact_ratio, compact_multiple))
+        return RolloutResult(*(x[0] for x in res))
     constrain = constrain or (lambda x: x)
     z_dim = params.init_mu.shape[-1]
     n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]

@@ -62,20 +62,24 @@ def _fixed(f, t, key):
     return f(t, jnp)
 
 
-def returns_fn(policy, max_steps: int):
-    """Jitted f(keys, dp) -> (dream returns [E], hazard sums [E, B], live steps [E, B]) of `policy` over E =
-    len(keys) episodes (one scan of max_steps each, vmapped); B time buckets start at ``HAZARD_EDGES``.
-    With a dynamics ensemble in dp (es.dream_models), episode i runs in model i mod E's dream, as ES trials do.
+@functools.lru_cache(maxsize=None)
+def returns_fn(env_name: str, max_steps: int):
+    """Jitted f(keys, dp) -> (dream returns [P, E], hazard sums [P, E, B], live steps [P, E, B]) of the P
+    policies of ``policies(env_name)`` (in its order) over E = len(keys) episodes each (one scan of max_steps
+    per episode; the same keys for every policy); B time buckets start at ``HAZARD_EDGES``. With a dynamics
+    ensemble in dp (es.dream_models), episode i runs in model i mod E's dream, as ES trials do.
 
-    dp (with its τ) is an argument, not a constant: one trace serves every τ."""
+    One program for every policy (a batched ``lax.switch`` picks each episode's action) and dp (with its τ) an
+    argument: one compile serves every policy, τ and call with the same shapes."""
     import jax
     import jax.numpy as jnp
 
     from wm_jax.envs import dream
 
     edges = jnp.asarray(HAZARD_EDGES)
+    branches = tuple(policies(env_name).values())
 
-    def episode(key, model, dp):
+    def episode(policy, key, model, dp):
         k0, k1 = jax.random.split(key)
         _, state = dream.reset(k0, dp)
 
@@ -83,7 +87,8 @@ def returns_fn(policy, max_steps: int):
             state, alive, ret, k = carry
             k, ka, ks = jax.random.split(k, 3)
             noise = dream.step_noise(ks, state.z.shape[-1])
-            _, state, r, done, info = dream.step_with_noise(noise, state, policy(t, ka), dp, model)
+            action = jax.lax.switch(policy, branches, t, ka)
+            _, state, r, done, info = dream.step_with_noise(noise, state, action, dp, model)
             p = info["end_prob"]  # the step's chance to end the episode, by the dream's own rule
             bucket = (jnp.sum(t >= edges) - 1 == jnp.arange(len(HAZARD_EDGES))).astype(jnp.float32)
             out = (alive * p * bucket, alive * bucket)
@@ -93,11 +98,12 @@ def returns_fn(policy, max_steps: int):
         (_, _, ret, _), (hz, live) = jax.lax.scan(body, init, jnp.arange(max_steps))
         return ret, hz.sum(0), live.sum(0)
 
-    batched = jax.vmap(episode, in_axes=(0, 0, None))
+    per_policy = jax.vmap(episode, in_axes=(None, 0, 0, None))  # E episodes of one policy
+    batched = jax.vmap(per_policy, in_axes=(0, None, None, None))  # every policy on the same keys
 
     @jax.jit
     def f(keys, dp):
-        return batched(keys, dream.trial_models(dp, keys.shape[0]), dp)
+        return batched(jnp.arange(len(branches)), keys, dream.trial_models(dp, keys.shape[0]), dp)
 
     return f
 
@@ -116,11 +122,12 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, dyn=None, wi
         dyn = load_dynamics(cfg)  # the dream ES trains in: M and the other dynamics models (es.dream_models)
     dp0 = dream_params_for(cfg, mdn, bank, dyn)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    fns = {name: returns_fn(pol, cfg.es.dream_max_steps) for name, pol in policies(cfg.env.name).items()}
+    names = list(policies(cfg.env.name))
+    f = returns_fn(cfg.env.name, cfg.es.dream_max_steps)
     out, hazard = {}, {}
     for tau in taus:
-        dp = dp0.replace(tau=jnp.float32(tau))
-        res = {name: f(keys, dp) for name, f in fns.items()}
+        rets, hz, live = f(keys, dp0.replace(tau=jnp.float32(tau)))
+        res = {name: (rets[i], hz[i], live[i]) for i, name in enumerate(names)}
         out[f"{tau:g}"] = {name: {"mean": float(np.mean(r[0])), "std": float(np.std(r[0]))}
                            for name, r in res.items()}
         hazard[f"{tau:g}"] = {name: hazard_per_1000(r[1], r[2]) for name, r in res.items()}

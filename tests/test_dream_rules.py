@@ -78,10 +78,10 @@ def test_dream_check_ranks_fixed_policies_by_the_dream_rules():
     from wm_jax.train.dream_check import check, returns_fn
 
     cfg = load_config(None, [*OVERRIDES, "name=check"])
-    program = returns_fn(cfg.env.name, cfg.es.dream_max_steps)
-    compiled = program._cache_size()
+    returns_fn.cache_clear()
+    program = returns_fn(cfg.env.name, cfg.es.dream_max_steps)  # the one check builds and uses
     res = check(cfg, (1.0, 0.5), episodes=64, seed=0, mdn=toy_m(), bank=BANK)
-    assert program._cache_size() <= compiled + 1  # one program for all 7 policies and both τ
+    assert program._cache_size() == 1  # one compile for all 7 policies and both τ
     for tau in ("1", "0.5"):  # toy M: only 'right' survives (to the cap); any other action dies on its step
         r = res[tau]
         assert r["right"] == {"mean": CAP, "std": 0.0}

@@ -54,6 +54,8 @@ def test_wrong_type_is_named(override, key):
     ("iterate.episodes=0", "iterate.episodes"),
     ("vae.fireball_weight=-1", "vae.fireball_weight"),
     ("mdnrnn.done_horizon=0", "mdnrnn.done_horizon"),
+    ("mdnrnn.head_dropout=1.0", "mdnrnn.head_dropout"),
+    ("mdnrnn.head_dropout=-0.1", "mdnrnn.head_dropout"),
     ("es.dream_models=0", "es.dream_models"),
     ("es.dream_models=17", "es.dream_models"),  # more models than the 16 trials
     ("es.done_scale=0", "es.done_scale"),

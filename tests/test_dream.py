@@ -305,3 +305,36 @@ def test_one_batch_across_taus_plays_each_taus_own_episodes(world):
     with pytest.raises(ValueError, match="must start at"):
         dream_batch.rollout_taus(ctrls, keys, params.replace(tau=taus), TRIALS, inputs="zh", env_name="carracing",
                            sizes=[12, 6])
+
+
+def test_dropout_dream_holds_one_mask_per_episode_and_c_reads_the_unmasked_state(world):
+    """head_dropout: reset draws the episode's mask (same start as without it), every step keeps it, the dropped
+    units never reach the head, C's observation is M's unmasked state, and the batched loop carries each trial's
+    mask exactly as the python loop does."""
+    params, ctrl, roll = world
+    drop = dream.make_params(params.mdn, params.init_mu, params.init_logvar, tau=1.0, max_steps=CAP, kind="carracing",
+                             head_dropout=0.5)
+    _, s_a = dream.reset(jax.random.PRNGKey(3), drop)
+    _, s_plain = dream.reset(jax.random.PRNGKey(3), params)
+    mask = np.asarray(s_a.head_mask)
+    assert set(np.unique(mask)) == {0.0, 2.0} and s_plain.head_mask.shape == (0,)
+    assert not np.array_equal(mask, dream.reset(jax.random.PRNGKey(4), drop)[1].head_mask)  # per episode
+    np.testing.assert_array_equal(s_a.z, s_plain.z)
+    noise, a = dream.step_noise(jax.random.PRNGKey(5), Z), jnp.array([0.1, 0.5, 0.0])
+    step = jax.jit(dream.step_with_noise)
+    obs, s1, *_ = step(noise, s_a, a, drop)
+    obs_plain, *_ = step(noise, s_plain, a, params)
+    np.testing.assert_array_equal(s1.head_mask, mask)
+    np.testing.assert_allclose(obs.lstm.h, obs_plain.lstm.h, rtol=1e-6)
+    loud = {**params.mdn, "head": {**params.mdn["head"],
+                                   "w": jnp.where(jnp.asarray(mask == 0)[:, None], 1e3, params.mdn["head"]["w"])}}
+    np.testing.assert_array_equal(step(noise, s_a, a, drop.replace(mdn=loud))[0].z, obs.z)
+    assert not np.allclose(step(noise, s_plain, a, params.replace(mdn=loud))[0].z, obs_plain.z)
+    key = jax.random.PRNGKey(11)
+    res = roll(ctrl, key, drop, True)
+    ref_ret, ref_len = _reference_returns(drop, ctrl, key)
+    np.testing.assert_array_equal(np.asarray(res.lengths), ref_len)
+    np.testing.assert_allclose(np.asarray(res.returns), ref_ret, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(res.returns), np.asarray(roll(ctrl, key, params, True).returns))
+    with pytest.raises(ValueError, match="head_dropout"):
+        dream.make_params(params.mdn, params.init_mu, params.init_logvar, head_dropout=1.0)

@@ -90,10 +90,11 @@ _step = jax.jit(M.lstm_step)
 
 
 @jax.jit
-def _step_scores(params, s, keep, x, z_next, reward, done):
-    """One hand-written training step: reset, LSTM, head; per-sample NLL (mean over Z), squared error, logit."""
+def _step_scores(params, s, keep, x, z_next, reward, done, head_mask=1.0):
+    """One hand-written training step: reset, LSTM, head (on h · head_mask); per-sample NLL (mean over Z), squared
+    error, logit."""
     s = M.lstm_step(params, M.LSTMState(s.c * keep, s.h * keep), x)
-    out = M.mdn_head(params, s.h, Z)
+    out = M.mdn_head(params, s.h * head_mask, Z)
     return s, M.mdn_nll(out, z_next).mean(-1), (out.reward - reward) ** 2, out.done_logit
 
 
@@ -146,25 +147,33 @@ def test_custom_vjp_equals_autodiff(params):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     batch = _batch(jax.random.key(6))
     loss = lambda p, cg: M.sequence_loss(p, batch, jax.random.key(7), restart_flag=True,  # noqa: E731
-                                         done_pos_weight=10.0, custom_grad=cg)[0]
+                                         done_pos_weight=10.0, custom_grad=cg, head_dropout=0.25)[0]
     ga, gb = jax.jit(lambda p: (jax.grad(loss)(p, True), jax.grad(loss)(p, False)))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ga, gb)
     assert float(jnp.abs(ga["lstm"]["w_h"]).max()) > 0
 
 
-def test_loss_pairs_input_t_with_targets_of_step_t(params):
-    """sequence_loss == a hand-written loop: state after input [z_t, a_t, restart_t] scores z_{t+1}, r_t, done_t."""
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_loss_pairs_input_t_with_targets_of_step_t(params, dropout):
+    """sequence_loss == a hand-written loop: state after input [z_t, a_t, restart_t] scores z_{t+1}, r_t, done_t;
+    with head dropout, the head reads h through one mask per window (drawn from the key folded with 1)."""
     batch = _batch(jax.random.key(8))
     key = jax.random.key(9)
     loss, aux = jax.jit(lambda p, b, k: M.sequence_loss(p, b, k, restart_flag=True, done_pos_weight=3.0,
-                                                        reward_weight=0.5, done_weight=2.0))(params, batch, key)
+                                                        reward_weight=0.5, done_weight=2.0,
+                                                        head_dropout=dropout))(params, batch, key)
     b = jax.tree.map(np.asarray, batch)
     z = np.asarray(M.sample_latents(key, batch["mu"], batch["logvar"]))
+    mask = np.ones((B, H), np.float32)
+    if dropout:
+        mask = np.asarray(M.dropout_mask(jax.random.fold_in(key, 1), dropout, (B, H)))
+        assert set(np.unique(mask)) == {0.0, 2.0} and (mask == 0).sum(1).min() > 0  # every window drops units
     s, nll, rse, bce = M.zero_state(H, (B,)), 0.0, 0.0, 0.0
     for t in range(T):
         keep = (1.0 - b["restart"][:, t])[:, None]
         x = np.concatenate([z[:, t], b["actions"][:, t], b["restart"][:, t, None]], -1)
-        s, nll_t, se_t, lg = _step_scores(params, s, keep, x, z[:, t + 1], b["rewards"][:, t], b["dones"][:, t])
+        s, nll_t, se_t, lg = _step_scores(params, s, keep, x, z[:, t + 1], b["rewards"][:, t], b["dones"][:, t],
+                                          mask)
         m = b["mask"][:, t]
         nll += (np.asarray(nll_t) * m).sum()
         rse += (np.asarray(se_t) * m).sum()

@@ -113,6 +113,10 @@ class MDNRNNConfig:
     # last `done_horizon` steps of a terminated episode); 1 = the original's (the death step only). The dream
     # then ends a step with the calibrated probability / done_horizon (beyond the paper; README, "done_horizon").
     done_horizon: int = 1
+    # Dropout on the head's input h (p), one mask per training window; the dream draws one mask per episode, so
+    # every dream episode runs in a slightly different world and C cannot exploit one model's quirks (after
+    # Wellmer & Kwok 2021, "Dropout's Dream Land"; beyond the paper). C reads h itself, which stays unmasked.
+    head_dropout: float = 0.0
     restart_flag: bool = False  # Feed a restart flag as an extra input (original Doom model).
     checkpoint_every: int = 500
     log_every: int = 50

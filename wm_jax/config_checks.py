@@ -60,6 +60,7 @@ def validate(cfg: Config) -> None:
          "fireballs exist in takecover only")
     need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")
     need(cfg.mdnrnn.done_horizon >= 1, "mdnrnn.done_horizon", "must be >= 1 (1: the death step only, original)")
+    need(0.0 <= cfg.mdnrnn.head_dropout < 1.0, "mdnrnn.head_dropout", "must be in [0, 1) (0: no dropout, original)")
     need(cfg.controller.inputs in ("z", "zh", "zch"), "controller.inputs", "must be 'z', 'zh' or 'zch'")
     need(cfg.es.mode in ("dream", "real"), "es.mode", "must be 'dream' or 'real'")
     need(cfg.es.done_mode in ("threshold", "bernoulli"), "es.done_mode", "must be 'threshold' or 'bernoulli'")

@@ -23,6 +23,11 @@ controller scores well only where the models agree, not where one model's errors
 all E models on every trial (plain matmuls over the whole batch) and each trial keeps its model's prediction:
 E times the cost of the single-model step. ``dyn=None``: M alone (the original dream). ``held_out(params)``
 runs every episode in models 1..E-1 instead: a dream the controller did not train in (``es.select_model``).
+
+Dropout worlds (``DreamParams.head_dropout`` = ``mdnrnn.head_dropout`` p > 0; ours, after Wellmer & Kwok 2021): M
+was trained with dropout on its head's input h, and each dream episode draws one inverted-dropout mask at reset
+(``DreamState.head_mask``) that every model's head applies for the whole episode: each episode runs in a slightly
+different world. C reads the unmasked h, as in the real game.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class DreamParams:
     # Trial i runs in model first_model + i mod (E - first_model): 0 = every model in turn; 1 = the others only,
     # C still reading M (``held_out``: a dream the controller was not trained in).
     first_model: int = struct.field(pytree_node=False, default=0)
+    head_dropout: float = struct.field(pytree_node=False, default=0.0)  # p of each episode's head mask (0: none)
 
 
 @struct.dataclass
@@ -62,6 +68,7 @@ class DreamState:
     dyn: LSTMState  # c, h: [E-1, H] the other dynamics models' states ([0] for M alone)
     t: jax.Array  # [] int32 steps taken
     done: jax.Array  # [] bool episode has ended
+    head_mask: jax.Array  # [H] the episode's dropout mask on the head's input ([0] without head_dropout)
 
 
 class DreamObs(NamedTuple):
@@ -79,7 +86,8 @@ class StepNoise(NamedTuple):
 
 def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: float = 1.0, max_steps: int = 2100,
                 kind: str = "takecover", done_mode: str = "threshold", done_pos_weight: float = 1.0,
-                done_horizon: int = 1, done_scale: float = 1.0, dyn: list[dict] | None = None) -> DreamParams:
+                done_horizon: int = 1, done_scale: float = 1.0, dyn: list[dict] | None = None,
+                head_dropout: float = 0.0) -> DreamParams:
     """`done_pos_weight`: the weight M's done loss gave episode ends (cfg.mdnrnn.done_pos_weight). Weighting the
     positives by w multiplies the odds M predicts by w, so bernoulli sampling uses sigmoid(logit - log w), the
     calibrated probability; the threshold rule (logit > 0, the original's) is unchanged.
@@ -87,13 +95,16 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
     per-step hazard h gives q ≈ k·h, so bernoulli sampling ends a step with probability q / k.
     `done_scale` (cfg.es.done_scale = s, beyond the paper): bernoulli sampling ends a step with s·q / k instead,
     a harsher (s > 1) or kinder (s < 1) dream; the threshold rule ignores it.
-    `dyn`: dynamics models 1..E-1 of the ensemble (model 0 is M), each shaped like `mdn` (None or []: M alone)."""
+    `dyn`: dynamics models 1..E-1 of the ensemble (model 0 is M), each shaped like `mdn` (None or []: M alone).
+    `head_dropout` (cfg.mdnrnn.head_dropout): each episode's heads read h through its own dropout mask (0: none)."""
     if done_pos_weight <= 0:
         raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
     if done_horizon < 1:
         raise ValueError(f"done_horizon must be >= 1, got {done_horizon}")
     if not done_scale > 0:
         raise ValueError(f"done_scale must be > 0, got {done_scale}")
+    if not 0.0 <= head_dropout < 1.0:
+        raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
     if kind not in ("takecover", "carracing"):
         raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
     if done_mode not in ("threshold", "bernoulli"):
@@ -112,7 +123,8 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
                          f"{init_logvar.shape}")
     return DreamParams(mdn, jnp.asarray(tau, jnp.float32), jnp.asarray(max_steps, jnp.int32), init_mu, init_logvar,
                        jnp.asarray(-np.log(done_pos_weight), jnp.float32),
-                       jnp.asarray(done_scale / done_horizon, jnp.float32), stacked, kind, done_mode)
+                       jnp.asarray(done_scale / done_horizon, jnp.float32), stacked, kind, done_mode,
+                       head_dropout=float(head_dropout))
 
 
 def sizes(params: DreamParams) -> tuple[int, int, int]:
@@ -150,14 +162,17 @@ def _restart_flag(params: DreamParams, action_dim: int) -> bool:
 
 
 def reset(key: jax.Array, params: DreamParams) -> tuple[DreamObs, DreamState]:
-    """Draw an initial state: a bank entry, z0 = mu + exp(logvar/2)·ε, zero LSTM state."""
+    """Draw an initial state: a bank entry, z0 = mu + exp(logvar/2)·ε, zero LSTM state (and the episode's head
+    mask from ``fold_in(key, 1)`` when ``params.head_dropout`` > 0)."""
     k_idx, k_eps = jax.random.split(key)
     z_dim, hidden, _ = sizes(params)
     i = jax.random.randint(k_idx, (), 0, params.init_mu.shape[0])
     z0 = params.init_mu[i] + jnp.exp(0.5 * params.init_logvar[i]) * jax.random.normal(k_eps, (z_dim,))
     dyn0 = mdnrnn.zero_state(0) if params.dyn is None else mdnrnn.zero_state(hidden, (n_dynamics(params) - 1,))
-    state = DreamState(z0, mdnrnn.zero_state(hidden), dyn0, jnp.zeros((), jnp.int32),
-                       jnp.zeros((), bool))
+    mask = jnp.zeros((0,))
+    if params.head_dropout > 0:
+        mask = mdnrnn.dropout_mask(jax.random.fold_in(key, 1), params.head_dropout, (hidden,))
+    state = DreamState(z0, mdnrnn.zero_state(hidden), dyn0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), mask)
     return DreamObs(z0, state.lstm), state
 
 
@@ -193,11 +208,12 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array, para
         parts.append((state.t == 0).astype(jnp.float32)[None])
     x = jnp.concatenate(parts, -1)
     lstm = mdnrnn.lstm_step(params.mdn, state.lstm, x)
-    raw = mdnrnn.head_raw(params.mdn, lstm.h, z_dim)
+    seen = (lambda h: h * state.head_mask) if params.head_dropout > 0 else (lambda h: h)  # noqa: E731
+    raw = mdnrnn.head_raw(params.mdn, seen(lstm.h), z_dim)
     dyn_state = state.dyn
     if params.dyn is not None:
         dyn_state = jax.vmap(mdnrnn.lstm_step, in_axes=(0, 0, None))(params.dyn, state.dyn, x)  # [E-1, H]
-        raw_d = jax.vmap(mdnrnn.head_raw, in_axes=(0, 0, None))(params.dyn, dyn_state.h, z_dim)
+        raw_d = jax.vmap(mdnrnn.head_raw, in_axes=(0, 0, None))(params.dyn, seen(dyn_state.h), z_dim)
         raw = jax.tree.map(lambda m, d: jnp.concatenate([m[None], d])[model], raw, raw_d)
     z_next = sample_next_z(raw, params.tau, noise.u_comp, noise.eps)
     reward_pred, done_logit = raw.reward, raw.done_logit
@@ -209,7 +225,7 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array, para
     ended = noise.u_done < p_end  # u in [0, 1): always below 1, never below 0
     t = state.t + 1
     done = ended | (t >= params.max_steps)
-    new = DreamState(z_next, lstm, dyn_state, t, done)
+    new = DreamState(z_next, lstm, dyn_state, t, done, state.head_mask)
     return DreamObs(z_next, lstm), new, reward, done, {"done_logit": done_logit, "end_prob": p_end}
 
 

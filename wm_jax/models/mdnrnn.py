@@ -297,17 +297,21 @@ def lstm_scan_reference(w_h, xp, keep, h0, c0, unroll: int = 1):
 
 
 def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *, unroll: int = 1,
-                     custom_grad: bool = True, raw: bool = False) -> MDNOutput | MDNRaw:
+                     custom_grad: bool = True, raw: bool = False,
+                     head_mask: jax.Array | None = None) -> MDNOutput | MDNRaw:
     """Teacher-forced pass from zero state. x: [B, T, I], keep: [B, T] -> MDNOutput (MDNRaw if `raw`) with
     leading axes [T, B].
 
     keep[b, t] = 0 resets the state to zero before step t (an episode's first step in a packed window).
+    `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
     hidden, _ = sizes(params)
     xp = jnp.einsum("bti,ig->tbg", x, params["lstm"]["w_x"]) + params["lstm"]["b"]  # one matmul, time-major
     z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
     scan = lstm_scan if custom_grad else lstm_scan_reference
     hs, _, _ = scan(params["lstm"]["w_h"], xp, jnp.swapaxes(keep, 0, 1).astype(x.dtype), z0, z0, unroll)
+    if head_mask is not None:
+        hs = hs * head_mask[None]
     return (head_raw if raw else mdn_head)(params, hs, z_dim)
 
 
@@ -329,20 +333,29 @@ def model_inputs(z: jax.Array, actions: jax.Array, restart: jax.Array, restart_f
     return jnp.concatenate(parts, -1)
 
 
+def dropout_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """Inverted-dropout mask: each entry 0 with probability `rate`, else 1 / (1 - rate) (mean 1)."""
+    return jax.random.bernoulli(key, 1.0 - rate, shape).astype(jnp.float32) / (1.0 - rate)
+
+
 def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bool, done_pos_weight: float,
                   reward_weight: float = 1.0, done_weight: float = 1.0, unroll: int = 1,
-                  custom_grad: bool = True) -> tuple[jax.Array, dict]:
+                  custom_grad: bool = True, head_dropout: float = 0.0) -> tuple[jax.Array, dict]:
     """M's training loss on one batch of `sequence_batches` (see wm_jax.data.sequences).
 
     batch: mu, logvar [B, L+1, Z]; actions [B, L, A]; rewards, dones, mask, restart [B, L].
     z is sampled from V's posterior with `key`; the input at t, [z_t, a_t], is scored against z_{t+1}
     (mixture NLL, mean over Z), r_t (squared error) and done_t (BCE, positives × done_pos_weight); steps
     with mask 0 count for nothing. Returns (loss, {"nll", "reward_mse", "done_bce"}), each a masked mean.
+    `head_dropout` p > 0: the head reads h · mask, one inverted-dropout mask per window (key folded with 1).
     """
     z = sample_latents(key, batch["mu"], batch["logvar"])
     x = model_inputs(z, batch["actions"], batch["restart"], restart_flag)
+    head_mask = None
+    if head_dropout > 0:  # one mask per window, as the dream holds one per episode
+        head_mask = dropout_mask(jax.random.fold_in(key, 1), head_dropout, (x.shape[0], sizes(params)[0]))
     out = forward_sequence(params, x, 1.0 - batch["restart"], z.shape[-1], unroll=unroll, custom_grad=custom_grad,
-                           raw=True)
+                           raw=True, head_mask=head_mask)
     tm = lambda a: jnp.swapaxes(a, 0, 1).astype(z.dtype)  # noqa: E731  [B, L, ...] -> [L, B, ...]
     mask = tm(batch["mask"])
     n = jnp.maximum(mask.sum(), 1.0)

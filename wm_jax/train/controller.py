@@ -122,7 +122,7 @@ def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]
     return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
                              kind=cfg.env.name, done_mode=cfg.es.done_mode,
                              done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon,
-                             done_scale=cfg.es.done_scale, dyn=dyn)
+                             done_scale=cfg.es.done_scale, dyn=dyn, head_dropout=cfg.mdnrnn.head_dropout)
 
 
 def load_dynamics(cfg: Config) -> list[dict] | None:

@@ -66,7 +66,7 @@ def make_optimizer(m: MDNRNNConfig) -> optax.GradientTransformation:
 
 def loss_kwargs(m: MDNRNNConfig) -> dict:
     return dict(restart_flag=m.restart_flag, done_pos_weight=m.done_pos_weight, reward_weight=m.reward_weight,
-                done_weight=m.done_weight, unroll=m.scan_unroll)
+                done_weight=m.done_weight, unroll=m.scan_unroll, head_dropout=m.head_dropout)
 
 
 def make_train_step(m: MDNRNNConfig, optimizer: optax.GradientTransformation, mesh=None,

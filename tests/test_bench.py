@@ -37,10 +37,10 @@ def test_dream_bench_of_a_tau_sweep_counts_the_same_episodes_on_fewer_slots_when
     monkeypatch.setattr(wm_jax.sysinfo, "peak_flops", lambda: 1e9)
     parser = argparse.ArgumentParser()
     bench_dream.add_arguments(parser)
-    base = ["--single-device", "--env", "takecover", "--pop", "4", "--trials", "2", "--steps", "60", "--hidden", "8",
+    base = ["--env", "takecover", "--pop", "4", "--trials", "2", "--steps", "60", "--hidden", "8",
             "--chunk", "5", "--repeats", "1", "--taus", "0.5,1,1.5", "--end-prob", "0.002,0.05,0.1"]
-    # one device: on the 4 forced host devices this sharded bench hung in ~1 of 5 runs (a CPU collective that
-    # never completed, 2026-12-03; the sharded compaction's numbers are tested in test_es)
+    # sharded over the 4 forced host devices: this hung ~1 run in 4 until CMA-ES's eigh stopped being one batched
+    # LAPACK call (wm_jax/es.py, ESProgram.__init__; test_es checks the compiled program)
     plain = bench_dream.measure(parser.parse_args(base))
     packed = bench_dream.measure(parser.parse_args([*base, "--compact", "2", "--compact-ratio", "0.75"]))
     assert plain["taus"] == [0.5, 1.0, 1.5] and plain["end_prob"] == [0.002, 0.05, 0.1]

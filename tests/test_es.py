@@ -1,6 +1,7 @@
 """ES in the dream: CMA-ES learns a toy task, resume == uninterrupted, τ batch == separate runs, sharding."""
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_compacted_dream_equals_the_full_batch_sharded_and_tau_batched(tmp):
     plain = load_config(None, [*OVERRIDES, f"root={tmp}"])
     compact = load_config(None, [*OVERRIDES, f"root={tmp}", "es.dream_compact=2"])
     _, c0, m0, _ = _two_generations(plain, taus)
-    prog, c3, m3, _ = _two_generations(compact, taus)
+    prog, c3, m3, dp = _two_generations(compact, taus)
     assert prog.n_devices == 4 and prog.compact == 2  # 64 episodes -> 32 -> 16, each split over 4 devices
     np.testing.assert_allclose(np.asarray(c3.es_state.mean), np.asarray(c0.es_state.mean), rtol=1e-4, atol=1e-5)
     for k in ("mean_return", "best_return", "mean_length"):
@@ -185,6 +186,12 @@ def test_compacted_dream_equals_the_full_batch_sharded_and_tau_batched(tmp):
     np.testing.assert_array_equal(m3["steps_run"], m0["steps_run"])
     assert np.all(m0["slot_steps"] == m0["steps_run"] * 16 * 4) and np.all(m0["steps_run"] == m0["steps_run"][:, :1])
     assert m3["slot_steps"].sum() < m0["slot_steps"].sum()
+    # CPU-sharded, CMA-ES's eigh runs one τ's matrix per LAPACK call: a batched call fans out over the pool every
+    # device's thread is in, and hung the process ~1 run in 4 (wm_jax/es.py, ESProgram.__init__)
+    carry = prog.init(jax.random.PRNGKey(0), len(taus))
+    hlo = prog._run.lower(carry, dp, 2).compile().as_text()
+    shapes = re.findall(r'lapack_\w*syevd\w*", operand_layout_constraints=\{f32\[([\d,]+)\]', hlo)
+    assert shapes and all(s.count(",") == 1 for s in shapes), shapes  # [D, D], never [τ, D, D]
 
 
 def test_held_out_selection_picks_the_mean_by_the_other_models_dream(tmp):

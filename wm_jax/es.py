@@ -106,6 +106,15 @@ class ESProgram:
             devices = devices[:1]
         self.mesh = make_mesh(devices)
         self.n_devices = len(devices)
+        # Sharded on CPU devices, ask runs one τ at a time (vmap over τ becomes a loop): CMA-ES's ask is a batched
+        # LAPACK eigh (lapack_ssyevd_ffi on [τ, D, D]) that jaxlib 0.10 fans out over XLA:CPU's intra-op pool and
+        # then blocks on. Every device runs it (the ES state is replicated) on that one pool, no larger than the
+        # device count on forced host devices: when each pool thread holds a device's eigh (or a collective
+        # waiting for the device whose eigh is stuck), the batch chunks never run and the process hangs idle (gdb
+        # stacks: ParallelBatchMap -> BlockingCounter::Wait). One matrix per call runs inline; the same eigh per
+        # τ, so the same numbers. Single device or accelerators: the batched call.
+        sequential = self.n_devices > 1 and devices[0].platform == "cpu"
+        self._ask = jax.custom_batching.sequential_vmap(self.strategy.ask) if sequential else self.strategy.ask
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self._run = jax.jit(self._run_impl, static_argnums=(2,))
         self._eval = jax.jit(self._eval_impl, static_argnums=(3,))
@@ -169,7 +178,7 @@ class ESProgram:
         """One generation for one τ: carry = (es_state, key, generation)."""
         es_state, key, gen = carry
         key, k_ask, k_roll, k_tell = jax.random.split(key, 4)
-        pop, es_state = self.strategy.ask(k_ask, es_state, self.es_params)
+        pop, es_state = self._ask(k_ask, es_state, self.es_params)
         pop = jax.tree.map(self._constrain, pop)
         weights = self.to_controller(pop)
         res = self._rollout(weights, k_roll, params, self.cfg.es.trials)
@@ -184,7 +193,7 @@ class ESProgram:
         es_state, key, gen = carry
         keys = jax.vmap(lambda k: jax.random.split(k, 4))(key)  # [τ, 4, 2]
         key, k_ask, k_roll, k_tell = (keys[:, i] for i in range(4))
-        pop, es_state = jax.vmap(self.strategy.ask, in_axes=(0, 0, None))(k_ask, es_state, self.es_params)
+        pop, es_state = jax.vmap(self._ask, in_axes=(0, 0, None))(k_ask, es_state, self.es_params)
         weights = self.to_controller(pop)
         res = self._rollout_taus(weights, k_roll, params, self.cfg.es.trials)
         fit = jax.vmap(self.fitness)(weights, res.returns)

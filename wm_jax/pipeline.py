@@ -37,7 +37,10 @@ class Experiment:
     scale: str = ""  # "quick", "cpu", "paper"; default: the name's last "_" part (takecover_tau_table_cpu -> cpu)
 
     def __post_init__(self) -> None:
+        from wm_jax import compile_cache
+
         self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
+        compile_cache.enable()  # every stage's programs, kept between invocations (see compile_cache)
         self.results_dir = Path(self.results_root) / self.name
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._times_file = self.results_dir / "stage_seconds.json"

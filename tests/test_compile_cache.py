@@ -52,6 +52,7 @@ def test_second_process_reads_the_program_and_gets_the_same_numbers(tmp_path):
     assert first["hits"] == 0 and first["misses"] >= 1
     entries = [p for p in Path(first["dir"]).iterdir() if p.name.endswith("-cache")]
     assert entries, "the first process wrote no cache entry"
+    assert compile_cache.entries(Path(first["dir"])) == len(entries) and compile_cache.entries(None) == 0
     second, _ = _run(tmp_path)
     assert second["hits"] >= 1 and second["misses"] == 0
     assert second["out"] == first["out"]

@@ -59,6 +59,7 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert set(rec["stage_seconds"]) >= {"collect", "train-vae", "encode", "train-mdnrnn", "sweep-temperature",
                                          "iterate 0 train-controller", "iterate 0 collect-agent",
                                          "iterate 0 train-mdnrnn"}
+    assert rec["compile_cache_programs_at_start"] == 0  # the suite runs with the cache off (conftest)
     assert (out / "dream_check.json").exists()  # the fixed policies' dream scores, beside the table
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",

@@ -76,3 +76,10 @@ def enable() -> Path | None:
 
         jax.config.update("jax_compilation_cache_dir", str(path))
     return path
+
+
+def entries(path: Path | None) -> int:
+    """How many compiled programs the cache folder holds (0 when off or empty: every program compiles)."""
+    if path is None or not path.is_dir():
+        return 0
+    return sum(1 for p in path.iterdir() if p.name.endswith("-cache"))

@@ -40,7 +40,8 @@ class Experiment:
         from wm_jax import compile_cache
 
         self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
-        compile_cache.enable()  # every stage's programs, kept between invocations (see compile_cache)
+        self.compile_cache = compile_cache.enable()  # every stage's programs, kept between invocations
+        self.cached_programs = compile_cache.entries(self.compile_cache)  # a condition of the wall times
         self.results_dir = Path(self.results_root) / self.name
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._times_file = self.results_dir / "stage_seconds.json"
@@ -140,6 +141,8 @@ class Experiment:
             "machine": machine(),
             "wall_time_h": wall / 3600,  # sum of stage times, over every (resumed) invocation
             "stage_seconds": self.times,
+            # programs already in the compile cache when the last invocation started (0: everything compiled)
+            "compile_cache_programs_at_start": self.cached_programs,
             "rows": rows,
             **(extra or {}),
         }

@@ -56,6 +56,7 @@ def test_wrong_type_is_named(override, key):
     ("mdnrnn.done_horizon=0", "mdnrnn.done_horizon"),
     ("mdnrnn.head_dropout=1.0", "mdnrnn.head_dropout"),
     ("mdnrnn.head_dropout=-0.1", "mdnrnn.head_dropout"),
+    ("env.doom_skill=6", "env.doom_skill"),
     ("es.dream_models=0", "es.dream_models"),
     ("es.dream_models=17", "es.dream_models"),  # more models than the 16 trials
     ("es.done_scale=0", "es.done_scale"),

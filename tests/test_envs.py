@@ -153,3 +153,23 @@ def test_takecover_screen_flashes_show_hits(doom):
 
     assert plain.length == lit.length and np.array_equal(plain.frames[0], lit.frames[0])
     assert red_excess(lit.frames).max() > red_excess(plain.frames).max() + 50
+
+
+def test_takecover_skill_5_is_the_fast_game(doom):
+    """env.doom_skill: 0 keeps take_cover.cfg's skill 4; 1-4 play one game (the monsters are scripted), 5 is
+    Nightmare, whose fast fireballs kill a random player ~3x sooner (100 seeds: 71 +- 25 steps, 227 +- 92 at 1-4)."""
+    def lengths(env, seeds):
+        env.max_steps = 2100
+        return np.array([rollout(env, RepeatPolicy(1, 1), seed).length for seed in seeds])  # uniform each step
+
+    seeds = range(10000, 10008)
+    nightmare, easy = (make_env(EnvConfig(name="takecover", doom_skill=s)) for s in (5, 2))
+    try:
+        assert doom.game.get_doom_skill() == 4 and nightmare.game.get_doom_skill() == 5
+        default, fast, same = lengths(doom, seeds), lengths(nightmare, seeds), lengths(easy, seeds)
+    finally:
+        doom.max_steps = 50
+        nightmare.close()
+        easy.close()
+    assert np.array_equal(same, default)
+    assert fast.mean() < default.mean() / 2

@@ -43,6 +43,8 @@ class EnvConfig:
     carracing_excursion_min: int = 10  # ... lasting 10..60 steps (the car skids off and the follower recovers).
     carracing_excursion_max: int = 60
     doom_screen_flashes: bool = False  # Render the red flash of a hit (take_cover.cfg: off; see envs/takecover.py).
+    doom_skill: int = 0  # ViZDoom's set_doom_skill 1..5; 0 keeps take_cover.cfg's 4. 1-4 play the same game (the
+    # monsters are scripted); 5 is Nightmare (fast monsters): random play lives 71 steps there, 227 at 1-4 (paper: 210).
     carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
 
 

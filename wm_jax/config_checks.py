@@ -49,6 +49,7 @@ def validate(cfg: Config) -> None:
          "need 1 <= min <= max")
     need(1 <= cfg.env.doom_sweep_min <= cfg.env.doom_sweep_max, "env.doom_sweep_min", "need 1 <= min <= max")
     need(0.0 <= cfg.env.doom_sweep_random_leg <= 1.0, "env.doom_sweep_random_leg", "must be in [0, 1]")
+    need(0 <= cfg.env.doom_skill <= 5, "env.doom_skill", "must be 0 (take_cover.cfg's) or ViZDoom's 1..5")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.min_length >= 1, "data.min_length", "must be >= 1")
     need(0 <= cfg.data.compress_level <= 9, "data.compress_level", "must be in 0..9")

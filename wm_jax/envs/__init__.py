@@ -21,7 +21,8 @@ def make_env(env_cfg):
     if env_cfg.name == "takecover":
         from wm_jax.envs.takecover import TakeCoverEnv
 
-        return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size, screen_flashes=env_cfg.doom_screen_flashes)
+        return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size, screen_flashes=env_cfg.doom_screen_flashes,
+                            skill=env_cfg.doom_skill)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 

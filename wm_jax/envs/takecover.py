@@ -42,7 +42,7 @@ class TakeCoverEnv:
     name = "takecover"
 
     def __init__(self, max_steps: int = 2100, frame_size: int = 64, resolution: str = "RES_160X120",
-                 screen_flashes: bool = False):
+                 screen_flashes: bool = False, skill: int = 0):
         game = vzd.DoomGame()
         game.load_config(os.path.join(vzd.scenarios_path, "take_cover.cfg"))
         game.set_screen_resolution(getattr(vzd.ScreenResolution, resolution))
@@ -51,6 +51,8 @@ class TakeCoverEnv:
         game.set_sound_enabled(False)
         game.set_mode(vzd.Mode.PLAYER)
         game.set_render_screen_flashes(screen_flashes)  # take_cover.cfg turns the red "hit" flash off
+        if skill:  # take_cover.cfg's doom_skill is 4; 5 (Nightmare) is a much faster game (config.EnvConfig.doom_skill)
+            game.set_doom_skill(skill)
         # ViZDoom's init creates ./_vizdoom when it is missing; two games starting at once (env workers) race there,
         # and the loser prints "Failed to create ./_vizdoom/ directory: File exists" and segfaults. Create it first.
         os.makedirs("_vizdoom", exist_ok=True)

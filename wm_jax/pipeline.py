@@ -40,8 +40,8 @@ class Experiment:
         from wm_jax import compile_cache
 
         self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
-        self.compile_cache = compile_cache.enable()  # every stage's programs, kept between invocations
-        self.cached_programs = compile_cache.entries(self.compile_cache)  # a condition of the wall times
+        # every stage's programs kept between invocations; how many were there is a condition of the wall times
+        self.cached_programs = compile_cache.entries(compile_cache.enable())
         self.results_dir = Path(self.results_root) / self.name
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._times_file = self.results_dir / "stage_seconds.json"

@@ -19,8 +19,9 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python experiments/quick.py
 
+# One pytest process per core (pytest-xdist): the suite's time is mostly XLA compiling small programs, one core each.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/wm-jax bench peak

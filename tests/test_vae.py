@@ -196,8 +196,15 @@ def test_sharded_step_equals_single_device():
         out[n] = (losses, jax.device_get(p))
     np.testing.assert_allclose(out[1][0], out[4][0], rtol=1e-5)
     assert out[1][0][0] != out[1][0][2]  # it trains
-    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # Adam: updates of ~lr where grads ~ 0
+    # The 4-device step sums the gradient in another order, and Adam divides by sqrt(v): where a gradient is ~0 its
+    # rounding noise becomes an update of up to ~lr. So nearly every weight agrees to float precision and none is
+    # further apart than 2 lr per step (a wrong all-reduce moves most of them by ~lr; seen on an AVX2 machine: 1 of
+    # 3.3 million weights 1.6e-5 apart).
+    leaves = list(zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1])))
+    close = sum(int(np.isclose(a, b, rtol=1e-4, atol=1e-5).sum()) for a, b in leaves)
+    assert close >= 0.9999 * sum(a.size for a, _ in leaves)
+    for a, b in leaves:
+        np.testing.assert_allclose(a, b, rtol=0, atol=2 * v.learning_rate * len(batches))
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,28 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 2) -> Path
     return path
 
 
+def palette_frame(frame: np.ndarray):
+    """One uint8 [H, W, 3] frame -> a PIL palette image: exact when it has at most 256 colours (game frames and
+    V's decodings at 64x64 mostly do), else PIL's fast octree quantiser. PIL's own conversion at GIF save is a
+    median cut, ~10 ms per 128x128 frame on a 2-core VM: 20 s for one 2,100-step TakeCover episode."""
+    from PIL import Image
+
+    packed = (frame[..., 0].astype(np.uint32) << 16) | (frame[..., 1].astype(np.uint32) << 8) | frame[..., 2]
+    colours, index = np.unique(packed.ravel(), return_inverse=True)
+    if len(colours) > 256:
+        return Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+    img = Image.fromarray(index.reshape(frame.shape[:2]).astype(np.uint8), mode="P")
+    rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
+    img.putpalette(rgb.ravel().tolist())
+    return img
+
+
 def save_gif(frames: np.ndarray, path: str | os.PathLike, fps: int = 15, scale: int = 2) -> Path:
     """frames: [T, H, W, 3] uint8 or float in [0, 1] -> animated GIF (looping)."""
     from PIL import Image
 
     path, tmp = _atomic_target(path)
-    imgs = [Image.fromarray(f) for f in to_uint8(frames)]
+    imgs = [palette_frame(f) for f in to_uint8(frames)]  # before the upscale: a quarter of the pixels to index
     if scale != 1:
         imgs = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in imgs]
     imgs[0].save(tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)

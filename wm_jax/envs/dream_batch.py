@@ -11,6 +11,7 @@ evaluates them (``wm_jax.envs.dream`` is the env itself: ``reset``, ``step``, ``
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -198,9 +199,11 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
     return RolloutResult(ret_all.reshape(shape), len_all.reshape(shape), jnp.broadcast_to(t, (n_tau,)), slot_steps)
 
 
+@functools.partial(jax.jit, static_argnames=("steps", "inputs", "env_name", "trials", "trial"))
 def episode(ctrl_params: dict, key: jax.Array, params: DreamParams, steps: int, *, inputs: str,
             env_name: str, trials: int = 1, trial: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One recorded dream episode of a single controller: trial `trial` of `rollout(..., trials)` with this key.
+    Jitted: every τ of a sweep (τ is data in `params`) and every controller of one size share one program.
 
     Returns z [steps + 1, Z] (row 0 = z0), rewards [steps], alive [steps] (True for steps that count).
     """

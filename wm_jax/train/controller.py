@@ -366,8 +366,7 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
     from wm_jax.envs import dream_batch
 
     try:
-        from wm_jax.models.vae import decode
-        from wm_jax.train.vae import load_vae
+        from wm_jax.train.vae import decode_jit, load_vae
 
         vae_params, _ = load_vae(cfg.run_dir)
     except (ImportError, FileNotFoundError, ConfigError) as e:
@@ -376,7 +375,7 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
     zs, _, alive = dream_batch.episode(ctrl_params, jax.random.PRNGKey(cfg.es.seed + 1), dp, steps,
                                        inputs=cfg.controller.inputs, env_name=cfg.env.name)
     n = int(np.asarray(alive).sum()) + 1
-    frames = np.asarray(decode(vae_params, zs[:n]))
+    frames = np.asarray(decode_jit(vae_params, zs))[:n]  # every step decoded: one shape, one program
     from wm_jax.viz import save_gif
 
     return save_gif(frames, path)

@@ -110,8 +110,7 @@ def plot_prediction(arrays: dict, png: Path, dims: int = 4) -> Path:
 def rollout_gif(cfg: Config, params: dict, held_ds, arrays: dict, gif: Path, steps: int = 120) -> Path | None:
     """Real | V recon | M teacher-forced | M free-running (τ = 1) for held-out episode 0; None if V is absent."""
     try:
-        from wm_jax.models.vae import decode
-        from wm_jax.train.vae import load_vae
+        from wm_jax.train.vae import decode_jit, load_vae
 
         vae, _ = load_vae(cfg.run_dir)
     except (ImportError, FileNotFoundError, ValueError) as e:
@@ -126,7 +125,7 @@ def rollout_gif(cfg: Config, params: dict, held_ds, arrays: dict, gif: Path, ste
     z_tf = np.take_along_axis(out.mu[:t], best, -1)[..., 0]
     z_free = free_rollout(params, w["mu"][0, 0], w["actions"][0, :t], jax.random.key(cfg.seed + 7),
                           cfg.mdnrnn.restart_flag, tau=1.0)
-    rows = [np.asarray(decode(vae, jnp.asarray(z))) for z in (w["mu"][0, 1:t + 1], z_tf, z_free)]
+    rows = [np.asarray(decode_jit(vae, jnp.asarray(z))) for z in (w["mu"][0, 1:t + 1], z_tf, z_free)]
     grid = [image_grid([frames[i:i + 1], rows[0][i:i + 1], rows[1][i:i + 1], rows[2][i:i + 1]])
             for i in range(t)]
     return save_gif(np.stack(grid), gif, fps=15)

@@ -310,20 +310,22 @@ def write_plots(cfg: Config, params: dict, hold_set, n: int = 10) -> list[Path]:
         x = frames[idx]
         recon = np.asarray(reconstruct(params, x))
         out.append(save_png(image_grid([x, recon]), plots / "vae_recon.png"))
-        mu = np.asarray(_encode_jit(params, x)[0])[0]
+        mu = np.asarray(encode_jit(params, x)[0])[0]
         rows = latent_walk_rows(mu, dims=range(min(6, mu.shape[-1])), steps=n, span=3.0)
-        out.append(save_png(image_grid([np.asarray(_decode_jit(params, jnp.asarray(r))) for r in rows]),
+        out.append(save_png(image_grid([np.asarray(decode_jit(params, jnp.asarray(r))) for r in rows]),
                             plots / "vae_walk.png"))
     return out
 
 
-def _encode_jit(params, frames):
+def encode_jit(params, frames):
+    """V's encoder, jitted once per process (one program per batch shape)."""
     from wm_jax.models.vae import encode
 
     return _jitted("encode", encode)(params, frames)
 
 
-def _decode_jit(params, z):
+def decode_jit(params, z):
+    """V's decoder, jitted once per process (one program per batch shape)."""
     from wm_jax.models.vae import decode
 
     return _jitted("decode", decode)(params, z)

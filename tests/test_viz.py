@@ -7,11 +7,11 @@ from wm_jax.viz import save_gif
 
 
 def read_gif(path) -> np.ndarray:
-    im = Image.open(path)
     frames = []
-    for i in range(im.n_frames):
-        im.seek(i)
-        frames.append(np.asarray(im.convert("RGB")))
+    with Image.open(path) as im:
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
     return np.stack(frames)
 
 

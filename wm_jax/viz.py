@@ -47,16 +47,17 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 2) -> Path
 
 
 def palette_frame(frame: np.ndarray):
-    """One uint8 [H, W, 3] frame -> a PIL palette image: exact when it has at most 256 colours (game frames and
-    V's decodings at 64x64 mostly do), else PIL's fast octree quantiser. PIL's own conversion at GIF save is a
-    median cut, ~10 ms per 128x128 frame on a 2-core VM: 20 s for one 2,100-step TakeCover episode."""
+    """One uint8 [H, W, 3] frame -> a PIL palette image: exact when it has at most 256 colours, else PIL's fast
+    octree quantiser. TakeCover frames (~400 colours) come out with a mean error of 2.3 levels and no pixel off by
+    more than 14, at 0.4 ms a frame; the median cut PIL applies at GIF save by default errs 0.07 on average but up
+    to 100 on single pixels, at ~8 ms (2-core VM): 17 s for one 2,100-step episode."""
     from PIL import Image
 
     packed = (frame[..., 0].astype(np.uint32) << 16) | (frame[..., 1].astype(np.uint32) << 8) | frame[..., 2]
     colours, index = np.unique(packed.ravel(), return_inverse=True)
     if len(colours) > 256:
         return Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
-    img = Image.fromarray(index.reshape(frame.shape[:2]).astype(np.uint8), mode="P")
+    img = Image.fromarray(index.reshape(frame.shape[:2]).astype(np.uint8))  # "L"; a palette makes it "P"
     rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
     img.putpalette(rgb.ravel().tolist())
     return img

@@ -147,7 +147,8 @@ def test_experiment_times_reset_when_run_folder_is_gone(tmp_path):
 def test_cached_evaluation_is_redone_when_the_controller_weights_change(tmp_path):
     import numpy as np
 
-    from wm_jax.pipeline import Experiment, controller_digest
+    from wm_jax.io import controller_digest
+    from wm_jax.pipeline import Experiment
 
     exp = Experiment("t", "configs/quick.yaml", [f"root={tmp_path}"], results_root=tmp_path / "results")
     ctrl, out = tmp_path / "ctrl", tmp_path / "eval" / "results.json"

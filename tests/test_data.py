@@ -15,7 +15,7 @@ from wm_jax.cli import main as cli_main
 from wm_jax.config import ConfigError, load_config
 from wm_jax.data.collect import collect
 from wm_jax.data.dataset import frame_batches, open_dataset
-from wm_jax.data.preprocess import (area_resize, area_weights, carracing_frame, doom_frame, fireball_mask,
+from wm_jax.envs.frames import (area_resize, area_weights, carracing_frame, doom_frame, fireball_mask,
                                     fireball_recall)
 from wm_jax.data.shards import (CorruptShardError, Episode, episode_record, read_episode, shard_name,
                                 write_episode, write_manifest)

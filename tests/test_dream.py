@@ -8,6 +8,7 @@ import pytest
 
 from wm_jax.config import load_config
 from wm_jax.envs import dream, dream_batch
+from wm_jax.envs.spec import squash_action
 from wm_jax.models import controller as C
 from wm_jax.models import mdnrnn
 
@@ -164,14 +165,14 @@ def test_features_and_action_mapping():
     np.testing.assert_array_equal(C.features(jnp.ones(1), s, "zch"), [1, 5, 5, 7, 7])
     np.testing.assert_array_equal(C.features(jnp.ones(1), s, "zh"), [1, 7, 7])
     raw = jnp.array([[0.5, 0.0, -2.0], [-1.0, 3.0, 1.0]])
-    a = C.env_action(raw, "carracing")
+    a = squash_action(raw, "carracing")
     t = np.tanh(np.asarray(raw))
     np.testing.assert_allclose(a[:, 0], t[:, 0], rtol=1e-6)
     np.testing.assert_allclose(a[:, 1], (t[:, 1] + 1) / 2, rtol=1e-6)
     np.testing.assert_allclose(a[:, 2], [0.0, t[1, 2]], rtol=1e-6)
     # TakeCover: tanh(raw) < -1/3 → -1 (left), > 1/3 → +1 (right), else 0; atanh(1/3) = 0.3466.
     raw = jnp.array([[-0.40], [-0.30], [0.0], [0.30], [0.40]])
-    np.testing.assert_array_equal(C.env_action(raw, "takecover")[:, 0], [-1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(squash_action(raw, "takecover")[:, 0], [-1, 0, 0, 0, 1])
     lin = {"w": jnp.array([[1.0], [2.0]]), "b": jnp.array([0.5])}
     np.testing.assert_allclose(C.act(lin, jnp.array([1.0, 1.0])), [3.5])
 

@@ -10,7 +10,7 @@ from gymnasium.envs.box2d import car_racing as cr
 
 from wm_jax.config import EnvConfig
 from wm_jax.data.collect import collect_episode, rollout
-from wm_jax.data.preprocess import carracing_frame
+from wm_jax.envs.frames import carracing_frame
 from wm_jax.envs import make_env, make_policy, policy_rng
 from wm_jax.envs.carracing import BrownianPolicy, FastCarRacing, RandomLinearPolicy
 from wm_jax.envs.takecover import RepeatPolicy, SweepPolicy, action_buttons

@@ -15,7 +15,8 @@ from wm_jax.envs import dream
 from wm_jax.es import get_program, with_taus
 from wm_jax.metrics import read_jsonl
 from wm_jax.models import controller as C
-from wm_jax.train.controller import load_controller, train_dream
+from wm_jax.io import load_controller
+from wm_jax.train.controller import train_dream
 from wm_jax.train.sweep import sweep, tau_dir
 
 Z, H, CAP = 2, 4, 30

@@ -102,7 +102,7 @@ def test_sampled_z_is_mu_plus_sigma_noise(tiny_takecover):
 def _make_run(tmp_path, env: str, extra=()):
     from wm_jax.config import save_config
     from wm_jax.models import controller as ctrl
-    from wm_jax.train.controller import save_controller
+    from wm_jax.io import save_controller
 
     cfg = load_config(f"configs/{env}.yaml", [f"root={tmp_path}", "name=r", *TINY, *extra])
     save_config(cfg, cfg.run_dir / "config.json")
@@ -227,7 +227,7 @@ def test_real_es_final_choice_over_held_out_tracks(tmp_path):
     """es.select_trials: the archived best-evaluated means and the last mean play more held-out tracks; the winner
     there is params.npz, and score.json lists every candidate. A resume after the last generation without DONE (killed
     during the choice) chooses again, identically; with DONE it plays nothing."""
-    from wm_jax.train.controller import load_controller
+    from wm_jax.io import load_controller
     from wm_jax.train.controller_real import run_real_es
 
     es = ["es.mode=real", "es.population=4", "es.trials=1", "es.generations=3", "es.eval_every=1",

@@ -225,7 +225,8 @@ def test_sharded_step_equals_single_device(params):
 
 
 def test_train_resume_equals_uninterrupted_and_reports(tmp_path):
-    from wm_jax.train.mdnrnn import load_mdnrnn, train
+    from wm_jax.io import load_mdnrnn
+    from wm_jax.train.mdnrnn import train
 
     one = jax.devices()[:1]
     cfg_a = _cfg(tmp_path / "a")
@@ -272,7 +273,8 @@ def test_nan_guard_names_the_step(tmp_path):
 def test_ensemble_member_trains_beside_m_with_its_own_init_and_batches(tmp_path):
     """`train-mdnrnn --member 1` (es.dream_models): its own folder, its own weights; M's folder and plots untouched;
     loading a member that was never trained names the command to run."""
-    from wm_jax.train.mdnrnn import load_mdnrnn, member_dir, train
+    from wm_jax.io import load_mdnrnn, member_dir
+    from wm_jax.train.mdnrnn import train
 
     one = jax.devices()[:1]
     cfg = _cfg(tmp_path)

@@ -14,6 +14,7 @@ import pytest
 from wm_jax.config import load_config
 from wm_jax.data.shards import Episode, episode_record, write_episode, write_manifest
 from wm_jax.models import vae as V
+from wm_jax.train import vae_loss as L
 from wm_jax.parallel import make_mesh
 
 Z = 8  # small latent for the training tests (the architecture test uses the paper's 32)
@@ -65,26 +66,26 @@ def test_loss_by_hand():
     mu = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)  # KL: 0 and 0.5·2² = 2
     logvar = np.zeros((2, 2), np.float32)
     # SSE: 12·0.25 = 3 and 12·0.01 = 0.12; floor kl_tolerance·Z = 0.5·2 = 1 lifts image 0's KL to 1
-    t = V.loss_terms(x, recon, mu, logvar, 0.5)
+    t = L.loss_terms(x, recon, mu, logvar, 0.5)
     np.testing.assert_allclose(float(t["loss"]), ((3 + 1) + (0.12 + 2)) / 2, rtol=1e-6)
     np.testing.assert_allclose(float(t["kl"]), (0 + 2) / 2, rtol=1e-6)
     np.testing.assert_allclose(float(t["mse"]), (3 + 0.12) / 2 / 12, rtol=1e-6)
-    t0 = V.loss_terms(x, recon, mu, logvar, 0.0)  # floor inactive
+    t0 = L.loss_terms(x, recon, mu, logvar, 0.0)  # floor inactive
     np.testing.assert_allclose(float(t0["loss"]), ((3 + 0) + (0.12 + 2)) / 2, rtol=1e-6)
     # with the floor active, image 0's KL gets no gradient; image 1's does: d/dmu 0.5·mu² / 2 images = 1
-    g = jax.grad(lambda m: V.loss_terms(x, recon, m, logvar, 0.5)["loss"])(jnp.asarray(mu))
+    g = jax.grad(lambda m: L.loss_terms(x, recon, m, logvar, 0.5)["loss"])(jnp.asarray(mu))
     np.testing.assert_allclose(np.asarray(g), [[0, 0], [1.0, 0]], atol=1e-6)
 
 
 def test_fireball_weighted_loss_by_hand():
-    from wm_jax.data.preprocess import fireball_mask
+    from wm_jax.envs.frames import fireball_mask
 
     x = np.zeros((2, 2, 2, 3), np.float32)
     recon = np.full((2, 2, 2, 3), 0.5, np.float32)  # SSE 0.75 per pixel
     mu, logvar = np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32)
     w = np.ones((2, 2, 2), np.float32)
     w[0, 1, 0] = 11.0  # one pixel of image 0 weighs 11
-    t = V.loss_terms(x, recon, mu, logvar, 0.0, jnp.asarray(w))
+    t = L.loss_terms(x, recon, mu, logvar, 0.0, jnp.asarray(w))
     np.testing.assert_allclose(float(t["loss"]), ((3 + 10 * 0.75) + 3) / 2, rtol=1e-6)
     np.testing.assert_allclose(float(t["mse"]), 0.25, rtol=1e-6)  # the per-pixel MSE stays unweighted
 
@@ -94,7 +95,7 @@ def test_fireball_weighted_loss_by_hand():
     painted[0, 40, 5] = (240 / 255, 140 / 255, 20 / 255)  # one the reconstruction paints where there is none
     assert fireball_mask(frames).sum() == 1 and np.array_equal(np.asarray(fireball_mask(jnp.asarray(frames), jnp)),
                                                                fireball_mask(frames))
-    wf = np.asarray(V.fireball_weights(jnp.asarray(frames), jnp.asarray(painted), 9.0))
+    wf = np.asarray(L.fireball_weights(jnp.asarray(frames), jnp.asarray(painted), 9.0))
     assert wf[0, 10, 20] == 10 and wf[0, 40, 5] == 10 and wf.sum() == 64 * 64 + 2 * 9
 
 
@@ -161,7 +162,7 @@ def test_fast_model_equals_reference_model():
     def both(p):
         out = {}
         for name, plan in (("fast", V.FAST), ("ref", V.REFERENCE)):
-            out[name] = jax.value_and_grad(lambda q: V.loss_fn(q, frames, key, 0.5, plan)[0])(p)
+            out[name] = jax.value_and_grad(lambda q: L.loss_fn(q, frames, key, 0.5, plan)[0])(p)
         return out
 
     out = both(params)
@@ -221,7 +222,7 @@ def trained(tmp_path_factory):
 
 
 def test_resume_after_kill_matches_uninterrupted(trained):
-    from wm_jax.train.vae import load_vae
+    from wm_jax.io import load_vae
 
     full, killed, s_full, s_part, s_resumed = trained
     assert s_part == {"step": 3} and s_resumed["step"] == s_full["step"] == 4
@@ -243,7 +244,8 @@ def test_resume_after_kill_matches_uninterrupted(trained):
 
 def test_nan_guard_names_step_and_keeps_last_checkpoint(tmp_path):
     from wm_jax.checkpoint import Checkpointer
-    from wm_jax.train.vae import NonFiniteError, load_vae, train
+    from wm_jax.io import load_vae
+    from wm_jax.train.vae import NonFiniteError, train
 
     cfg = run_cfg(tmp_path, "nan")
     train(cfg, plots=False, progress=False, stop_after=2)
@@ -260,7 +262,7 @@ def test_nan_guard_names_step_and_keeps_last_checkpoint(tmp_path):
 def test_encode_shapes_values_and_skip(trained):
     from wm_jax.data.dataset import open_dataset
     from wm_jax.train.encode import encode_dataset
-    from wm_jax.train.vae import load_vae
+    from wm_jax.io import load_vae
 
     full = trained[0]
     s1 = encode_dataset(full, progress=False)

@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wm_jax.envs.spec import env_spec
 from wm_jax.models import controller as ctrl
 from wm_jax.models import mdnrnn
+from wm_jax.models.latent import reparameterize
 from wm_jax.models.mdnrnn import LSTMState
 
 
@@ -36,7 +38,7 @@ class AgentSpec(NamedTuple):
 
     @property
     def action_dim(self) -> int:
-        return 3 if self.env_name == "carracing" else 1
+        return env_spec(self.env_name).action_dim
 
 
 class AgentParams(NamedTuple):
@@ -74,7 +76,7 @@ def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: 
     if spec.z_sample:
         if noise is None:
             raise ValueError("AgentSpec.z_sample needs noise [N, Z]")
-        z = z + jnp.exp(0.5 * logvar.astype(jnp.float32)) * noise
+        z = reparameterize(z, logvar.astype(jnp.float32), noise)
     cparams = jax.tree.map(lambda x: x[index], params.controllers)  # [N, ...]
     actions = jax.vmap(lambda p, zz, s: ctrl.policy(p, zz, s, spec.inputs, spec.env_name))(cparams, z, state)
     parts = [z, actions]
@@ -149,7 +151,7 @@ def load_models(cfg, run_dir: str | Path) -> tuple[Any, dict]:
     if cfg.eval.vae_untrained:
         v = init_vae_params(cfg.seed, spec.z_dim)
     else:
-        from wm_jax.train.vae import load_vae
+        from wm_jax.io import load_vae
 
         v, z_dim = load_vae(run_dir)
         if z_dim != spec.z_dim:
@@ -158,7 +160,7 @@ def load_models(cfg, run_dir: str | Path) -> tuple[Any, dict]:
         m = jax.jit(mdnrnn.init_params, static_argnums=(1, 2, 3, 4, 5))(km, spec.z_dim, spec.action_dim, spec.hidden,
                                                                       cfg.mdnrnn.mixtures, spec.restart_flag)
     else:
-        from wm_jax.train.mdnrnn import load_mdnrnn
+        from wm_jax.io import load_mdnrnn
 
         m = load_mdnrnn(run_dir)
         hidden, n_in = mdnrnn.sizes(m)

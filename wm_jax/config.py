@@ -246,7 +246,9 @@ class Config:
     @property
     def action_dim(self) -> int:
         """Action size as stored on disk and fed to M (CarRacing: steer, gas, brake; Doom: one value)."""
-        return 3 if self.env.name == "carracing" else 1
+        from wm_jax.envs.spec import env_spec
+
+        return env_spec(self.env.name).action_dim
 
     @property
     def mdnrnn_members(self) -> tuple[int, ...]:

@@ -80,28 +80,14 @@ def make_agent_policy(cfg: Config, run: Path, controller: str | None):
     """(AgentPolicy, cfg): V and M from `run` (or untrained, per eval.*_untrained), C from `controller`
     (default: the run's); cfg gets the controller folder's `controller.*` shape options."""
     from wm_jax.agent import AgentParams, AgentPolicy, load_models, spec_from_config, stack_controllers
-    from wm_jax.train.controller import load_controller
+    from wm_jax.io import controller_config, load_controller
 
     cpath = Path(controller) if controller else run
     c = load_controller(cpath)
-    cfg = with_controller_shape(cfg, cpath)
+    cfg = controller_config(cfg, cpath)
     spec = spec_from_config(cfg)
     vae, m = load_models(cfg, run)
     return AgentPolicy(spec, AgentParams(vae, m, stack_controllers([c]))), cfg
-
-
-def with_controller_shape(cfg: Config, path: Path) -> Config:
-    """cfg with `controller.*` taken from the controller folder's config.json (if any), so a controller
-    trained with other inputs (an ablation, a sweep) is read with its own feature layout."""
-    from wm_jax.config import load_saved_config
-
-    for d in (path, path / "controller"):
-        if (d / "params.npz").is_file() and (d / "config.json").is_file():
-            saved = load_saved_config(d)
-            if saved.controller != cfg.controller:
-                cfg = cfg.replace(**{f"controller.{k}": v for k, v in saved.controller.__dict__.items()})
-            return cfg
-    return cfg
 
 
 def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str = "agent",

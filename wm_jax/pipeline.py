@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wm_jax.config import Config, load_config
+from wm_jax.io import controller_digest
 
 # No JAX import at module level: experiment scripts import this module, and spawned collection workers
 # re-import the script's module, which must stay free of JAX.
@@ -157,23 +158,6 @@ class Experiment:
             shutil.copytree(plots, self.results_dir / "plots", dirs_exist_ok=True)
         print(f"\n{table}\nresults: {self.results_dir}/results.json, plots and GIFs: {self.results_dir}/plots/")
         return self.results_dir
-
-
-def controller_digest(path: Path) -> str:
-    """sha256 of a controller's weights (the arrays of <path>/params.npz, not the zip's bytes, which hold
-    write times)."""
-    import hashlib
-
-    import numpy as np
-
-    f = path if path.suffix == ".npz" else path / "params.npz"
-    h = hashlib.sha256()
-    with np.load(f, allow_pickle=False) as z:
-        for k in sorted(z.files):
-            a = z[k]
-            h.update(f"{k}:{a.dtype}:{a.shape};".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _mtime(path: Path) -> float:

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from wm_jax.envs.spec import random_action
+
 
 class RandomPolicy:
     """The random baseline: uniform actions, a numpy generator per episode seeded by the episode's seed.
@@ -51,13 +53,6 @@ class ReferencePolicy:
         acts = np.stack([np.asarray(self.fn(self.t[s], np), np.float32).reshape(-1) for s in slots])
         self.t[slots] += 1
         return acts
-
-
-def random_action(env_name: str, rng: np.random.Generator) -> list[float]:
-    """One uniform random action (TakeCover -1/0/+1; CarRacing steer U[-1, 1], gas U[0, 1], brake U[0, 1])."""
-    if env_name == "carracing":
-        return [rng.uniform(-1, 1), rng.uniform(0, 1), rng.uniform(0, 1)]
-    return [float(rng.integers(-1, 2))]
 
 
 class ExplorePolicy:

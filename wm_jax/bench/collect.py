@@ -30,7 +30,7 @@ def _bench_worker(rank: int, env_name: str, fast: bool, seconds: float, warmup: 
 
     from wm_jax.config import EnvConfig
     from wm_jax.data.collect import collect_episode
-    from wm_jax.data.preprocess import carracing_frame, doom_frame
+    from wm_jax.envs.frames import carracing_frame, doom_frame
     from wm_jax.data.shards import write_episode
     from wm_jax.envs import make_env, make_policy, policy_rng
 

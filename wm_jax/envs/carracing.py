@@ -25,7 +25,7 @@ import pygame
 from gymnasium.envs.box2d import car_racing as cr
 from pygame import gfxdraw
 
-from wm_jax.data.preprocess import carracing_frame
+from wm_jax.envs.frames import carracing_frame
 
 
 def _grass_polygons() -> np.ndarray:

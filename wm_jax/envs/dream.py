@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from wm_jax.envs.spec import env_spec
 from wm_jax.models import mdnrnn
+from wm_jax.models.latent import reparameterize
 from wm_jax.models.mdnrnn import LSTMState
 
 
@@ -167,7 +169,7 @@ def reset(key: jax.Array, params: DreamParams) -> tuple[DreamObs, DreamState]:
     k_idx, k_eps = jax.random.split(key)
     z_dim, hidden, _ = sizes(params)
     i = jax.random.randint(k_idx, (), 0, params.init_mu.shape[0])
-    z0 = params.init_mu[i] + jnp.exp(0.5 * params.init_logvar[i]) * jax.random.normal(k_eps, (z_dim,))
+    z0 = reparameterize(params.init_mu[i], params.init_logvar[i], jax.random.normal(k_eps, (z_dim,)))
     dyn0 = mdnrnn.zero_state(0) if params.dyn is None else mdnrnn.zero_state(hidden, (n_dynamics(params) - 1,))
     mask = jnp.zeros((0,))
     if params.head_dropout > 0:
@@ -217,7 +219,7 @@ def step_with_noise(noise: StepNoise, state: DreamState, action: jax.Array, para
         raw = jax.tree.map(lambda m, d: jnp.concatenate([m[None], d])[model], raw, raw_d)
     z_next = sample_next_z(raw, params.tau, noise.u_comp, noise.eps)
     reward_pred, done_logit = raw.reward, raw.done_logit
-    reward = jnp.ones((), jnp.float32) if params.kind == "takecover" else reward_pred
+    reward = jnp.ones((), jnp.float32) if env_spec(params.kind).dream_reward == "alive" else reward_pred
     if params.done_mode == "threshold":
         p_end = (done_logit > 0).astype(jnp.float32)
     else:

@@ -3,7 +3,7 @@
 - Scenario: ``vizdoom.scenarios_path/take_cover.cfg`` (buttons MOVE_LEFT, MOVE_RIGHT; +1 reward per tic
   alive), frame skip 1 (every tic is a step, as in the paper).
 - Frames: ViZDoom renders at RES_160X120 (its smallest 4:3 mode, cheaper to render than the cfg's 320x240),
-  RGB24, then the 120x160 image is area-averaged to 64x64 (``wm_jax.data.preprocess.doom_frame``).
+  RGB24, then the 120x160 image is area-averaged to 64x64 (``wm_jax.envs.frames.doom_frame``).
 - Actions: one float per step, stored as -1 (left), 0 (stay), +1 (right); the adapter presses MOVE_LEFT
   for a < -1/3, MOVE_RIGHT for a > 1/3, nothing in between (so a controller's tanh output maps too).
 - Episode end: the player's death gives ``terminated=True`` (the reward of that last step is the living
@@ -21,7 +21,7 @@ import os
 import numpy as np
 import vizdoom as vzd
 
-from wm_jax.data.preprocess import doom_frame
+from wm_jax.envs.frames import doom_frame
 
 LEFT, STAY, RIGHT = [1, 0], [0, 0], [0, 1]
 

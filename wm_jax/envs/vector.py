@@ -28,6 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from wm_jax.envs.spec import env_spec
+
 DEFAULT_FACTORY = "wm_jax.envs:make_env"
 
 
@@ -111,7 +113,7 @@ class VectorEnv:
       env_cfg: an :class:`wm_jax.config.EnvConfig` (picklable), passed to the factory in each worker.
       num_envs: N, the number of environment slots.
       workers: processes; 0 = one per CPU core (capped at N).
-      action_dim: A; default 3 for CarRacing, 1 otherwise (checked against each env's `action_dim`).
+      action_dim: A; default the env spec's (wm_jax.envs.spec) (checked against each env's `action_dim`).
       factory: ``"module:function"`` building one env from `env_cfg` inside a worker.
     """
 
@@ -122,7 +124,7 @@ class VectorEnv:
         workers = workers or os.cpu_count() or 1
         self.num_envs = num_envs
         self.num_workers = min(workers, num_envs)
-        self.action_dim = action_dim or (3 if env_cfg.name == "carracing" else 1)
+        self.action_dim = action_dim or env_spec(env_cfg.name).action_dim
         self.frame_size = env_cfg.frame_size
         specs = _buffer_specs(num_envs, self.frame_size, self.action_dim)
         self._shms = [shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(s)) * np.dtype(d).itemsize))
@@ -273,7 +275,7 @@ class ToyEnv:
     """
 
     def __init__(self, env_cfg):
-        self.action_dim = 3 if env_cfg.name == "carracing" else 1
+        self.action_dim = env_spec(env_cfg.name).action_dim
         self.size = env_cfg.frame_size
         self.cap = env_cfg.max_steps
         self.seed, self.t, self.length = 0, 0, 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from wm_jax.envs.spec import env_spec, squash_action
 from wm_jax.models.mdnrnn import LSTMState
 
 INPUTS = ("z", "zh", "zch")
@@ -32,8 +33,8 @@ def feature_dim(inputs: str, z_dim: int, hidden: int) -> int:
 
 
 def output_dim(env_name: str) -> int:
-    """Raw controller outputs: 3 for CarRacing, 1 for TakeCover."""
-    return 3 if env_name == "carracing" else 1
+    """Raw controller outputs A_out: one per action dimension (``wm_jax.envs.spec``)."""
+    return env_spec(env_name).action_dim
 
 
 def init_controller(key: jax.Array, feat_dim: int, out_dim: int, hidden: int = 0, bias: bool = True,
@@ -91,18 +92,6 @@ def act(params: dict, feats: jax.Array) -> jax.Array:
     return feats @ params["w"] + params.get("b", 0.0)
 
 
-def env_action(raw: jax.Array, env_name: str) -> jax.Array:
-    """Raw outputs [..., A_out] → the float action fed to M and to the real env ([..., 3] or [..., 1])."""
-    a = jnp.tanh(raw)
-    if env_name == "carracing":
-        steer = a[..., 0]
-        gas = (a[..., 1] + 1.0) / 2.0
-        brake = jnp.clip(a[..., 2], 0.0, 1.0)
-        return jnp.stack([steer, gas, brake], axis=-1)
-    third = 1.0 / 3.0
-    return jnp.where(a < -third, -1.0, jnp.where(a > third, 1.0, 0.0)).astype(jnp.float32)
-
-
 def policy(params: dict, z: jax.Array, lstm_state: LSTMState, inputs: str, env_name: str) -> jax.Array:
-    """features → act → env_action in one call: the env action [..., A]."""
-    return env_action(act(params, features(z, lstm_state, inputs)), env_name)
+    """features → act → squash_action (wm_jax.envs.spec) in one call: the env action [..., A]."""
+    return squash_action(act(params, features(z, lstm_state, inputs)), env_name)

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from wm_jax.models.latent import reparameterize
+
 
 class LSTMState(NamedTuple):
     c: jax.Array  # [..., H] cell state
@@ -322,7 +324,7 @@ def bce_with_logits(logit: jax.Array, target: jax.Array, pos_weight: float | jax
 
 def sample_latents(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
     """z = μ + exp(logvar / 2)·ε, ε ~ N(0, I): a fresh draw from V's posterior (any shape)."""
-    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+    return reparameterize(mu, logvar, jax.random.normal(key, mu.shape, mu.dtype))
 
 
 def model_inputs(z: jax.Array, actions: jax.Array, restart: jax.Array, restart_flag: bool) -> jax.Array:

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from wm_jax.models.latent import reparameterize
+
 ENC_FILTERS = (32, 64, 128, 256)  # paper: 4 convs, kernel 4, stride 2
 DEC_LAYERS = ((128, 5), (64, 5), (32, 6), (3, 6))  # paper: (filters, kernel) of the 4 deconvs, stride 2
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -180,7 +182,7 @@ class VAE(nn.Module):
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """x: uint8 [N,64,64,3]; key: PRNG key for the reparameterised sample -> (recon, mu, logvar)."""
         mu, logvar = self.encode(x)
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+        z = reparameterize(mu, logvar, jax.random.normal(key, mu.shape, mu.dtype))
         return self.decode(z), mu, logvar
 
 
@@ -230,43 +232,22 @@ def decode(params: dict, z: jax.Array, plan: Sequence[str] = INFER) -> jax.Array
     return VAE(z_dim_of(params), tuple(plan)).apply({"params": params}, z, method=VAE.decode)
 
 
-def loss_terms(x: jax.Array, recon: jax.Array, mu: jax.Array, logvar: jax.Array,
-               kl_tolerance: float, weight: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Per-batch loss of the original: mean over images of sum-squared-error + max(KL, kl_tolerance * Z).
-
-    x: float [N,64,64,3] in [0,1]; recon like x; mu, logvar [N,Z]; weight: optional per-pixel weight of the
-    squared error [N,64,64] (``vae.fireball_weight``; the original: none). Returns scalars ``loss``, ``recon``
-    (summed, weighted squared error per image), ``kl`` (before the floor) and ``mse`` (per pixel, unweighted).
-    """
-    z_dim = mu.shape[-1]
-    sq = jnp.square(recon - x)
-    sse = jnp.sum(sq if weight is None else sq * weight[..., None], axis=(1, 2, 3))  # [N]
-    mse = jnp.mean(sq)
-    kl = -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar), axis=-1)  # [N], KL(q(z|x) || N(0,I))
-    kl_floored = jnp.maximum(kl, kl_tolerance * z_dim)  # free bits (original kl_tolerance = 0.5)
-    return {"loss": jnp.mean(sse + kl_floored), "recon": jnp.mean(sse), "kl": jnp.mean(kl), "mse": mse}
+@functools.partial(jax.jit, static_argnames="plan")
+def encode_jit(params: dict, frames: jax.Array, plan: tuple[str, ...] = INFER) -> tuple[jax.Array, jax.Array]:
+    """:func:`encode`, jitted (one program per batch shape and plan, in jit's own cache)."""
+    return encode(params, frames, plan)
 
 
-def fireball_weights(frames: jax.Array, recon: jax.Array, extra: float) -> jax.Array:
-    """Per-pixel weights [N,64,64]: 1, plus `extra` where the frame or its reconstruction shows a TakeCover
-    fireball (``wm_jax.data.preprocess.fireball_mask``). Counting the reconstruction's fireball pixels too
-    makes a V that paints fireballs where there are none pay as much as one that drops them. No gradient."""
-    from wm_jax.data.preprocess import fireball_mask
-
-    painted = jnp.round(jax.lax.stop_gradient(recon) * 255.0)
-    return 1.0 + extra * (fireball_mask(frames, jnp) | fireball_mask(painted, jnp)).astype(jnp.float32)
+@functools.partial(jax.jit, static_argnames="plan")
+def decode_jit(params: dict, z: jax.Array, plan: tuple[str, ...] = INFER) -> jax.Array:
+    """:func:`decode`, jitted (one program per batch shape and plan)."""
+    return decode(params, z, plan)
 
 
-def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float,
-            plan: Sequence[str] = FAST, fireball_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms).
-    `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`)."""
-    model = VAE(z_dim_of(params), tuple(plan))
-    recon, mu, logvar = model.apply({"params": params}, frames, key)
-    x = frames.astype(jnp.float32) / 255.0
-    weight = fireball_weights(frames, recon, fireball_weight) if fireball_weight > 0 else None
-    terms = loss_terms(x, recon, mu, logvar, kl_tolerance, weight)
-    return terms["loss"], terms
+@functools.partial(jax.jit, static_argnames="plan")
+def reconstruct(params: dict, frames: jax.Array, plan: tuple[str, ...] = INFER) -> jax.Array:
+    """uint8 [N,64,64,3] -> decode(mu) float [N,64,64,3] in [0, 1] (forward-only plan)."""
+    return decode(params, encode(params, frames, plan)[0], plan)
 
 
 def flops_per_image(z_dim: int = 32, training: bool = True) -> float:

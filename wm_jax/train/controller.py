@@ -25,6 +25,7 @@ import numpy as np
 
 from wm_jax.cli import add_config_arguments, config_from_args
 from wm_jax.config import Config, ConfigError, save_config
+from wm_jax.io import load_bank, load_controller, load_mdnrnn, save_controller
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,23 +46,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- inputs: M and the initial-state bank
-
-
-def load_bank(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, logvar) [N, Z]: V's encoding of the first frame of up to `n` real episodes (sorted shard order)."""
-    lat = Path(data_dir) / "latents"
-    files = sorted(lat.glob("ep_*.npz"))[:n]
-    if not files:
-        raise FileNotFoundError(f"no latents in {lat} (ep_*.npz); run `wm-jax encode` first")
-    mus, lvs = [], []
-    for f in files:
-        with np.load(f) as d:
-            for k in ("mu", "logvar"):
-                if k not in d or d[k].ndim != 2 or len(d[k]) == 0:
-                    raise ValueError(f"{f}: key '{k}' missing or not a non-empty [T+1, Z] array")
-            mus.append(d["mu"][0])
-            lvs.append(d["logvar"][0])
-    return np.stack(mus).astype(np.float32), np.stack(lvs).astype(np.float32)
 
 
 def input_rms(cfg: Config, mdn: dict, episodes: int = 64, seed: int = 0) -> np.ndarray:
@@ -128,8 +112,6 @@ def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray]
 def load_dynamics(cfg: Config) -> list[dict] | None:
     """Models 1..E-1 of the dream's dynamics ensemble (es.dream_models = E; model 0 is M) from <run>/mdnrnn_<e>;
     None for M alone."""
-    from wm_jax.train.mdnrnn import load_mdnrnn
-
     if cfg.es.dream_models == 1:
         return None
     try:
@@ -140,45 +122,7 @@ def load_dynamics(cfg: Config) -> list[dict] | None:
 
 def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """M's params and the initial-state bank of this run."""
-    try:
-        from wm_jax.train.mdnrnn import load_mdnrnn
-    except ImportError as e:
-        raise ConfigError(f"cannot load M: wm_jax.train.mdnrnn is unavailable ({e})") from None
     return load_mdnrnn(cfg.run_dir), load_bank(cfg.data_dir, cfg.es.initial_states)
-
-
-# ---------------------------------------------------------------- the controller file
-
-
-def save_controller(directory: str | os.PathLike, params: dict, cfg: Config, score: dict | None = None) -> Path:
-    """Write params.npz (atomic) + config.json (+ score.json) into `directory`."""
-    from wm_jax.checkpoint import write_json_atomic
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".params.tmp{os.getpid()}.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in params.items()})
-    os.replace(tmp, d / "params.npz")
-    save_config(cfg, d / "config.json")
-    if score is not None:
-        write_json_atomic(d / "score.json", score)
-    return d / "params.npz"
-
-
-def load_controller(path: str | os.PathLike) -> dict:
-    """Controller params from a run folder (→ <run>/controller) or a folder holding params.npz.
-
-    The controller's shape options (cfg.controller) are in that folder's config.json.
-    """
-    import jax.numpy as jnp
-
-    p = Path(path)
-    for cand in (p, p / "controller", p / "params.npz"):
-        f = cand if cand.suffix == ".npz" else cand / "params.npz"
-        if f.is_file():
-            with np.load(f) as d:
-                return {k: jnp.asarray(d[k]) for k in d.files}
-    raise FileNotFoundError(f"no controller params.npz in {p} or {p / 'controller'}; run train-controller first")
 
 
 # ---------------------------------------------------------------- the training loop (τ-batched)
@@ -241,7 +185,6 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     dp_select = None
     if es.select_model:  # C reads M; z', the end come from the held-out model (see es.select_model)
         if select is None:
-            from wm_jax.train.mdnrnn import load_mdnrnn
 
             try:
                 select = load_mdnrnn(cfg.run_dir, member=es.select_model)
@@ -366,7 +309,8 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
     from wm_jax.envs import dream_batch
 
     try:
-        from wm_jax.train.vae import decode_jit, load_vae
+        from wm_jax.io import load_vae
+        from wm_jax.models.vae import decode_jit
 
         vae_params, _ = load_vae(cfg.run_dir)
     except (ImportError, FileNotFoundError, ConfigError) as e:

@@ -77,7 +77,8 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     from wm_jax.evaluate import check_eval_config, slot_layout
     from wm_jax.metrics import MetricsWriter, plot_curves
     from wm_jax.models import controller as ctrl
-    from wm_jax.train.controller import initial_mean, save_controller
+    from wm_jax.io import save_controller
+    from wm_jax.train.controller import initial_mean
 
     if cfg.es.mode != "real":
         raise ConfigError("config key 'es.mode': train_real needs 'real'")

@@ -65,8 +65,8 @@ def _mean_return(inputs: str, env_name: str, chunk: int, trials: int):
 def run(args: argparse.Namespace) -> int:
     from wm_jax.checkpoint import write_json_atomic
     from wm_jax.config import ConfigError
-    from wm_jax.train.controller import load_controller, load_inputs
-    from wm_jax.train.mdnrnn import load_mdnrnn
+    from wm_jax.io import load_controller, load_mdnrnn
+    from wm_jax.train.controller import load_inputs
 
     cfg = config_from_args(args)
     if args.member < 1:

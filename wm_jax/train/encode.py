@@ -82,7 +82,7 @@ def encode_dataset(cfg: Config, progress: bool = True) -> dict:
     from wm_jax.data.dataset import open_dataset
     from wm_jax.data.sequences import latents_manifest
     from wm_jax.parallel import make_mesh, replicate
-    from wm_jax.train.vae import latest_vae_step, load_vae
+    from wm_jax.io import latest_vae_step, load_vae
 
     step = latest_vae_step(cfg.run_dir)
     if step is None:

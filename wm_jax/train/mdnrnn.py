@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from wm_jax.config import Config, MDNRNNConfig
+from wm_jax.io import member_dir, read_done
 
 STAGE = "mdnrnn"
 
@@ -115,33 +116,6 @@ def init_model(cfg: Config, key: jax.Array) -> dict:
     return _jit_init(init_params)(key, cfg.vae.z_dim, cfg.action_dim, m.hidden, m.mixtures, m.restart_flag)
 
 
-def member_dir(run_dir: str | Path, member: int = 0) -> Path:
-    """M's folder (member 0) or dynamics-ensemble member e's (``<run_dir>/mdnrnn_<e>``)."""
-    if member < 0:
-        raise ValueError(f"ensemble member must be >= 0, got {member}")
-    return Path(run_dir) / (STAGE if member == 0 else f"{STAGE}_{member}")
-
-
-def load_mdnrnn(run_dir: str | Path, member: int = 0) -> dict:
-    """M's trained weights from ``<run_dir>/mdnrnn`` (or member e's ``mdnrnn_<e>``; latest checkpoint) as a dict
-    of jax arrays."""
-    from wm_jax.checkpoint import Checkpointer
-
-    folder = member_dir(run_dir, member)
-    if not folder.is_dir():
-        flag = f" --member {member}" if member else ""
-        raise FileNotFoundError(f"no M checkpoints in {folder}; run `wm-jax train-mdnrnn{flag}` first")
-    ck = Checkpointer(folder)
-    try:
-        raw = ck.restore_raw()
-    finally:
-        ck.close()
-    params = raw.get("params") if isinstance(raw, dict) else None
-    if not params or "lstm" not in params or "head" not in params:
-        raise ValueError(f"{folder}: checkpoint has no M params (keys {list(raw)})")
-    return jax.tree.map(jnp.asarray, params)
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -199,7 +173,7 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
     if ck.done and step >= m.steps:
         print(f"M already trained ({folder}/DONE); delete DONE or raise mdnrnn.steps to train further")
         ck.close()
-        return _read_done(folder)
+        return read_done(folder)
 
     params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
     train_step = cached_train_step(m, tuple(mesh.devices.flat))
@@ -249,12 +223,3 @@ def _report(pending, folder, last_saved, writer, bar, m: MDNRNNConfig, ts_per_st
     bar.set_postfix(loss=f"{vals['loss']:.3f}", nll=f"{vals['nll']:.3f}", ts_s=f"{rate:,.0f}")
     if step % m.log_every == 0 or step == m.steps or step % m.checkpoint_every == 0:
         writer.write(step, timesteps_per_s=rate, **vals)
-
-
-def _read_done(folder: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((folder / "DONE").read_text()) or {}
-    except (OSError, ValueError):
-        return {}

@@ -110,7 +110,8 @@ def plot_prediction(arrays: dict, png: Path, dims: int = 4) -> Path:
 def rollout_gif(cfg: Config, params: dict, held_ds, arrays: dict, gif: Path, steps: int = 120) -> Path | None:
     """Real | V recon | M teacher-forced | M free-running (τ = 1) for held-out episode 0; None if V is absent."""
     try:
-        from wm_jax.train.vae import decode_jit, load_vae
+        from wm_jax.io import load_vae
+        from wm_jax.models.vae import decode_jit
 
         vae, _ = load_vae(cfg.run_dir)
     except (ImportError, FileNotFoundError, ValueError) as e:

@@ -25,6 +25,8 @@ import numpy as np
 import optax
 
 from wm_jax.config import Config, VAEConfig
+from wm_jax.io import read_done
+from wm_jax.models.vae import decode_jit, encode_jit, reconstruct
 
 STAGE = "vae"
 
@@ -96,7 +98,8 @@ def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None
 
 @functools.lru_cache(maxsize=16)
 def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tuple[str, ...] | None) -> Callable:
-    from wm_jax.models.vae import FAST, loss_fn
+    from wm_jax.models.vae import FAST
+    from wm_jax.train.vae_loss import loss_fn
 
     plan = FAST if plan is None else plan
     v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight)
@@ -165,7 +168,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     folder = Path(cfg.run_dir) / STAGE
     if (folder / "DONE").exists():
         print(f"V already trained ({folder}/DONE exists); delete it to train again")
-        return _read_done(folder)
+        return read_done(folder)
     dataset = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
     if len(dataset) <= v.holdout_episodes:
         raise ValueError(f"{cfg.data_dir}: {len(dataset)} episodes, need more than vae.holdout_episodes="
@@ -252,9 +255,9 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
 
 def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "") -> dict:
     """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames; for TakeCover also
-    the share of approaching fireballs' pixels the reconstructions keep (``data.preprocess.fireball_recall``;
+    the share of approaching fireballs' pixels the reconstructions keep (``envs.frames.fireball_recall``;
     None when no frame has one)."""
-    from wm_jax.data.preprocess import fireball_recall
+    from wm_jax.envs.frames import fireball_recall
 
     frames = holdout_frames(hold_set, max_frames)
     if len(frames) == 0:
@@ -288,14 +291,6 @@ def holdout_frames(hold_set, max_frames: int) -> np.ndarray:
     return np.concatenate(out)[:max_frames]
 
 
-@jax.jit
-def reconstruct(params: dict, frames: jax.Array) -> jax.Array:
-    """uint8 [N,64,64,3] -> decode(mu) float [N,64,64,3] (forward-only plan)."""
-    from wm_jax.models.vae import decode, encode
-
-    return decode(params, encode(params, frames)[0])
-
-
 def write_plots(cfg: Config, params: dict, hold_set, n: int = 10) -> list[Path]:
     """<run_dir>/plots: vae_recon.png (held-out frames / reconstructions), vae_walk.png, vae_loss.png."""
     from wm_jax.metrics import plot_curves
@@ -315,57 +310,3 @@ def write_plots(cfg: Config, params: dict, hold_set, n: int = 10) -> list[Path]:
         out.append(save_png(image_grid([np.asarray(decode_jit(params, jnp.asarray(r))) for r in rows]),
                             plots / "vae_walk.png"))
     return out
-
-
-def encode_jit(params, frames):
-    """V's encoder, jitted once per process (one program per batch shape)."""
-    from wm_jax.models.vae import encode
-
-    return _jitted("encode", encode)(params, frames)
-
-
-def decode_jit(params, z):
-    """V's decoder, jitted once per process (one program per batch shape)."""
-    from wm_jax.models.vae import decode
-
-    return _jitted("decode", decode)(params, z)
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted(name: str, fn: Callable) -> Callable:
-    return jax.jit(fn)
-
-
-def _read_done(folder: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((folder / "DONE").read_text()) or {}
-    except (OSError, ValueError):
-        return {}
-
-
-def latest_vae_step(run_dir: str | Path) -> int | None:
-    from wm_jax.checkpoint import Checkpointer
-
-    folder = Path(run_dir) / STAGE
-    if not folder.is_dir():
-        return None
-    return Checkpointer(folder).latest_step()
-
-
-def load_vae(run_dir: str | Path, step: int | None = None) -> tuple[dict, int]:
-    """(params, z_dim) of the latest (or given) V checkpoint in ``<run_dir>/vae``."""
-    from wm_jax.checkpoint import Checkpointer
-    from wm_jax.models.vae import z_dim_of
-
-    folder = Path(run_dir) / STAGE
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no V checkpoints in {folder}; run `wm-jax train-vae` first")
-    ck = Checkpointer(folder)
-    try:
-        tree = ck.restore_raw(step)
-    finally:
-        ck.close()
-    params = jax.tree.map(jnp.asarray, tree["params"])
-    return params, z_dim_of(params)

@@ -2,7 +2,7 @@
 
 For each V step kept in ``<run>/vae`` (or those named by ``--steps``): per-pixel MSE of the reconstructions
 from z = mu, and for TakeCover the share of approaching fireballs' pixels the reconstructions keep
-(``wm_jax.data.preprocess.fireball_recall``) — the figure that tells whether a dream can contain the threat
+(``wm_jax.envs.frames.fireball_recall``) — the figure that tells whether a dream can contain the threat
 at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
 ``vae.holdout_episodes``), or of another run's data with ``--data DIR`` (V's of different runs compared on the
 same frames). The output counts how many of the scored episodes V trained on: those whose (seed, length, return)
@@ -69,7 +69,8 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     from wm_jax.checkpoint import Checkpointer, write_json_atomic
     from wm_jax.data.dataset import open_dataset
     from wm_jax.sysinfo import device_info
-    from wm_jax.train.vae import STAGE, holdout_metrics, load_vae
+    from wm_jax.io import load_vae
+    from wm_jax.train.vae import STAGE, holdout_metrics
 
     folder = Path(cfg.run_dir) / STAGE
     if not folder.is_dir():

@@ -1,0 +1,51 @@
+"""V's training loss: the original's per-image squared error + floored KL, and the TakeCover fireball weighting.
+
+Kept out of ``wm_jax.models`` so the model module holds the network alone (no data-preprocessing imports).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from wm_jax.envs.frames import fireball_mask
+from wm_jax.models.vae import FAST, VAE, z_dim_of
+
+
+def loss_terms(x: jax.Array, recon: jax.Array, mu: jax.Array, logvar: jax.Array,
+               kl_tolerance: float, weight: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Per-batch loss of the original: mean over images of sum-squared-error + max(KL, kl_tolerance * Z).
+
+    x: float [N,64,64,3] in [0,1]; recon like x; mu, logvar [N,Z]; weight: optional per-pixel weight of the
+    squared error [N,64,64] (``vae.fireball_weight``; the original: none). Returns scalars ``loss``, ``recon``
+    (summed, weighted squared error per image), ``kl`` (before the floor) and ``mse`` (per pixel, unweighted).
+    """
+    z_dim = mu.shape[-1]
+    sq = jnp.square(recon - x)
+    sse = jnp.sum(sq if weight is None else sq * weight[..., None], axis=(1, 2, 3))  # [N]
+    mse = jnp.mean(sq)
+    kl = -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar), axis=-1)  # [N], KL(q(z|x) || N(0,I))
+    kl_floored = jnp.maximum(kl, kl_tolerance * z_dim)  # free bits (original kl_tolerance = 0.5)
+    return {"loss": jnp.mean(sse + kl_floored), "recon": jnp.mean(sse), "kl": jnp.mean(kl), "mse": mse}
+
+
+def fireball_weights(frames: jax.Array, recon: jax.Array, extra: float) -> jax.Array:
+    """Per-pixel weights [N,64,64]: 1, plus `extra` where the frame or its reconstruction shows a TakeCover
+    fireball (``wm_jax.envs.frames.fireball_mask``). Counting the reconstruction's fireball pixels too
+    makes a V that paints fireballs where there are none pay as much as one that drops them. No gradient."""
+    painted = jnp.round(jax.lax.stop_gradient(recon) * 255.0)
+    return 1.0 + extra * (fireball_mask(frames, jnp) | fireball_mask(painted, jnp)).astype(jnp.float32)
+
+
+def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float,
+            plan: Sequence[str] = FAST, fireball_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms).
+    `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`)."""
+    model = VAE(z_dim_of(params), tuple(plan))
+    recon, mu, logvar = model.apply({"params": params}, frames, key)
+    x = frames.astype(jnp.float32) / 255.0
+    weight = fireball_weights(frames, recon, fireball_weight) if fireball_weight > 0 else None
+    terms = loss_terms(x, recon, mu, logvar, kl_tolerance, weight)
+    return terms["loss"], terms

@@ -155,19 +155,20 @@ def test_cached_evaluation_is_redone_when_the_controller_weights_change(tmp_path
     ctrl.mkdir()
     calls = []
 
-    def fake_run_cli(label, argv):  # stands in for `wm-jax evaluate`: a score from the weights it reads
+    def fake_stage(label, fn, *args, **kwargs):  # stands in for stages.evaluate: a score from the weights it reads
+        assert fn.__name__ == "evaluate" and kwargs["controller"] == ctrl
         calls.append(label)
         w = np.load(ctrl / "params.npz")["w"]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"mean": float(w.sum()), "std": 0.0}))
 
-    exp.run_cli = fake_run_cli
+    exp.stage = fake_stage
     np.savez(ctrl / "params.npz", w=np.ones(3, np.float32))
     digest = controller_digest(ctrl)
-    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 3.0 and calls == ["e"]
+    assert exp.evaluate("e", out, "x", controller=ctrl)["mean"] == 3.0 and calls == ["e"]
     np.savez(ctrl / "params.npz", w=np.ones(3, np.float32))  # rewritten, same weights (ES rerun): cached
     assert controller_digest(ctrl) == digest
-    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 3.0 and calls == ["e"]
+    assert exp.evaluate("e", out, "x", controller=ctrl)["mean"] == 3.0 and calls == ["e"]
     np.savez(ctrl / "params.npz", w=np.full(3, 2.0, np.float32))  # new weights (retrained): scored again
     assert controller_digest(ctrl) != digest
-    assert exp.evaluate("e", out, "x", "--controller", str(ctrl))["mean"] == 6.0 and calls == ["e", "e"]
+    assert exp.evaluate("e", out, "x", controller=ctrl)["mean"] == 6.0 and calls == ["e", "e"]

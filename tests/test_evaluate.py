@@ -127,7 +127,7 @@ def test_evaluate_two_episodes_real_env(tmp_path, env):
     if env == "takecover":  # +1 per tic alive: 30 steps survived -> 30
         assert all(r == n for r, n in zip(res["returns"], res["lengths"]))
     else:  # same seed -> same tracks -> same returns; other seeds -> other tracks
-        from wm_jax.evaluate import evaluate
+        from wm_jax.evaluation import evaluate
 
         again = evaluate(cfg, cfg.run_dir, 2, 5, out=tmp_path / "again", progress=False)
         other = evaluate(cfg, cfg.run_dir, 2, 7, out=tmp_path / "other", progress=False)

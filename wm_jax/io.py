@@ -1,6 +1,6 @@
 """Run-folder I/O beside the models: load V, M and C, save C, read a stage's DONE summary.
 
-Inference (``wm_jax.agent``, ``wm_jax.evaluate``, the public API) reads trained weights through this module
+Inference (``wm_jax.agent``, ``wm_jax.evaluation``, the public API) reads trained weights through this module
 alone, so it never imports training code. Folder layout: docs/design.md.
 
     <run>/vae/        orbax steps {params, opt_state, ...}            -> load_vae(run) -> (params, z_dim)

@@ -1,9 +1,12 @@
-"""The whole pipeline as a sequence of CLI stages, for the experiment scripts.
+"""The whole pipeline as a sequence of stages, for the experiment scripts.
 
 collect → train-vae → encode → train-mdnrnn → train-controller / sweep-temperature → evaluate.
-Every stage is the same ``wm-jax`` command a user would type, run in this process; each command is
-idempotent (it tops up, resumes from its checkpoint, or returns at once when its DONE marker exists), so an
-interrupted experiment resumes by running the same script again.
+Every stage is a function of :mod:`wm_jax.stages` (the one ``wm-jax <command>`` calls), run in this process;
+each is idempotent (it tops up, resumes from its checkpoint, or returns at once when its DONE marker exists), so
+an interrupted experiment resumes by running the same script again.
+
+Results (results.json, table.md, plots) go to ``<run>/results`` unless the experiment is recorded
+(``record=True``, the scripts' ``--record``): then to ``results/<name>/``, the committed tables.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from wm_jax import stages
 from wm_jax.config import Config, load_config
 from wm_jax.io import controller_digest
 
@@ -33,9 +37,10 @@ class Experiment:
     name: str
     config_path: str
     overrides: list[str] = field(default_factory=list)
-    results_root: Path = Path("results")
+    results_root: Path | None = None  # None: <run>/results, or results/ with record=True
     times: dict[str, float] = field(default_factory=dict)
     scale: str = ""  # "quick", "cpu", "paper"; default: the name's last "_" part (takecover_tau_table_cpu -> cpu)
+    record: bool = False  # write into results/<name> (the committed tables) instead of <run>/results
 
     def __post_init__(self) -> None:
         from wm_jax import compile_cache
@@ -43,7 +48,8 @@ class Experiment:
         self.cfg: Config = load_config(self.config_path, self.overrides)  # validates before any work
         # every stage's programs kept between invocations; how many were there is a condition of the wall times
         self.cached_programs = compile_cache.entries(compile_cache.enable())
-        self.results_dir = Path(self.results_root) / self.name
+        root = self.results_root or (Path("results") if self.record else None)
+        self.results_dir = Path(root) / self.name if root is not None else self.cfg.run_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._times_file = self.results_dir / "stage_seconds.json"
         if self._times_file.exists():
@@ -52,22 +58,21 @@ class Experiment:
             else:  # its run folder was deleted: those seconds were spent on work that is gone
                 print(f"[{self.name}] {self.cfg.run_dir} does not exist: stage times start from zero")
 
-    def stage(self, label: str, command: str, *args: str, overrides: tuple[str, ...] = ()) -> None:
-        """Run ``wm-jax <command> --config F <args> <overrides>``; record its wall time under `label`."""
-        self.run_cli(label, [command, "--config", self.config_path, *args, *self.overrides, *overrides])
+    def config(self, overrides: tuple[str, ...] = ()) -> Config:
+        """The experiment's config with extra `overrides` (validated)."""
+        return load_config(self.config_path, [*self.overrides, *overrides]) if overrides else self.cfg
 
-    def run_cli(self, label: str, argv: list[str]) -> None:
-        """Run ``wm-jax <argv>`` in this process (evaluate takes no --config: it reads the run folder)."""
-        from wm_jax.cli import main
-
-        print(f"\n=== [{self.name}] {label}: wm-jax {' '.join(argv)}", flush=True)
+    def stage(self, label: str, fn: Callable[..., Any], *args: Any, overrides: tuple[str, ...] = (),
+              **kwargs: Any) -> Any:
+        """Run stage ``fn(cfg, *args, **kwargs)`` (a :mod:`wm_jax.stages` function) on the experiment's config
+        plus `overrides`; record its wall time under `label` (also when interrupted); return its result."""
+        print(f"\n=== [{self.name}] {label}: {fn.__name__}{' ' + ' '.join(overrides) if overrides else ''}",
+              flush=True)
         t = time.time()
         try:
-            code = main(argv)
+            return fn(self.config(overrides), *args, **kwargs)
         finally:  # an interrupted stage (Ctrl-C, an error) keeps the seconds it spent
             self._record(label, time.time() - t)
-        if code != 0:
-            raise StageError(f"stage '{label}' (wm-jax {' '.join(argv)}) exited with status {code}")
 
     def _record(self, label: str, seconds: float) -> None:
         from wm_jax.checkpoint import write_json_atomic
@@ -78,31 +83,30 @@ class Experiment:
     def world_model(self) -> None:
         """collect → V → encode → M, each skipped or resumed by the command itself; then `iterate.rounds`
         rounds of (C in the dream → real episodes with C → encode → M trained further)."""
-        self.stage("collect", "collect")
-        self.stage("train-vae", "train-vae")
-        self.stage("encode", "encode")
-        self.stage("train-mdnrnn", "train-mdnrnn")
+        self.stage("collect", stages.collect)
+        self.stage("train-vae", stages.train_vae)
+        self.stage("encode", stages.encode)
+        self.stage("train-mdnrnn", stages.train_mdnrnn)
         for e in self.cfg.mdnrnn_members:  # the dream's dynamics ensemble and the held-out model beside M
-            self.stage(f"train-mdnrnn member {e}", "train-mdnrnn", "--member", str(e))
+            self.stage(f"train-mdnrnn member {e}", stages.train_mdnrnn, member=e)
         it = self.cfg.iterate
         for r in range(it.rounds):
             name = f"{self.cfg.name}_iter{r}"  # the round's controller, beside the run (shares data, V, M)
             link_world_model(self.cfg, name)
             ctrl_dir = self.cfg.run_dir.parent / name / "controller"
-            self.stage(f"iterate {r} train-controller", "train-controller",
+            self.stage(f"iterate {r} train-controller", stages.train_controller,
                        overrides=(f"name={name}", "es.mode=dream", f"es.temperature={it.tau:g}"))
-            self.stage(f"iterate {r} collect-agent", "collect-agent", "--controller", str(ctrl_dir),
-                       "--round", str(r))
-            self.stage(f"iterate {r} encode", "encode")
+            self.stage(f"iterate {r} collect-agent", stages.collect_agent, ctrl_dir, r)
+            self.stage(f"iterate {r} encode", stages.encode)
             steps = self.cfg.mdnrnn.steps + (r + 1) * it.mdnrnn_steps
-            self.stage(f"iterate {r} train-mdnrnn", "train-mdnrnn", overrides=(f"mdnrnn.steps={steps}",))
+            self.stage(f"iterate {r} train-mdnrnn", stages.train_mdnrnn, overrides=(f"mdnrnn.steps={steps}",))
 
-    def evaluate(self, label: str, out: Path, tag: str, *extra: str, episodes: int | None = None,
-                 seed: int | None = None) -> dict:
-        """Real-environment score, cached in `out` (a results.json); rerun only if missing. The GIFs of its best
-        and worst episode are copied to results/<name>/plots/real_<tag>_{best,worst}.gif. `episodes` / `seed`
-        default to the config's evaluation (eval.episodes tracks from eval.seed)."""
-        controller = Path(extra[extra.index("--controller") + 1]) if "--controller" in extra else None
+    def evaluate(self, label: str, out: Path, tag: str, *, policy: str = "agent", controller: Path | None = None,
+                 overrides: tuple[str, ...] = (), episodes: int | None = None, seed: int | None = None) -> dict:
+        """Real-environment score of `policy` (C from `controller` for the agent), cached in `out` (a
+        results.json); rerun only if missing or the controller's weights changed. The GIFs of its best and worst
+        episode are copied to <results>/plots/real_<tag>_{best,worst}.gif. `episodes` / `seed` default to the
+        config's evaluation (eval.episodes tracks from eval.seed); `overrides`: eval.* options."""
         digest = controller_digest(controller) if controller is not None else ""
         stamp = out.parent / "controller.sha256"  # which weights the cached score belongs to
         if out.exists() and stamp.exists() and stamp.read_text().strip() != digest:
@@ -112,9 +116,9 @@ class Experiment:
         if out.exists():
             print(f"=== [{self.name}] {label}: cached {out}")
         else:
-            self.run_cli(label, ["evaluate", "--run", str(self.cfg.run_dir), "--episodes",
-                                 str(episodes or self.cfg.eval.episodes), "--seed",
-                                 str(self.cfg.eval.seed if seed is None else seed), "--out", str(out.parent), *extra])
+            self.stage(label, stages.evaluate, self.cfg.run_dir, episodes=episodes or self.cfg.eval.episodes,
+                       seed=self.cfg.eval.seed if seed is None else seed, policy=policy, controller=controller,
+                       out=out.parent, overrides=overrides)
         stamp.write_text(digest + "\n")
         self.keep(out.parent, {f"{k}.gif": f"real_{tag}_{k}.gif" for k in ("best", "worst")})
         return json.loads(out.read_text())
@@ -207,11 +211,10 @@ def sweep_and_score(exp: Experiment, run: Path, taus: tuple[float, ...],
     if (run / "sweep").is_dir() and 0 < _mtime(run / "sweep") < finished[newest]:
         raise StageError(f"{run / 'sweep'} holds controllers trained in the dream of an older M ({run}/{newest} "
                          f"finished after them): move that folder away, then rerun to train the sweep on this M")
-    exp.stage("sweep-temperature", "sweep-temperature", "--taus", ",".join(f"{t:g}" for t in taus),
-              overrides=overrides)
+    exp.stage("sweep-temperature", stages.sweep_temperature, taus, overrides=overrides)
     virtual = json.loads((run / "sweep" / "scores.json").read_text())["scores"]
     return {t: (exp.evaluate(f"evaluate tau {t:g}", run / "eval" / f"tau_{t:g}" / "results.json", f"tau_{t:g}",
-                             "--controller", str(run / "sweep" / f"tau_{t:g}")),
+                             controller=run / "sweep" / f"tau_{t:g}"),
                 virtual[f"{t:g}"]) for t in taus}
 
 
@@ -230,23 +233,22 @@ def tau_table(exp: Experiment, taus: tuple[float, ...], paper: tuple[float, ...]
         raise StageError(f"es.taus {list(taus)} lacks the paper's {missing}: the table needs every τ of the paper")
     run = exp.cfg.run_dir
     exp.world_model()
-    tau_list = ",".join(f"{t:g}" for t in taus)
     # Fixed policies scored in M's dream (minutes): a dream that ranks them unlike the real game (e.g. one that
     # rewards running into a wall) shows up here, before the long ES run.
     check = run / "dream_check.json"
     if dream_check:
         if not check.exists() or check.stat().st_mtime < (run / "mdnrnn" / "DONE").stat().st_mtime:  # M retrained
-            exp.stage("dream-check", "dream-check", "--taus", tau_list)
+            exp.stage("dream-check", stages.dream_check, taus)
         shutil.copyfile(check, exp.results_dir / "dream_check.json")
     else:  # a copy from an earlier run with the check would describe another M
         (exp.results_dir / "dream_check.json").unlink(missing_ok=True)
     scored = sweep_and_score(exp, run, taus)
     rows = []
-    rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", "--policy", "random")
+    rand = exp.evaluate("evaluate random", run / "eval" / "random" / "results.json", "random", policy="random")
     rows.append({"agent": "random policy", "tau": None, "virtual": None, "real": score(rand),
                  "hazard": late_hazard(rand)})
     blind = exp.evaluate(f"evaluate {BLIND_SWEEP}", run / "eval" / BLIND_SWEEP / "results.json", BLIND_SWEEP,
-                         "--policy", BLIND_SWEEP)
+                         policy=BLIND_SWEEP)
     rows.append({"agent": f"sweeping left/right every {BLIND_SWEEP[5:]} steps (no models)", "tau": None,
                  "virtual": None, "real": score(blind), "hazard": late_hazard(blind)})
     best, best_paper = None, None
@@ -300,10 +302,10 @@ def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]])
     for key, title, overrides in variants:
         label, name = f"{key}:{title}", f"{exp.cfg.name}_{key}"  # e.g. carracing_cpu_full
         link_world_model(exp.cfg, name)
-        exp.stage(f"train-controller {label}", "train-controller", overrides=(f"name={name}", *overrides))
+        exp.stage(f"train-controller {label}", stages.train_controller, overrides=(f"name={name}", *overrides))
         run = exp.cfg.run_dir.parent / name
-        rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", key, "--controller",
-                           str(run / "controller"), *_eval_flags(overrides))
+        rec = exp.evaluate(f"evaluate {label}", run / "eval" / "results.json", key,
+                           controller=run / "controller", overrides=_eval_flags(overrides))
         exp.keep(run / "plots", {"controller_curves.png": f"controller_curves_{key}.png"})
         row = score_row(title, rec, exp.times.get(f"train-controller {label}", 0.0) +
                         exp.times.get(f"evaluate {label}", 0.0))
@@ -314,6 +316,6 @@ def controller_rows(exp: Experiment, variants: list[tuple[str, str, list[str]]])
     return rows
 
 
-def _eval_flags(overrides: list[str]) -> list[str]:
+def _eval_flags(overrides: list[str]) -> tuple[str, ...]:
     """Overrides the agent needs at evaluation too (e.g. an untrained M) are passed on."""
-    return [o for o in overrides if o.startswith("eval.")]
+    return tuple(o for o in overrides if o.startswith("eval."))

@@ -104,7 +104,7 @@ def choose_start(exp: Experiment, controllers: dict[float, Path]) -> tuple[Path,
     means, out = {}, exp.cfg.run_dir.parent / f"{exp.cfg.name}_tau" / f"start{n}"
     for t, folder in controllers.items():
         rec = exp.evaluate(f"choose-start tau {t:g}", out / f"tau_{t:g}" / "results.json", f"start_tau_{t:g}",
-                           "--controller", str(folder), "eval.gifs=false", episodes=n, seed=START_SEED_BASE)
+                           controller=folder, overrides=("eval.gifs=false",), episodes=n, seed=START_SEED_BASE)
         means[t] = rec["mean"]
     best = max(means, key=means.get)
     print(f"=== [{exp.name}] fine-tuning starts from the dream's C at τ {best:g}: " + ", ".join(

@@ -1,43 +1,50 @@
 """``wm-jax bench <stage>``: throughput benchmarks that print one JSON object and write it to a file.
 
-Each stage module (``wm_jax.bench.<stage>``) exposes ``add_arguments(parser)`` and ``measure(args) -> dict``.
-Compile time is excluded, results are blocked on, and the conditions (device, sizes, versions) are included.
-The JSON is also written to ``benchmarks/<stage>.json`` (``--out`` to change), from which the README's
-tables are generated (``python -m wm_jax.report``).
+Each stage module (``wm_jax.bench.<stage>``) declares its options with ``add_arguments(parser)`` (the CLI passes
+an argparse parser) and measures with ``measure(opts) -> dict``. Compile time is excluded, results are blocked
+on, and the conditions (device, sizes, versions) are included. The JSON goes to ``--out`` (default
+``checkpoints/bench/<stage>[_<env>].json``, outside version control); ``--record`` writes
+``benchmarks/<stage>[_<env>].json``, from which the README's tables are generated (``python -m wm_jax.report``).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 STAGES = ("collect", "vae", "encode", "mdnrnn", "dream", "evaluate", "peak")
+DEFAULT_DIR = Path("checkpoints") / "bench"
+RECORD_DIR = Path("benchmarks")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--out", default=None, help="JSON output file (default benchmarks/<stage>[_<env>].json)")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="stage options (see wm-jax bench <stage> --help)")
+def add_stage_options(stage: str, parser: Any) -> None:
+    """Let benchmark `stage` declare its options on `parser` (anything with argparse's ``add_argument``)."""
+    importlib.import_module(f"wm_jax.bench.{stage}").add_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"wm_jax.bench.{args.stage}")
-    sub = argparse.ArgumentParser(prog=f"wm-jax bench {args.stage}")
-    module.add_arguments(sub)
-    sargs = sub.parse_args(args.rest)
+def output_path(stage: str, env: str | None, out: str | os.PathLike | None, record: bool) -> Path:
+    """Where a result goes: `out` if given, else benchmarks/ when recording, else checkpoints/bench/."""
+    if out:
+        return Path(out)
+    name = f"{stage}_{env}.json" if env else f"{stage}.json"
+    return (RECORD_DIR if record else DEFAULT_DIR) / name
+
+
+def run_stage(stage: str, opts: Any, out: str | os.PathLike | None = None, record: bool = False) -> Path:
+    """Measure `stage` with options `opts`; print the JSON, write it atomically; return its path."""
     from wm_jax.sysinfo import conditions
 
-    result = {"stage": args.stage, **module.measure(sargs), **conditions()}
+    result = {"stage": stage, **importlib.import_module(f"wm_jax.bench.{stage}").measure(opts), **conditions()}
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
-    env = result.get("env")
-    out = Path(args.out) if args.out else Path("benchmarks") / (f"{args.stage}_{env}.json" if env else f"{args.stage}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
+    path = output_path(stage, result.get("env"), out, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text + "\n")
-    tmp.replace(out)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    tmp.replace(path)
+    print(f"wrote {path}", file=sys.stderr)
+    return path

@@ -9,12 +9,11 @@ and counts only finished episodes. ``--stock`` (CarRacing) uses gymnasium's rend
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--env", choices=("carracing", "takecover"), default="takecover")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per core)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per worker")
@@ -85,7 +84,7 @@ def _bench_worker(rank: int, env_name: str, fast: bool, seconds: float, warmup: 
     env.close()
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     import multiprocessing as mp
     import tempfile
 

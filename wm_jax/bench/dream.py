@@ -25,7 +25,6 @@ to the cap while the hot ones end early. Compaction shrinks the batch of every Ï
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -34,7 +33,7 @@ SIZES = {"carracing": {"z": 32, "hidden": 256, "action": 3, "inputs": "zh", "bia
          "takecover": {"z": 64, "hidden": 512, "action": 1, "inputs": "zch", "bias": False}}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--env", choices=sorted(SIZES), default="carracing")
     parser.add_argument("--pop", type=int, default=64, help="population (paper 64)")
     parser.add_argument("--trials", type=int, default=16, help="trials per candidate (paper 16)")
@@ -70,12 +69,12 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     import jax
     import jax.numpy as jnp
 
     from wm_jax.config import load_config
-    from wm_jax.envs import dream, dream_batch
+    from wm_jax.envs import dream
     from wm_jax.es import ESProgram, with_taus
     from wm_jax.models import controller as ctrl
     from wm_jax.models import mdnrnn

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="frames per call (vae.encode_batch_size)")
     parser.add_argument("--z-dim", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     import jax
     import numpy as np
 

@@ -14,7 +14,6 @@ time. The configs' ``eval.workers`` / ``eval.envs_per_worker`` come from these f
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -25,7 +24,7 @@ SIZES = {  # (z_dim, lstm hidden, controller inputs, restart flag): the paper's 
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--env", choices=sorted(SIZES), default="takecover")
     parser.add_argument("--workers", type=int, default=0, help="env worker processes (0 = one per core)")
     parser.add_argument("--envs-per-worker", type=int, default=0, help="slots per worker (0 = env default)")
@@ -35,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layouts", type=str, default="",
                         help="comma list of WORKERSxENVS_PER_WORKER layouts to time (default: --workers x "
                              "--envs-per-worker); the fastest is reported at the top level")
-    parser.add_argument("--factory", default="wm_jax.envs:make_env", help=argparse.SUPPRESS)
+    # a test hook, hidden from --help ("==SUPPRESS==" is argparse.SUPPRESS)
+    parser.add_argument("--factory", default="wm_jax.envs:make_env", help="==SUPPRESS==")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--repeats", type=int, default=2, help="alternating raw/policy runs; best of each kept")
 
@@ -78,7 +78,7 @@ def _policy_alone(spec, params, n: int) -> dict:
     return out
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     d = _defaults(args.env)
     layouts = parse_layouts(args.layouts) if args.layouts else [(args.workers, args.envs_per_worker)]
     spec, params = _spec_params(args)
@@ -107,7 +107,7 @@ def parse_layouts(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _spec_params(args: argparse.Namespace):
+def _spec_params(args):
     from wm_jax.agent import AgentSpec, init_agent_params
 
     z, h, inputs, restart = SIZES[args.env]
@@ -115,7 +115,7 @@ def _spec_params(args: argparse.Namespace):
     return spec, init_agent_params(args.seed, spec, ctrl_scale=1.0)
 
 
-def _measure_layout(args: argparse.Namespace, d: dict, spec, params, workers: int, per: int) -> dict:
+def _measure_layout(args, d: dict, spec, params, workers: int, per: int) -> dict:
     """Raw and policy frames/s on one VectorEnv layout (workers 0 = one per core; per 0 = the env default)."""
     from wm_jax.agent import AgentPolicy
     from wm_jax.runner import EpisodeSpec, RandomPolicy, run_episodes

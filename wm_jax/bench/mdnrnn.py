@@ -12,13 +12,12 @@ Variants: ``custom`` (shipped: custom-VJP scan, weight gradients as one matmul a
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seq-len", type=int, default=999)
     parser.add_argument("--z", type=int, default=32)
@@ -180,7 +179,7 @@ def _breakdown(args) -> dict:
     return out
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     import jax
 
     from wm_jax.models.mdnrnn import flops_per_timestep

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=2048, help="matrix size")
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     from wm_jax.sysinfo import peak_flops
 
     return {"matmul_n": args.n, "peak_gflops": peak_flops(args.n) / 1e9}

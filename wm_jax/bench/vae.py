@@ -7,12 +7,11 @@ backward) and both as a fraction of the measured matmul peak (``wm_jax.sysinfo.p
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--z-dim", type=int, default=32)
     parser.add_argument("--plan", default="fast", help="'fast', 'reference' or 8 comma-separated formulations")
@@ -67,7 +66,7 @@ def time_steps(step, state, frames, seconds: float, repeats: int = 3) -> tuple[f
     return best_wall, best_cpu
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args) -> dict:
     import jax
     import numpy as np
 

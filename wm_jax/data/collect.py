@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -295,26 +294,3 @@ def _next_result(results, procs) -> tuple:
 
 
 # ---------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-    from wm_jax.config import save_config
-
-    cfg = config_from_args(args)
-    save_config(cfg, cfg.run_dir / "config.json")
-    t0 = time.perf_counter()
-    records = collect(cfg, progress=not args.no_progress)
-    want = [r for r in records if r["index"] < cfg.data.collected]
-    frames = sum(r["length"] + 1 for r in want)
-    print(f"collect: {len(want)} episodes ({frames} frames, mean return "
-          f"{np.mean([r['return'] for r in want]) if want else float('nan'):.1f}) in {cfg.data_dir} "
-          f"[{time.perf_counter() - t0:.1f} s this run]")
-    return 0

@@ -12,22 +12,12 @@ Resume: shards on disk are the truth (as for ``collect``); a rerun plays only th
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from wm_jax.config import Config, ConfigError
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--controller", required=True, help="controller folder (params.npz) that plays")
-    parser.add_argument("--round", type=int, required=True, help="iteration round: picks the episode indices")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def round_indices(cfg: Config, rnd: int) -> range:
@@ -42,7 +32,7 @@ def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool 
     from wm_jax.data.collect import data_lock, reconcile
     from wm_jax.data.shards import episode_record, shard_name, write_episode, write_manifest
     from wm_jax.envs.vector import VectorEnv
-    from wm_jax.evaluate import make_agent_policy, slot_layout
+    from wm_jax.evaluation import make_agent_policy, slot_layout
 
     if rnd < 0:
         raise ConfigError(f"--round must be >= 0, got {rnd}")
@@ -85,14 +75,3 @@ def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool 
                        mean_return=float(np.mean([r["return"] for r in mine])),
                        mean_length=float(np.mean([r["length"] for r in mine])))
         return summary
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-
-    cfg = config_from_args(args)
-    s = collect_agent(cfg, args.controller, args.round, progress=not args.no_progress)
-    print(f"collect-agent round {s['round']}: {s['episodes']} episodes ({s['played']} played now) with "
-          f"{s['controller']} + exploration (epsilon {cfg.iterate.epsilon:g}): mean return {s['mean_return']:.1f}, "
-          f"mean length {s['mean_length']:.0f}, {s['frames']} frames -> {cfg.data_dir}")
-    return 0

@@ -107,8 +107,7 @@ def make_params(mdn: dict, init_mu: jax.Array, init_logvar: jax.Array, tau: floa
         raise ValueError(f"done_scale must be > 0, got {done_scale}")
     if not 0.0 <= head_dropout < 1.0:
         raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
-    if kind not in ("takecover", "carracing"):
-        raise ValueError(f"dream kind must be 'takecover' or 'carracing', got {kind!r}")
+    env_spec(kind)  # ValueError naming the known environments
     if done_mode not in ("threshold", "bernoulli"):
         raise ValueError(f"done_mode must be 'threshold' or 'bernoulli', got {done_mode!r}")
     stacked = None

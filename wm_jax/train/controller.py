@@ -9,12 +9,11 @@ Outputs in ``<run_dir>/controller``: ``params.npz`` (the final controller: the E
 evaluation; with es.select_model, the best in the held-out model's dream), ``score.json``, ``metrics.jsonl`` +
 ``tb/``, ``DONE``; ``<run_dir>/plots/controller_curves.png`` and ``plots/dream_rollout.gif`` (if V is present).
 ``load_controller(path)`` loads ``params.npz``.
-Real mode is delegated to ``wm_jax.train.controller_real.train_real(cfg)``.
+Real mode is ``wm_jax.train.controller_real.run_real_es(cfg)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -23,26 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wm_jax.cli import add_config_arguments, config_from_args
-from wm_jax.config import Config, ConfigError, save_config
-from wm_jax.io import load_bank, load_controller, load_mdnrnn, save_controller
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--no-gif", action="store_true", help="skip the decoded dream-rollout GIF")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    if cfg.es.mode == "real":
-        from wm_jax.train.controller_real import train_real
-
-        return int(train_real(cfg) or 0)
-    summary = train_dream(cfg, gif=not args.no_gif)
-    print(f"controller: dream return {summary['eval_return'][0]:.2f} (τ={summary['taus'][0]}), "
-          f"written to {summary['dirs'][0]}")
-    return 0
+from wm_jax.config import Config, ConfigError
+from wm_jax.io import load_controller, load_mdnrnn, save_controller
 
 
 # ---------------------------------------------------------------- inputs: M and the initial-state bank
@@ -99,32 +80,6 @@ def _input_rms(inputs: str, restart_flag: bool):
     return jax.jit(run)
 
 
-def dream_params_for(cfg: Config, mdn: dict, bank: tuple[np.ndarray, np.ndarray], dyn: list[dict] | None = None):
-    """The dream of `mdn` (M) with the bank; `dyn`: dynamics models 1.. (see ``load_dynamics``), None: M alone."""
-    from wm_jax.envs import dream
-
-    return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature, max_steps=cfg.es.dream_max_steps,
-                             kind=cfg.env.name, done_mode=cfg.es.done_mode,
-                             done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon,
-                             done_scale=cfg.es.done_scale, dyn=dyn, head_dropout=cfg.mdnrnn.head_dropout)
-
-
-def load_dynamics(cfg: Config) -> list[dict] | None:
-    """Models 1..E-1 of the dream's dynamics ensemble (es.dream_models = E; model 0 is M) from <run>/mdnrnn_<e>;
-    None for M alone."""
-    if cfg.es.dream_models == 1:
-        return None
-    try:
-        return [load_mdnrnn(cfg.run_dir, member=e) for e in range(1, cfg.es.dream_models)]
-    except FileNotFoundError as e:
-        raise ConfigError(f"config key 'es.dream_models={cfg.es.dream_models}': {e}") from None
-
-
-def load_inputs(cfg: Config) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """M's params and the initial-state bank of this run."""
-    return load_mdnrnn(cfg.run_dir), load_bank(cfg.data_dir, cfg.es.initial_states)
-
-
 # ---------------------------------------------------------------- the training loop (τ-batched)
 
 
@@ -158,7 +113,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
                 progress: bool = True) -> dict:
     """Train one controller per τ in `taus` (default: (cfg.es.temperature,)) in one batched program.
 
-    mdn / bank default to the run's M and latents, dyn to ``load_dynamics`` (es.dream_models), `select` to the
+    mdn / bank default to the run's M and latents, dyn to ``wm_jax.run.load_dynamics`` (es.dream_models), `select` to the
     held-out model es.select_model (<run>/mdnrnn_<e>; unused when es.select_model is 0), `rms` (es.scale_inputs) to
     ``input_rms`` on the run's data, or the checkpoint's when resuming. Checkpoints go to
     `ckpt_dir` (default <run>/controller); each τ's final controller to out_dirs[i] (default: ckpt_dir for a single
@@ -172,16 +127,17 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
     from wm_jax.es import carry_from_tree, carry_to_tree, get_program, with_taus
     from wm_jax.metrics import MetricsWriter, plot_curves
     from wm_jax.models import controller as ctrl
+    from wm_jax.run import dream_params, load_dream_inputs, load_dynamics
 
     if mdn is None or bank is None:
-        m2, b2 = load_inputs(cfg)
+        m2, b2 = load_dream_inputs(cfg)
         mdn, bank = mdn if mdn is not None else m2, bank if bank is not None else b2
     taus = tuple(taus) if taus else (cfg.es.temperature,)
     n_tau, es = len(taus), cfg.es
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else cfg.run_dir / "controller"
     out_dirs = [Path(d) for d in out_dirs] if out_dirs else [ckpt_dir]
     dyn = dyn if dyn is not None else load_dynamics(cfg)
-    dp = with_taus(dream_params_for(cfg, mdn, bank, dyn), taus)
+    dp = with_taus(dream_params(cfg, mdn, bank, dyn), taus)
     dp_select = None
     if es.select_model:  # C reads M; z', the end come from the held-out model (see es.select_model)
         if select is None:
@@ -190,7 +146,7 @@ def train_dream(cfg: Config, *, mdn: dict | None = None, bank=None, dyn: list[di
                 select = load_mdnrnn(cfg.run_dir, member=es.select_model)
             except FileNotFoundError as e:
                 raise ConfigError(f"config key 'es.select_model={es.select_model}': {e}") from None
-        dp_select = dream.held_out(with_taus(dream_params_for(cfg, mdn, bank, [select]), taus))
+        dp_select = dream.held_out(with_taus(dream_params(cfg, mdn, bank, [select]), taus))
     z_dim = dp.init_mu.shape[-1]
     hidden = mdn["lstm"]["w_h"].shape[0]
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)

@@ -38,26 +38,11 @@ EVAL_SEED_BASE = 2_000_000  # held-out seeds for evaluating the ES mean (collect
 SELECT_SEED_BASE = 3_000_000  # held-out seeds of the final choice among evaluated means (es.select_trials)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def trial_seeds(key, trials: int) -> list[int]:
     """Environment seeds of one generation's trials, drawn from the generation's rollout key."""
     import jax
 
     return [int(s) for s in np.asarray(jax.random.randint(key, (trials,), 0, 2**31 - 1))]
-
-
-def train_real(cfg: Config) -> int:
-    """Entry point of ``train-controller`` with es.mode=real: run / resume, print a one-line summary, return 0."""
-    import signal
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` closes the env workers and keeps the checkpoint
-    s = run_real_es(cfg)
-    print(f"controller (real {s['env']}): best evaluated ES mean {s['eval_return']:.2f} over {s['eval_trials']} "
-          f"episodes after {s['generations']} generations ({s['population']} x {s['trials']}), in {s['dir']}")
-    return 0
 
 
 def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = True, venv=None) -> dict:
@@ -74,14 +59,14 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
     from wm_jax.checkpoint import Checkpointer
     from wm_jax.envs.vector import VectorEnv
     from wm_jax.es import ESCarry, carry_from_tree, carry_to_tree, get_program
-    from wm_jax.evaluate import check_eval_config, slot_layout
+    from wm_jax.evaluation import check_eval_config, slot_layout
     from wm_jax.metrics import MetricsWriter, plot_curves
     from wm_jax.models import controller as ctrl
     from wm_jax.io import save_controller
     from wm_jax.train.controller import initial_mean
 
     if cfg.es.mode != "real":
-        raise ConfigError("config key 'es.mode': train_real needs 'real'")
+        raise ConfigError("config key 'es.mode': run_real_es needs 'real'")
     check_eval_config(cfg)
     es = cfg.es
     done = cfg.run_dir / "controller" / "DONE"

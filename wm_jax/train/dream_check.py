@@ -22,21 +22,11 @@ where the threshold rule fires; null where no episode is alive). Real TakeCover 
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import numpy as np
 
-from wm_jax.cli import add_config_arguments, config_from_args
 from wm_jax.metrics import HAZARD_EDGES, hazard_per_1000
-from wm_jax.train.sweep import parse_taus
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--taus", default=None, help="comma-separated temperatures (default: es.temperature)")
-    parser.add_argument("--episodes", type=int, default=64, help="dream episodes per policy and τ")
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def policies(env_name: str) -> dict:
@@ -115,12 +105,12 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, dyn=None, wi
     import jax
     import jax.numpy as jnp
 
-    from wm_jax.train.controller import dream_params_for, load_dynamics, load_inputs
+    from wm_jax.run import dream_params, load_dream_inputs, load_dynamics
 
     if mdn is None or bank is None:
-        mdn, bank = load_inputs(cfg)
+        mdn, bank = load_dream_inputs(cfg)
         dyn = load_dynamics(cfg)  # the dream ES trains in: M and the other dynamics models (es.dream_models)
-    dp0 = dream_params_for(cfg, mdn, bank, dyn)
+    dp0 = dream_params(cfg, mdn, bank, dyn)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
     names = list(policies(cfg.env.name))
     f = returns_fn(cfg.env.name, cfg.es.dream_max_steps)
@@ -132,21 +122,3 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, dyn=None, wi
                            for name, r in res.items()}
         hazard[f"{tau:g}"] = {name: hazard_per_1000(r[1], r[2]) for name, r in res.items()}
     return (out, hazard) if with_hazard else out
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.checkpoint import write_json_atomic
-
-    cfg = config_from_args(args)
-    taus = parse_taus(args.taus, (cfg.es.temperature,))
-    res, hazard = check(cfg, taus, args.episodes, args.seed, with_hazard=True)
-    for tau, row in res.items():
-        print(f"tau {tau}: " + "  ".join(f"{k} {v['mean']:.1f} ± {v['std']:.1f}" for k, v in row.items()))
-        print(f"  deaths per 1,000 live steps from steps {list(HAZARD_EDGES)}: "
-              + "  ".join(f"{k} {v}" for k, v in hazard[tau].items()))
-    path = cfg.run_dir / "dream_check.json"
-    write_json_atomic(path, {"env": cfg.env.name, "done_mode": cfg.es.done_mode, "episodes": args.episodes,
-                             "max_steps": cfg.es.dream_max_steps, "scores": res,
-                             "hazard_edges": list(HAZARD_EDGES), "hazard": hazard})
-    print(f"-> {path}")
-    return 0

@@ -11,23 +11,8 @@ it is how ``es.select_model`` was chosen (README, held-out selection). Output: a
 
 from __future__ import annotations
 
-import argparse
 import functools
-from pathlib import Path
 
-from wm_jax.cli import add_config_arguments, config_from_args
-from wm_jax.train.sweep import parse_taus
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--controllers", required=True,
-                        help="comma-separated controller folders (or params.npz files) to score")
-    parser.add_argument("--member", type=int, default=1, help="the held-out model <run>/mdnrnn_<member> (>= 1)")
-    parser.add_argument("--taus", default=None, help="comma-separated temperatures (default: es.temperature)")
-    parser.add_argument("--trials", type=int, default=256, help="dream episodes per controller, τ and dream")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSON path (default <run_dir>/dream_score.json)")
 
 
 def score(cfg, controllers: dict[str, dict], taus, trials: int, seed: int, mdn: dict, bank, held: dict) -> dict:
@@ -37,11 +22,11 @@ def score(cfg, controllers: dict[str, dict], taus, trials: int, seed: int, mdn: 
     import jax.numpy as jnp
 
     from wm_jax.envs import dream
-    from wm_jax.train.controller import dream_params_for
+    from wm_jax.run import dream_params
 
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
-    dreams = {"own": dream_params_for(cfg, mdn, bank), "held_out": dream.held_out(dream_params_for(cfg, mdn, bank,
+    dreams = {"own": dream_params(cfg, mdn, bank), "held_out": dream.held_out(dream_params(cfg, mdn, bank,
                                                                                                   [held]))}
     roll = _mean_return(cfg.controller.inputs, cfg.env.name, cfg.es.dream_chunk, trials)
     key = jax.random.PRNGKey(seed)
@@ -60,28 +45,3 @@ def _mean_return(inputs: str, env_name: str, chunk: int, trials: int):
     return jax.jit(lambda p, k, dp: dream_batch.rollout(jax.tree.map(lambda x: x[None], p), k, dp, trials,
                                                         inputs=inputs, env_name=env_name, chunk=chunk,
                                                         compact=3).returns.mean())
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.checkpoint import write_json_atomic
-    from wm_jax.config import ConfigError
-    from wm_jax.io import load_controller, load_mdnrnn
-    from wm_jax.train.controller import load_inputs
-
-    cfg = config_from_args(args)
-    if args.member < 1:
-        raise ConfigError(f"--member must be >= 1 (a model beside M), got {args.member}")
-    taus = parse_taus(args.taus, (cfg.es.temperature,))
-    mdn, bank = load_inputs(cfg)
-    held = load_mdnrnn(cfg.run_dir, member=args.member)
-    controllers = {c: load_controller(c) for c in (s.strip() for s in args.controllers.split(",")) if c}
-    res = score(cfg, controllers, taus, args.trials, args.seed, mdn, bank, held)
-    for name, row in res.items():
-        print(f"{name}: " + "  ".join(f"τ {t}: own {v['own']:.0f}, held-out {v['held_out']:.0f}"
-                                      for t, v in row.items()))
-    path = Path(args.out) if args.out else cfg.run_dir / "dream_score.json"
-    write_json_atomic(path, {"env": cfg.env.name, "member": args.member, "trials": args.trials, "seed": args.seed,
-                             "scores": res})
-    print(f"-> {path}")
-    return 0
-

@@ -10,7 +10,6 @@ a different V step (or z_dim) re-encodes everything.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -20,22 +19,6 @@ import jax
 import numpy as np
 
 from wm_jax.config import Config
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-
-    summary = encode_dataset(config_from_args(args))
-    print(f"encoded {summary['encoded']} episodes ({summary['frames']} frames, {summary['frames_per_s']:.0f} "
-          f"frames/s), skipped {summary['skipped']} already encoded with V step {summary['vae_step']}: "
-          f"{summary['latents_dir']}")
-    return 0
 
 
 def make_encoder(batch: int, mesh=None) -> Callable:

@@ -12,9 +12,7 @@ DONE. Plots land in ``<run_dir>/plots``.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,33 +26,6 @@ from wm_jax.config import Config, MDNRNNConfig
 from wm_jax.io import member_dir, read_done
 
 STAGE = "mdnrnn"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG/GIF visuals at the end")
-    parser.add_argument("--member", type=int, default=0,
-                        help="dynamics-ensemble member (es.dream_models): 0 is M itself (<run>/mdnrnn); e >= 1 "
-                             "trains another model the same way with its own init and batch order (<run>/mdnrnn_<e>)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-
-    cfg = config_from_args(args)
-    try:
-        summary = train(cfg, plots=not args.no_plots, member=args.member)
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:  # missing data/latents, bad shapes, NaN
-        print(f"wm-jax train-mdnrnn: error: {e}", file=sys.stderr)
-        return 1
-    held = summary.get("heldout") or {}
-    if held:
-        print(f"held-out NLL/dim {held['nll_mean']:.4f} (mu targets {held['nll_mean_mu']:.4f}); done precision "
-              f"{held['done_precision']} recall {held['done_recall']} on {held['deaths']} deaths")
-    print(f"M finished at step {summary['step']}: {member_dir(cfg.run_dir, args.member)}")
-    return 0
 
 
 # ---------------------------------------------------------------- pure pieces

@@ -11,30 +11,9 @@ and one dream episode per τ decoded through V: ``<run_dir>/plots/dream_rollout_
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from wm_jax.cli import add_config_arguments, config_from_args
-from wm_jax.config import Config, ConfigError
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--taus", default=None, help="comma-separated temperatures (default: cfg.es.taus)")
-
-
-def parse_taus(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
-    if not text:
-        return tuple(default)
-    try:
-        taus = tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ConfigError(f"--taus must be comma-separated numbers, got {text!r}") from None
-    if not taus or any(t <= 0 for t in taus):
-        raise ConfigError(f"--taus must be positive numbers, got {text!r}")
-    if len(set(taus)) != len(taus):
-        raise ConfigError(f"--taus has duplicates: {text!r}")
-    return taus
+from wm_jax.config import Config
 
 
 def tau_dir(run_dir: Path, tau: float) -> Path:
@@ -56,14 +35,3 @@ def sweep(cfg: Config, taus: tuple[float, ...], **kwargs) -> dict:
         write_json_atomic(root / "scores.json", {"env": cfg.env.name, "generations": summary["generations"],
                                                  "eval_trials": cfg.es.eval_trials, "scores": scores})
     return summary
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    if cfg.es.mode != "dream":
-        raise ConfigError("config key 'es.mode': the temperature sweep trains in the dream; set es.mode=dream")
-    taus = parse_taus(args.taus, cfg.es.taus)
-    summary = sweep(cfg, taus)
-    for t, r in zip(taus, summary["eval_return"]):
-        print(f"tau {t:g}: dream return {r:.2f}  ->  {tau_dir(cfg.run_dir, t)}")
-    return 0

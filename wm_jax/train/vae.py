@@ -12,7 +12,6 @@ checkpoints are only written after checking, so the last one on disk is always f
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import time
@@ -31,33 +30,8 @@ from wm_jax.models.vae import decode_jit, encode_jit, reconstruct
 STAGE = "vae"
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(FloatingPointError):
     """Loss or parameters became NaN/inf; the message names the step and the last good checkpoint."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG visuals at the end")
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-
-    cfg = config_from_args(args)
-    try:
-        summary = train(cfg, plots=not args.no_plots)
-    except NonFiniteError as e:
-        print(f"wm-jax train-vae: {e}")
-        return 1
-    if "holdout_mse" in summary:
-        print(f"held-out per-pixel MSE {summary['holdout_mse']:.5f} on {summary['holdout_frames']} frames")
-    if summary.get("fireball_recall") is not None:
-        print(f"held-out fireball pixels kept by the reconstructions: {summary['fireball_recall']:.1%} "
-              f"({summary['fireball_frames']} frames with a fireball on its way)")
-    print(f"V finished at step {summary['step']}: {Path(cfg.run_dir) / STAGE}")
-    return 0
 
 
 # ---------------------------------------------------------------- pure pieces

@@ -15,51 +15,10 @@ step, conditions; written atomically).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 from wm_jax.config import Config
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--steps", default="", help="comma-separated V steps (default: every step kept)")
-    parser.add_argument("--holdout-episodes", type=int, default=None,
-                        help="score on the last N episodes of the data (default: vae.holdout_episodes)")
-    parser.add_argument("--data", default=None,
-                        help="score on this data folder instead of the run's (compare V's of runs on the same frames)")
-    parser.add_argument("--max-frames", type=int, default=20_000, help="cap on the held-out frames scored")
-
-
-def run(args: argparse.Namespace) -> int:
-    from wm_jax.cli import config_from_args
-
-    cfg = config_from_args(args)
-    steps = [int(s) for s in args.steps.split(",") if s.strip()] or None
-    try:
-        out = evaluate_vae(cfg, steps, args.holdout_episodes, args.max_frames, args.data)
-    except (FileNotFoundError, ValueError) as e:  # no checkpoint, unknown step, too few episodes, corrupt shard
-        print(f"wm-jax eval-vae: {e}", file=sys.stderr)
-        return 1
-    print(f"V checkpoints of {out['run_dir']} on the last {out['holdout_episodes']} episodes "
-          f"of {out['data_dir']} ({out['trained_on']} of them in V's training set), "
-          f"{out['rows'][0]['holdout_frames']} frames:")
-    fire = "fireball_recall" in out["rows"][0]
-    print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else ""))
-    print("|---:|---:|" + ("---:|" if fire else ""))
-    for r in out["rows"]:
-        line = f"| {r['step']} | {r['holdout_mse']:.5f} |"
-        if fire and r["fireball_recall"] is not None:
-            line += f" {r['fireball_recall']:.1%} ({r['fireball_frames']} frames) |"
-        elif fire:
-            line += " – (no frame with a fireball on its way) |"
-        print(line)
-    print(f"written: {out['path']}")
-    return 0
 
 
 def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: int | None = None,

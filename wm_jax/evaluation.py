@@ -12,7 +12,6 @@ per-episode returns, lengths, seeds, wall time and throughput; plus best.gif / w
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -20,43 +19,6 @@ from typing import Any
 import numpy as np
 
 from wm_jax.config import Config, ConfigError
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from wm_jax.cli import add_config_arguments
-
-    parser.add_argument("--run", default=None, help="run folder holding config.json, vae/, mdnrnn/, controller/")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes to play (default eval.episodes)")
-    parser.add_argument("--seed", type=int, default=None, help="first environment seed (default eval.seed)")
-    parser.add_argument("--controller", default=None,
-                        help="controller checkpoint folder or run folder (default <run>/controller)")
-    parser.add_argument("--policy", default="agent",
-                        help="agent: V+M+C from the run; random: uniform random actions; or a fixed reference "
-                             "policy of wm_jax.envs.reference (TakeCover: stay, left, right, sweepN; CarRacing: "
-                             "coast, gas), no models")
-    parser.add_argument("--out", default=None, help="output folder (default <run>/eval, or <run>/eval/<policy> "
-                                                    "for a policy without models)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(parser)
-
-
-def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    """The run's saved config (or --config) with the command-line overrides applied; and the run folder."""
-    from wm_jax.config import load_config, load_saved_config, parse_override
-
-    if args.run and not args.config:
-        run = Path(args.run)
-        saved = next((d for d in (run, run / "controller") if (d / "config.json").exists()), None)
-        if saved is None:
-            raise ConfigError(f"--run {run}: no config.json there (pass --config FILE for a fresh folder)")
-        cfg = load_saved_config(saved)
-        if args.overrides:
-            cfg = cfg.replace(**dict(parse_override(o) for o in args.overrides))
-    else:
-        cfg = load_config(args.config, args.overrides)
-        run = Path(args.run) if args.run else cfg.run_dir
-    check_eval_config(cfg)
-    return cfg, run
 
 
 def check_eval_config(cfg: Config) -> None:
@@ -154,27 +116,3 @@ def check_policy(env_name: str, policy_kind: str) -> None:
         reference.get(env_name, policy_kind)
     except ValueError as e:
         raise ConfigError(f"--policy {policy_kind}: {e} (or agent, random)") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    import signal
-
-    from wm_jax.train.controller_real import _raise_interrupt
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` closes the env workers cleanly
-    cfg, run_dir = resolve_config(args)
-    episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    seed = args.seed if args.seed is not None else cfg.eval.seed
-    check_policy(cfg.env.name, args.policy)
-    s = evaluate(cfg, run_dir, episodes, seed, args.policy, args.controller,
-                 Path(args.out) if args.out else None, progress=not args.no_progress)
-    out = Path(args.out) if args.out else default_out(run_dir, args.policy)
-    print(f"{s['env']} {s['policy']}: {s['mean']:.1f} ± {s['std']:.1f} over {episodes} episodes "
-          f"(seeds {seed}..{seed + episodes - 1}; {s['frames']} frames in {s['wall_s']:.1f} s, "
-          f"{s['frames_per_s']:.0f} frames/s) -> {out / 'results.json'}")
-    if "hazard" in s:
-        print("deaths per 1,000 live steps from step " + ", ".join(
-            f"{e}: {'-' if h is None else h}" for e, h in zip(s["hazard_edges"], s["hazard"])))
-    return 0

@@ -280,3 +280,22 @@ def test_the_committed_readme_and_results_index_are_up_to_date():
     from pathlib import Path
 
     assert report.main(["--root", str(Path(__file__).resolve().parents[1]), "--check"]) == 0
+
+
+def test_report_imports_no_jax(tmp_path):
+    """The report runs where JAX is not installed or would be slow to start: it reads JSON and YAML only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _fake_tree(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    _readme(tmp_path, ["old"] * len(MARKERS))
+    code = ("import sys; from wm_jax import report; assert report.main(['--root', sys.argv[1]]) == 0; "
+            "assert 'jax' not in sys.modules and 'jaxlib' not in sys.modules, 'report imported JAX'")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, capture_output=True)
+    assert "| [tc](results/tc/)" not in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "results" / "README.md").exists()

@@ -1,6 +1,7 @@
 """README tables are generated from benchmark/experiment JSON, never typed by hand."""
 
 import json
+import re
 
 import pytest
 
@@ -27,34 +28,47 @@ def test_replace_section_rewrites_only_between_markers():
         report.replace_section(text, "results", "x")
 
 
-def test_results_section_lists_each_experiment(tmp_path):
-    d = tmp_path / "results" / "quick_quick"
+def _run(tmp_path, name, rec, entry=None, archive=False):
+    """A run folder results/[archive/]<name>/ with `rec` as its results.json."""
+    d = tmp_path / "results" / ("archive" if archive else "") / name
     d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({"experiment": "quick_quick", "scale": "quick", "date": "2026-11-21",
-                                                "machine": "2 cores", "wall_time_h": 0.2,
-                                                "stage_seconds": {"collect": 90.0, "train-controller z:V, z": 1500}}))
+    (d / "results.json").write_text(json.dumps(rec))
+    return d
+
+
+def test_run_readme_holds_what_the_readme_printed_per_run(tmp_path):
+    """results/<run>/README.md: header, overrides, note (note.md wins over results.json's), table, stage times and
+    the dream-check table, in that order."""
+    d = _run(tmp_path, "quick_quick", {"experiment": "quick_quick", "scale": "quick", "date": "2026-11-21",
+                                       "machine": "2 cores", "wall_time_h": 0.2,
+                                       "stage_seconds": {"collect": 90.0, "train-controller z:V, z": 1500}})
     (d / "table.md").write_text("| agent | real |\n|---|---|\n| random | 210 ± 108 |\n")
-    out = report.results_section(tmp_path / "results")
-    assert "**quick_quick**" in out and "0.20 h" in out and "| random | 210 ± 108 |" in out
+
+    def page():
+        runs = report.load_runs(tmp_path / "results")
+        return report.run_readme(runs[0], tmp_path / "results", runs, {"backend": "cpu"})
+
+    out = page()
+    assert out.startswith("# quick_quick\n") and "not in results/index.yaml" in out
+    assert "Scale `quick`, 2026-11-21, cpu · 2 cores, wall time 0.20 h." in out and "| random | 210 ± 108 |" in out
     assert "Stage wall times (min): collect 1.5 · train-controller z 25.0" in out
-    assert "dream-check" not in out  # no dream_check.json: no dream table
-    assert "overrides" not in out
+    assert "dream-check" not in out and "overrides" not in out and "Plots:" not in out
     rec = json.loads((d / "results.json").read_text())
     (d / "results.json").write_text(json.dumps({**rec, "overrides": ["iterate.rounds=0", "es.seed=1"],
                                                 "note": "Measured before the iterate section existed."}))
-    out = report.results_section(tmp_path / "results")
-    assert "0.20 h), overrides `iterate.rounds=0 es.seed=1`\n\nMeasured before the iterate section existed." in out
+    assert "0.20 h, overrides `iterate.rounds=0 es.seed=1`.\n\nMeasured before the iterate section existed." in page()
     (d / "note.md").write_text("A reading that survives reruns.\n")
-    out = report.results_section(tmp_path / "results")
-    assert "es.seed=1`\n\nA reading that survives reruns.\n\n| agent | real |" in out  # note.md wins
-    (d / "note.md").unlink()
+    assert "es.seed=1`.\n\nA reading that survives reruns.\n\n| agent | real |" in page()  # note.md wins
     (d / "dream_check.json").write_text(json.dumps({
         "env": "takecover", "done_mode": "threshold", "episodes": 64, "max_steps": 2100,
         "scores": {"1.0": {"stay": {"mean": 84.7, "std": 29.9}, "sweep50": {"mean": 1345.9, "std": 247.6}},
                    "1.15": {"stay": {"mean": 82.2, "std": 29.7}, "sweep50": {"mean": 340.6, "std": 215.7}}}}))
-    out = report.results_section(tmp_path / "results")
+    (d / "plots").mkdir()
+    (d / "plots" / "vae_loss.png").write_bytes(b"png")
+    out = page()
     assert "64 dream episodes each, done rule `threshold`" in out and "| τ | stay | sweep50 |" in out
     assert "| 1.00 | 85 ± 30 | 1,346 ± 248 |" in out and "| 1.15 | 82 ± 30 | 341 ± 216 |" in out
+    assert out.endswith("Plots: [vae_loss](plots/vae_loss.png)\n")
 
 
 def test_episode_hazard_hand_computed():
@@ -93,11 +107,10 @@ def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
         "best_real_mean": 1001.4, "best_real_std": 500.2, "best_tau": 1.15}))
     lines = report.summary_table(res).splitlines()
     assert len(lines) == 4  # header, rule, two experiments (absent ones are skipped)
-    tc = next(x for x in lines if x.startswith("| takecover_tau_table_cpu"))
+    tc = next(x for x in lines if x.startswith("| [takecover_tau_table_cpu](results/takecover_tau_table_cpu/)"))
     assert "| 1001 ± 500 at τ 1.15 ✗ | 1,100 | 2.50 h (≤ 2 h ✗) |" in tc
-    cr = next(x for x in lines if x.startswith("| carracing_table_cpu"))
+    cr = next(x for x in lines if x.startswith("| [carracing_table_cpu]"))
     assert "| 760 ± 90 ✓ | 750 | 2.10 h (≤ 3 h ✓) |" in cr and "AMD EPYC" in cr  # the z row's 2 h not counted
-    assert report.results_section(res).startswith("Headline results")
     # carracing_dream without --finetune: its dream row only; with it, the fine-tuned row too, whose pipeline is the
     # whole experiment while the dream row's leaves out the fine-tuning
     dream = {"date": "d", "machine": "m", "stage_seconds": {
@@ -106,7 +119,7 @@ def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
         "rows": [{"agent": "C trained in the dream, [z, h]", "real": "741 ± 217", "mean": 741.0}]}
     (res / "carracing_dream_cpu").mkdir()
     (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
-    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
+    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| [carracing_dream_cpu]")]
     assert len(lines) == 1 and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[0]
     # with --taus the fine-tuning starts from the best of the sweep's Cs: the sweep and that choice are in its pipeline;
     # other rows (an ES seed of the dream row) are in neither
@@ -115,6 +128,174 @@ def test_summary_table_scores_headline_experiments_against_targets(tmp_path):
                                    "train-controller dream_seed1:C trained in the dream, [z, h], ES seed 1": 7200.0})
     dream["rows"].append({"agent": FINETUNE_TITLE, "real": "770 ± 150", "mean": 770.0})
     (res / "carracing_dream_cpu" / "results.json").write_text(json.dumps(dream))
-    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| carracing_dream_cpu")]
+    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| [carracing_dream_cpu]")]
     assert len(lines) == 2
-    assert "| 770 ± 150 ✓ | 750 | 2.80 h (≤ 3 h ✓) |" in lines[0] and "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[1]
+    assert "| 770 ± 150 ✓ | 750 | 2.80 h (≤ 3 h ✓) |" in lines[0]
+    assert "| 741 ± 217 ✓ | 700 | 1.20 h |" in lines[1]
+
+
+def _fake_tree(tmp_path):
+    """A tiny results tree: a headline τ table, an ablation of it, a CarRacing table and its ablation, and a
+    superseded run under archive/, with the index.yaml that names them."""
+    tau = {"date": "2026-12-01", "machine": "2 cores, x86_64, AMD EPYC", "wall_time_h": 0.5, "episodes": 100,
+           "overrides": ["es.trials=16"], "best_real_mean": 900.0, "best_real_std": 400.0, "best_tau": 1.15}
+    _run(tmp_path, "tc", tau)
+    _run(tmp_path, "tc_seed1", {**tau, "date": "2026-12-02",
+                                "overrides": ["es.trials=16", "name=tc_seed1", "es.seed=1"], "best_real_mean": 600.0,
+                                "best_real_std": 300.0, "best_tau": 1.0, "peak_gflops": 47.4,
+                                "device": {"backend": "gpu", "device_kind": "NVIDIA H100", "device_count": 1}})
+    car = {"date": "2026-12-03", "machine": "m", "episodes": 100, "overrides": ["iterate.rounds=2", "es.trials=4"],
+           "rows": [{"agent": "C trained in the dream, [z, h]", "real": "741 ± 217", "mean": 741.0},
+                    {"agent": "C trained in the dream, [z, h], ES seed 1", "real": "827 ± 130", "mean": 827.0}]}
+    _run(tmp_path, "car", car)
+    _run(tmp_path, "car_noiter", {**car, "overrides": car["overrides"] + ["iterate.rounds=0"],
+                                  "rows": [{"agent": "C trained in the dream, [z, h]", "real": "-59 ± 8",
+                                            "mean": -59.0}]})
+    _run(tmp_path, "tc_v1", {**tau, "date": "2026-11-20", "episodes": 20}, archive=True)
+    (tmp_path / "results" / "index.yaml").write_text(
+        "defaults: {backend: cpu}\n"
+        "runs:\n"
+        "  tc: {status: headline, lever: the default, peak_gflops: 203}\n"
+        "  tc_seed1: {status: ablation, baseline: tc, lever: another ES seed}\n"
+        "  car: {status: headline}\n"
+        "  car_noiter: {status: ablation, baseline: car}\n"
+        "  tc_v1: {status: superseded, baseline: tc}\n")
+    return tmp_path / "results"
+
+
+def test_index_rows_from_a_fake_results_tree(tmp_path):
+    results = _fake_tree(tmp_path)
+    lines = report.results_readme(results).splitlines()
+    rows = {line.split("]")[0][3:]: line for line in lines if line.startswith("| [")}
+    assert list(rows) == ["tc", "tc_seed1", "car", "car_noiter", "tc_v1"]  # index.yaml's order
+    # headline: its own overrides, the lever, best real at its τ, no Δ; the machine with index.yaml's peak
+    assert rows["tc"] == ("| [tc](tc/) | headline | – | `es.trials=16`; the default | 900 ± 400 (τ 1.15) | – | "
+                          "100 | 2026-12-01 | cpu · 2 cores, x86_64, AMD EPYC · 203 GFLOP/s | 0.50 h |")
+    # ablation: only the override that differs (the name dropped); Δ = 600 - 900 ± sqrt(300²/100 + 400²/100) = 50;
+    # results.json's device and peak win over index.yaml's defaults
+    assert rows["tc_seed1"] == ("| [tc_seed1](tc_seed1/) | ablation | [tc](tc/) | `es.seed=1`; another ES seed | "
+                                "600 ± 300 (τ 1) | -300 ± 50 | 100 | 2026-12-02 | gpu · 1 × NVIDIA H100 · "
+                                "2 cores, x86_64, AMD EPYC · 47 GFLOP/s | 0.50 h |")
+    # named rows: the baseline's row of the same name (741), not its best (827); sqrt(8² + 217²) / 10 = 21.7
+    assert "| `iterate.rounds=0` | -59 ± 8 (C trained in the dream, [z, h]) | -800 ± 22 | 100 |" in rows["car_noiter"]
+    assert "| 827 ± 130 (C trained in the dream, [z, h], ES seed 1) | – |" in rows["car"]
+    # archived: linked under archive/, 20 episodes: SE sqrt(400²/20 + 400²/100) = 98
+    assert rows["tc_v1"].startswith("| [tc_v1](archive/tc_v1/) | superseded | [tc](tc/) | – | 900 ± 400 (τ 1.15) | "
+                                    "+0 ± 98 | 20 | 2026-11-20 |")
+    page = report.run_readme(report.load_runs(results)[-1], results, report.load_runs(results), {})
+    assert "Status **superseded**, baseline [tc](../../tc/)." in page
+
+
+def test_index_refuses_inconsistent_status_and_baselines(tmp_path):
+    results = _fake_tree(tmp_path)
+    index = results / "index.yaml"
+    good = index.read_text()
+    index.write_text(good.replace("tc_seed1: {status: ablation", "tc_seed1: {status: superseded"))
+    with pytest.raises(ValueError, match="'tc_seed1' has status 'superseded' but is not under results/archive/"):
+        report.load_runs(results)
+    index.write_text(good.replace("tc_v1: {status: superseded", "tc_v1: {status: ablation"))
+    with pytest.raises(ValueError, match="'tc_v1' has status 'ablation' but is under results/archive/"):
+        report.load_runs(results)
+    index.write_text(good.replace("baseline: car}", "baseline: cars}"))
+    with pytest.raises(ValueError, match="runs.car_noiter.baseline 'cars' names no run folder"):
+        report.load_runs(results)
+    index.write_text(good.replace("car: {status: headline}", "car: {status: best}"))
+    with pytest.raises(ValueError, match="runs.car.status is 'best'; expected one of headline, ablation, superseded"):
+        report.load_runs(results)
+    index.write_text(good)
+    _run(tmp_path, "car", {}, archive=True)
+    with pytest.raises(ValueError, match="two run folders named 'car'"):
+        report.load_runs(results)
+
+
+def test_overrides_diff_keeps_the_last_value_and_names_what_only_the_baseline_sets():
+    base = {"overrides": ["es.trials=4", "es.generations=80", "name=a"]}
+    run = {"overrides": ["es.trials=4", "es.seed=1", "es.seed=2", "name=b"]}
+    assert report.overrides_diff(run, base) == "es.seed=2 es.generations=(config)"
+    assert report.overrides_diff(run, None) == "es.trials=4 es.seed=2"
+    assert report.overrides_diff(base, base) == ""
+
+
+MARKERS = ("headline", "takecover", "carracing", "dream", "bench", "cli")
+
+
+def _readme(tmp_path, bodies):
+    text = "# t\n\nfree text  with trailing spaces  \n| a | b |\n"
+    for name, body in zip(MARKERS, bodies):
+        text += f"\n## {name}\n\nprose é ✓ before\n<!-- {name}:start -->\n{body}\n"
+        text += f"<!-- {name}:end -->\nafter {name}\n"
+    (tmp_path / "README.md").write_text(text + "\nno final newline")
+    return text + "\nno final newline"
+
+
+def test_readme_rewrite_changes_only_the_marked_sections(tmp_path):
+    _fake_tree(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    original = _readme(tmp_path, [f"stale {m}" for m in MARKERS])
+    out = report.generated_texts(tmp_path)[tmp_path / "README.md"]
+    blank = re.compile(r"(<!-- (\w+):start -->\n).*?(<!-- \2:end -->)", re.DOTALL)
+    assert blank.sub(r"\1\3", out) == blank.sub(r"\1\3", original)  # everything outside the markers, byte for byte
+    assert "stale" not in out and "| [tc](results/tc/) |" not in out  # tc is not one of the headline experiments
+    assert "[results/car](results/car/) (headline, 2026-12-03, cpu · m)" not in out  # car has no table.md
+    assert "| `wm-jax collect` |" in out and "| `wm-jax evaluate` |" in out
+    del_marker = original.replace("<!-- dream:end -->", "")
+    (tmp_path / "README.md").write_text(del_marker)
+    with pytest.raises(ValueError, match="dream:start"):
+        report.generated_texts(tmp_path)
+
+
+def test_check_reports_stale_files_and_writes_nothing(tmp_path, capsys):
+    _fake_tree(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    _readme(tmp_path, ["old"] * len(MARKERS))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert report.main(["--root", str(tmp_path), "--check"]) == 1
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    err = capsys.readouterr().err
+    assert f"stale: {tmp_path / 'README.md'}" in err and f"stale: {tmp_path / 'results' / 'README.md'}" in err
+    assert f"stale: {tmp_path / 'results' / 'archive' / 'tc_v1' / 'README.md'}" in err
+    assert report.main(["--root", str(tmp_path)]) == 0
+    assert (tmp_path / "results" / "tc_seed1" / "README.md").read_text().startswith("# tc_seed1\n")
+    assert report.main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_takecover_figure_is_drawn_once_and_not_rewritten_when_unchanged(tmp_path):
+    results = _fake_tree(tmp_path)
+    assert not report.plot_takecover(results, tmp_path / "fig.png")  # no takecover_tau_table_cpu: nothing drawn
+    rows = [{"agent": "random policy", "tau": None, "real": "219 ± 98"},
+            {"agent": "C trained in the dream", "tau": "1.00", "virtual": "1,135", "real": "871 ± 579"},
+            {"agent": "C trained in the dream", "tau": "1.15", "virtual": "1162", "real": "800 ± 466"}]
+    _run(tmp_path, "takecover_tau_table_cpu", {"episodes": 100, "rows": rows, "random_mean": 219.0,
+                                               "blind_mean": 764.0, "best_real_mean": 871.0, "best_real_std": 579.0,
+                                               "best_tau": 1.0})
+    assert report._tau_rows({"rows": rows}) == [(1.0, 1135.0, 871.0, 579.0), (1.15, 1162.0, 800.0, 466.0)]
+    assert report.plot_takecover(results, tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not report.plot_takecover(results, tmp_path / "fig.png")  # same bytes: the file is left alone
+
+
+def test_the_committed_readme_and_results_index_are_up_to_date():
+    """`python -m wm_jax.report --check` on this checkout: fails when a results.json, benchmark JSON, index.yaml or
+    the CLI's COMMANDS changed without rerunning `python -m wm_jax.report`."""
+    from pathlib import Path
+
+    assert report.main(["--root", str(Path(__file__).resolve().parents[1]), "--check"]) == 0
+
+
+def test_report_imports_no_jax(tmp_path):
+    """The report runs where JAX is not installed or would be slow to start: it reads JSON and YAML only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _fake_tree(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    _readme(tmp_path, ["old"] * len(MARKERS))
+    code = ("import sys; from wm_jax import report; assert report.main(['--root', sys.argv[1]]) == 0; "
+            "assert 'jax' not in sys.modules and 'jaxlib' not in sys.modules, 'report imported JAX'")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, capture_output=True)
+    assert "| [tc](results/tc/)" not in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "results" / "README.md").exists()

@@ -20,7 +20,6 @@ import argparse
 
 from wm_jax.pipeline import Experiment
 from wm_jax.pipeline_carracing import carracing_dream
-from wm_jax.train.sweep import parse_taus
 
 CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
 # The cpu config sizes CMA-ES for the real simulator (16 x 2); dream episodes cost ~1/500 of a real one, so the
@@ -52,9 +51,13 @@ if __name__ == "__main__":
                     "program (e.g. 0.75,1.15,1.3,1.5; the dream row is es.temperature)")
     ap.add_argument("--seeds", default="", help="the dream row again with these ES seeds, one row each (e.g. 1,2; "
                     "the dream row's is es.seed)")
+    ap.add_argument("--record", action="store_true",
+                    help="write the table into results/<name>/ (the committed results; default: <run>/results)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
     name = f"carracing_dream_{args.scale}" + (f"_{args.variant}" if args.variant else "")
-    carracing_dream(Experiment(name, CONFIGS[args.scale], [*DREAM_ES[args.scale], *args.overrides], scale=args.scale),
-                    tuple(FINETUNE_ES[args.scale]) if args.finetune else None, parse_taus(args.taus, ()),
+    exp = Experiment(name, CONFIGS[args.scale], [*DREAM_ES[args.scale], *args.overrides], scale=args.scale,
+                     record=args.record)
+    carracing_dream(exp, tuple(FINETUNE_ES[args.scale]) if args.finetune else None,
+                    tuple(float(t) for t in args.taus.split(",") if t.strip()),
                     tuple(int(k) for k in args.seeds.split(",") if k.strip()))

@@ -17,8 +17,11 @@ if __name__ == "__main__":
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
     ap.add_argument("--rows", default="", help=f"comma-separated subset of: {','.join(CARRACING_ROWS)} (default: "
                     f"all at cpu scale; {','.join(PAPER_ROWS)} at paper scale)")
+    ap.add_argument("--record", action="store_true",
+                    help="write the table into results/<name>/ (the committed results; default: <run>/results)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
     args.rows = args.rows or ",".join(CARRACING_ROWS if args.scale == "cpu" else PAPER_ROWS)
-    carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides),
+    carracing_table(Experiment(f"carracing_table_{args.scale}", CONFIGS[args.scale], args.overrides,
+                               record=args.record),
                     tuple(r for r in args.rows.split(",") if r))

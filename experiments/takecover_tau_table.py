@@ -18,9 +18,11 @@ if __name__ == "__main__":
     ap.add_argument("--scale", choices=sorted(CONFIGS), default="cpu")
     ap.add_argument("--variant", default="", help="suffix of the results folder (results/takecover_tau_table_"
                     "<scale>_<variant>), for an ablation run with overrides and its own run name")
+    ap.add_argument("--record", action="store_true",
+                    help="write the table into results/<name>/ (the committed results; default: <run>/results)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args()
     name = f"takecover_tau_table_{args.scale}" + (f"_{args.variant}" if args.variant else "")
-    exp = Experiment(name, CONFIGS[args.scale], args.overrides, scale=args.scale)
+    exp = Experiment(name, CONFIGS[args.scale], args.overrides, scale=args.scale, record=args.record)
     # es.taus: the paper's five (the default), plus any hotter ones a config adds (rows marked beyond the paper)
     tau_table(exp, exp.cfg.es.taus, paper=PAPER_TAUS)

@@ -64,8 +64,11 @@ def test_the_import_graph_is_read():
 
 
 def test_only_the_cli_knows_argparse():
+    """Nothing but wm_jax/cli/ imports argparse or the CLI (wm_jax.report reads the command table to render the
+    README's CLI table: documentation of the CLI, the one exception)."""
     offenders = [f"{m}:{line}" for m in MODULES if not m.startswith("wm_jax.cli")
-                 for mod, _, line in imports(m) if mod == "argparse" or mod.startswith("wm_jax.cli")]
+                 for mod, _, line in imports(m)
+                 if mod == "argparse" or (mod.startswith("wm_jax.cli") and m != "wm_jax.report")]
     assert offenders == []
 
 

@@ -6,7 +6,7 @@
 Inputs: ``benchmarks/*.json`` (``wm-jax bench <stage>``); ``results/<run>/results.json`` and
 ``results/archive/<run>/results.json`` (``experiments/*.py``), each with its ``table.md`` and, when present,
 ``note.md`` (a person's reading of the run), ``dream_check.json`` and ``plots/``; ``results/index.yaml`` (each
-run's status, baseline and lever in words); ``wm_jax.cli.COMMANDS``.
+run's status, baseline and lever in words); ``wm_jax.cli.commands.COMMANDS``.
 
 Outputs: the sections of README.md between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (headline,
 takecover, carracing, dream, bench, cli; the rest of the file is left byte for byte), ``results/README.md`` (one
@@ -17,7 +17,6 @@ Nothing in those files is typed by hand; rerun this after a benchmark or an expe
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -430,8 +429,8 @@ def _command_help(spec: Any) -> str:
 
 
 def cli_table() -> str:
-    """`wm-jax <command>` and its one-line help, in the order of wm_jax.cli.COMMANDS (no JAX is imported)."""
-    from wm_jax.cli import COMMANDS
+    """`wm-jax <command>` and its one-line help, in the order of wm_jax.cli.commands.COMMANDS (no JAX is imported)."""
+    from wm_jax.cli.commands import COMMANDS
 
     rows = ["| command | what it does |", "|---|---|"]
     rows += [f"| `wm-jax {name}` | {_command_help(spec)} |" for name, spec in COMMANDS.items()]
@@ -555,15 +554,37 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+USAGE = """usage: python -m wm_jax.report [--root DIR] [--check]
+
+Regenerate the README's tables, results/README.md and the run pages from results/ and benchmarks/.
+  --root DIR  the repository root (README.md, results/, benchmarks/); default .
+  --check     write nothing; exit 1 when a generated file is stale"""
+
+
+def parse_args(argv: list[str]) -> tuple[Path, bool]:
+    """(--root, --check) from `argv`; SystemExit(2) with the usage on anything else (no argparse: the CLI
+    package alone uses it)."""
+    root, check, rest = Path("."), False, list(argv)
+    while rest:
+        a = rest.pop(0)
+        if a == "--check":
+            check = True
+        elif a == "--root" and rest:
+            root = Path(rest.pop(0))
+        elif a in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        else:
+            print(f"{USAGE}\nerror: unexpected argument {a!r}", file=sys.stderr)
+            raise SystemExit(2)
+    return root, check
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wm_jax.report", description=__doc__.split("\n")[0])
-    ap.add_argument("--root", default=".", help="the repository root (README.md, results/, benchmarks/)")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when a generated file is stale")
-    args = ap.parse_args(argv)
-    root = Path(args.root)
+    root, check = parse_args(sys.argv[1:] if argv is None else argv)
     texts = generated_texts(root)
     stale = [p for p, t in texts.items() if not p.exists() or p.read_text() != t]
-    if args.check:
+    if check:
         for p in stale:
             print(f"stale: {p} (run `python -m wm_jax.report`)", file=sys.stderr)
         return 1 if stale else 0

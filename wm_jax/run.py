@@ -129,15 +129,22 @@ def _is_single(controllers: CtrlParams) -> bool:
     return jnp.ndim(w) == 2
 
 
+def default_controller(path: Path, cfg: Config) -> Path:
+    """<path>/controller, or the temperature sweep's controller at es.temperature when only that exists."""
+    own, swept = path / CONTROLLER_DIR, path / "sweep" / f"tau_{cfg.es.temperature:g}"
+    return swept if not (own / "params.npz").is_file() and (swept / "params.npz").is_file() else own
+
+
 def load_run(path: str | os.PathLike, controller: str | os.PathLike | None = None) -> Run:
     """Load a run folder: its config.json, M, the dream's initial-state bank, and V and C where present.
 
-    `controller`: a controller folder to load instead of ``<path>/controller`` (e.g. ``<path>/sweep/tau_1.15``);
-    its config.json's ``controller.*`` shape options are used."""
+    `controller`: a controller folder to load (e.g. ``<path>/sweep/tau_1.3``); default ``<path>/controller``, or
+    when the run only has a temperature sweep (``make run``), the sweep's controller at es.temperature. Its
+    config.json's ``controller.*`` shape options are used."""
     path = Path(path)
     cfg = load_saved_config(path)
     cfg = cfg.replace(root=str(path.parent), name=path.name)  # the folder wherever it was moved
-    cpath = Path(controller) if controller is not None else path / CONTROLLER_DIR
+    cpath = Path(controller) if controller is not None else default_controller(path, cfg)
     ctrl = None
     if (cpath / "params.npz").is_file() or cpath.suffix == ".npz":
         cfg = controller_config(cfg, cpath)

@@ -39,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     from wm_jax.cli.commands import COMMANDS
 
     top = argparse.ArgumentParser(prog="wm-jax", description="World Models in JAX: V, M, C and the dream.",
-                                  epilog="`wm-jax COMMAND --help` shows a command's flags.")
+                                  epilog="`wm-jax COMMAND --help` shows a command's flags.", allow_abbrev=False)
     top.add_argument("--version", action="version", version=f"wm-jax {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help, allow_abbrev=False)
         cmd.flags(p)
         add_common_flags(p, config=cmd.config)
         p.set_defaults(_command=cmd)

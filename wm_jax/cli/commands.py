@@ -287,7 +287,8 @@ def _flags_bench(p: argparse.ArgumentParser) -> None:
     from wm_jax.bench import STAGES
 
     p.add_argument("stage", choices=STAGES, help="what to measure")
-    p.add_argument("--out", default=None, help="JSON output file (default checkpoints/bench/<stage>[_<env>].json, outside git)")
+    p.add_argument("--out", default=None,
+                   help="JSON output file (default checkpoints/bench/<stage>[_<env>].json, outside git)")
     p.add_argument("--record", action="store_true",
                    help="write benchmarks/<stage>[_<env>].json in the checkout (the README's tables read those)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the stage's own options (wm-jax bench STAGE --help)")
@@ -296,13 +297,12 @@ def _flags_bench(p: argparse.ArgumentParser) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     from wm_jax.bench import add_stage_options, run_stage
 
-    sub = argparse.ArgumentParser(prog=f"wm-jax bench {args.stage}")
+    sub = argparse.ArgumentParser(prog=f"wm-jax bench {args.stage}", allow_abbrev=False)
     add_stage_options(args.stage, sub)
     sub.add_argument("--out", default=args.out, help="JSON output file")
     sub.add_argument("--record", action="store_true", default=args.record, help="write into benchmarks/")
     opts = sub.parse_args(args.rest)
-    path = run_stage(args.stage, opts, out=opts.out, record=opts.record)
-    print(f"wrote {path}")
+    run_stage(args.stage, opts, out=opts.out, record=opts.record)  # prints the JSON and where it went
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -100,65 +100,104 @@ def _check_finite(step: int, metrics: dict, folder: Path, last_saved: int | None
     return vals
 
 
+class MState(NamedTuple):
+    """M's training state between steps (host side of the loop)."""
+
+    params: Any  # M's weights (replicated over the mesh)
+    opt_state: Any
+    step: int  # steps done
+    train_key: jax.Array  # step t's key is fold_in(train_key, t)
+    data_pos: int  # batches consumed (sequence_batches(start=...))
+
+
+def _open_data(cfg: Config):
+    """(training set, held-out set or None) of the run's data, checked against the config's action size."""
+    from wm_jax.data.dataset import open_dataset
+
+    data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
+    if data.action_dim != cfg.action_dim:
+        raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.name} expects "
+                         f"{cfg.action_dim}")
+    m = cfg.mdnrnn
+    return data.split(m.holdout_episodes) if m.holdout_episodes else (data, None)
+
+
+def _restore_or_init(cfg: Config, ck, folder: Path, member: int) -> MState:
+    """The latest checkpoint of `ck`, or a fresh M (init key and batch order folded with `member`)."""
+    optimizer = make_optimizer(cfg.mdnrnn)
+    stage_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # stage tag 2 = M
+    init_key, train_key = jax.random.split(jax.random.fold_in(stage_key, member) if member else stage_key)
+    params = init_model(cfg, init_key)
+    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
+             "key": jax.random.key_data(train_key), "data_pos": jnp.zeros((), jnp.int32)}
+    start = ck.latest_step()
+    if start is None:
+        return MState(params, state["opt_state"], 0, train_key, 0)
+    state = ck.restore(state)
+    if int(state["step"]) != start:
+        raise ValueError(f"{folder}: checkpoint {start} holds step {int(state['step'])}")
+    print(f"resuming M from step {start} ({folder})")
+    return MState(state["params"], state["opt_state"], start,
+                  jax.random.wrap_key_data(jnp.asarray(state["key"])), int(state["data_pos"]))
+
+
 def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progress: bool = True,
           stop_after: int | None = None, member: int = 0) -> dict[str, Any]:
     """Train (or resume) M; returns the summary written to DONE. `stop_after` ends early (for tests).
     `member` e >= 1: a dynamics-ensemble member in <run>/mdnrnn_<e>, same config, its init key and batch order
     folded with e (its plots are not drawn: they would replace M's)."""
-    from tqdm import tqdm
-
     from wm_jax.checkpoint import Checkpointer
-    from wm_jax.data.dataset import open_dataset
-    from wm_jax.data.sequences import sequence_batches
-    from wm_jax.metrics import MetricsWriter
-    from wm_jax.parallel import make_mesh, replicate, shard_batch
+    from wm_jax.parallel import make_mesh, replicate
 
     m = cfg.mdnrnn
     folder = member_dir(cfg.run_dir, member)
-    plots = plots and member == 0
-    data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
-    if data.action_dim != cfg.action_dim:
-        raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.name} expects "
-                         f"{cfg.action_dim}")
-    train_ds, held_ds = data.split(m.holdout_episodes) if m.holdout_episodes else (data, None)
+    train_ds, held_ds = _open_data(cfg)
     mesh = make_mesh(devices)
     if m.batch_size % mesh.devices.size:
         raise ValueError(f"mdnrnn.batch_size={m.batch_size} is not divisible by {mesh.devices.size} devices")
-
     ck = Checkpointer(folder, cfg)
-    optimizer = make_optimizer(m)
-    stage_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # stage tag 2 = M
-    init_key, train_key = jax.random.split(jax.random.fold_in(stage_key, member) if member else stage_key)
-    data_seed = cfg.seed if member == 0 else cfg.seed + 7919 * member  # another batch order per member
-    params = init_model(cfg, init_key)
-    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
-             "key": jax.random.key_data(train_key), "data_pos": jnp.zeros((), jnp.int32)}
-    start = ck.latest_step()
-    if start is not None:
-        state = ck.restore(state)
-        if int(state["step"]) != start:
-            raise ValueError(f"{folder}: checkpoint {start} holds step {int(state['step'])}")
-        train_key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
-        print(f"resuming M from step {start} ({folder})")
-    step = start or 0
-    if ck.done and step >= m.steps:
+    st = _restore_or_init(cfg, ck, folder, member)
+    if ck.done and st.step >= m.steps:
         print(f"M already trained ({folder}/DONE); delete DONE or raise mdnrnn.steps to train further")
         ck.close()
         return read_done(folder)
+    st = st._replace(params=replicate(st.params, mesh), opt_state=replicate(st.opt_state, mesh))
+    data_seed = cfg.seed if member == 0 else cfg.seed + 7919 * member  # another batch order per member
+    end = m.steps if stop_after is None else min(m.steps, stop_after)
+    st = _loop(cfg, st, train_ds, data_seed, mesh, ck, folder, end, progress)
+    summary: dict[str, Any] = {"step": st.step}
+    if st.step >= m.steps:
+        from wm_jax.train.mdnrnn_eval import finish
 
-    params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
+        summary.update(finish(cfg, jax.device_get(st.params), held_ds, folder, plots=plots and member == 0))
+        ck.mark_done(summary)
+    ck.close()
+    return summary
+
+
+def _loop(cfg: Config, st: MState, train_ds, data_seed: int, mesh, ck, folder: Path, end: int,
+          progress: bool) -> MState:
+    """Steps st.step+1..end; a checkpoint every mdnrnn.checkpoint_every steps and at `end`; metrics and the
+    progress bar through ``_report`` (a step's numbers are read while the next one runs)."""
+    from tqdm import tqdm
+
+    from wm_jax.data.sequences import sequence_batches
+    from wm_jax.metrics import MetricsWriter
+    from wm_jax.parallel import shard_batch
+
+    m, step = cfg.mdnrnn, st.step
+    params, opt_state = st.params, st.opt_state
     train_step = cached_train_step(m, tuple(mesh.devices.flat))
-    batches = sequence_batches(train_ds, m.seq_len, m.batch_size, data_seed, start=int(state["data_pos"]),
+    batches = sequence_batches(train_ds, m.seq_len, m.batch_size, data_seed, start=st.data_pos,
                                progress=progress, done_horizon=m.done_horizon)
     writer = MetricsWriter(folder, resume_step=step)
-    end = m.steps if stop_after is None else min(m.steps, stop_after)
     bar = tqdm(total=m.steps, initial=step, unit="step", desc="M", disable=not progress, dynamic_ncols=True)
-    pending, last_saved, ts_per_step = None, start, m.batch_size * m.seq_len
+    pending, last_saved, ts_per_step = None, (step or None), m.batch_size * m.seq_len
     clock = {"t0": None, "n": 0}  # timesteps/s over reported steps since the first one (compile excluded)
     try:
         while step < end:
             batch = shard_batch(next(batches), mesh)
-            params, opt_state, metrics = train_step(params, opt_state, batch, jax.random.fold_in(train_key, step))
+            params, opt_state, metrics = train_step(params, opt_state, batch, jax.random.fold_in(st.train_key, step))
             step += 1
             if pending is not None:  # read the previous step's numbers while this one runs
                 _report(pending, folder, last_saved, writer, bar, m, ts_per_step, clock)
@@ -167,19 +206,12 @@ def train(cfg: Config, *, devices: list | None = None, plots: bool = True, progr
                 _report(pending, folder, last_saved, writer, bar, m, ts_per_step, clock)
                 pending = None
                 ck.save(step, {"params": params, "opt_state": opt_state, "step": jnp.asarray(step, jnp.int32),
-                               "key": jax.random.key_data(train_key), "data_pos": jnp.asarray(step, jnp.int32)})
+                               "key": jax.random.key_data(st.train_key), "data_pos": jnp.asarray(step, jnp.int32)})
                 last_saved = step
     finally:
         bar.close()
         writer.close()
-    summary: dict[str, Any] = {"step": step}
-    if step >= m.steps:
-        from wm_jax.train.mdnrnn_eval import finish
-
-        summary.update(finish(cfg, jax.device_get(params), held_ds, folder, plots=plots))
-        ck.mark_done(summary)
-    ck.close()
-    return summary
+    return st._replace(params=params, opt_state=opt_state, step=step, data_pos=step)
 
 
 def _report(pending, folder, last_saved, writer, bar, m: MDNRNNConfig, ts_per_step: int, clock: dict) -> None:

@@ -16,7 +16,7 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -124,6 +124,39 @@ def tree_finite(tree: Any) -> bool:
 # ---------------------------------------------------------------- the training loop
 
 
+class VState(NamedTuple):
+    """V's training state between steps (host side of the loop)."""
+
+    params: Any  # V's flax params (replicated over the mesh)
+    opt_state: Any
+    step: int  # steps done
+    key_data: Any  # uint32 key data; step t samples with fold_in(key, t)
+    data_seed: int  # epoch e reads frame_batches(seed=data_seed + e)
+    pos: tuple[int, int]  # (epoch, batches read in it): where a resumed run picks up the data
+
+
+def _open_data(cfg: Config):
+    """(training set, held-out set) of the run's data: the last vae.holdout_episodes episodes are held out."""
+    from wm_jax.data.dataset import open_dataset
+
+    dataset = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
+    if len(dataset) <= cfg.vae.holdout_episodes:
+        raise ValueError(f"{cfg.data_dir}: {len(dataset)} episodes, need more than vae.holdout_episodes="
+                         f"{cfg.vae.holdout_episodes}")
+    return dataset.split(cfg.vae.holdout_episodes)
+
+
+def _restore_or_init(cfg: Config, ck, folder: Path) -> VState:
+    """The latest checkpoint of `ck` (with the config's learning rate), or a fresh V."""
+    state = init_state(cfg, make_optimizer(cfg.vae))
+    if ck.latest_step() is not None:
+        state = ck.restore(state)
+        state["opt_state"] = set_learning_rate(state["opt_state"], cfg.vae.learning_rate)
+        print(f"resuming V from step {int(state['step'])} ({folder})")
+    return VState(state["params"], state["opt_state"], int(state["step"]), state["key"], int(state["data_seed"]),
+                  (int(state["epoch"]), int(state["epoch_batch"])))
+
+
 def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: int | None = None,
           devices: list | None = None) -> dict:
     """Train (or resume) V; returns the summary written to DONE.
@@ -131,11 +164,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     `stop_after` ends after that many more steps without marking DONE (tests simulate a kill with it);
     `devices` restricts the data-parallel mesh (default: all local devices).
     """
-    from tqdm import tqdm
-
     from wm_jax.checkpoint import Checkpointer
-    from wm_jax.data.dataset import open_dataset
-    from wm_jax.metrics import MetricsWriter
     from wm_jax.parallel import make_mesh, replicate
 
     v = cfg.vae
@@ -143,88 +172,106 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     if (folder / "DONE").exists():
         print(f"V already trained ({folder}/DONE exists); delete it to train again")
         return read_done(folder)
-    dataset = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
-    if len(dataset) <= v.holdout_episodes:
-        raise ValueError(f"{cfg.data_dir}: {len(dataset)} episodes, need more than vae.holdout_episodes="
-                         f"{v.holdout_episodes}")
-    train_set, hold_set = dataset.split(v.holdout_episodes)
+    train_set, hold_set = _open_data(cfg)
     mesh = make_mesh(devices)
-    n_dev = mesh.devices.size
-    if v.batch_size % n_dev:
-        raise ValueError(f"config key 'vae.batch_size' = {v.batch_size} must be divisible by the {n_dev} devices")
-    optimizer = make_optimizer(v)
+    if v.batch_size % mesh.devices.size:
+        raise ValueError(f"config key 'vae.batch_size' = {v.batch_size} must be divisible by the "
+                         f"{mesh.devices.size} devices")
     ck = Checkpointer(folder, cfg)
-    state = init_state(cfg, optimizer)
-    if ck.latest_step() is not None:
-        state = ck.restore(state)
-        state["opt_state"] = set_learning_rate(state["opt_state"], v.learning_rate)
-        print(f"resuming V from step {int(state['step'])} ({folder})")
-    step = int(state["step"])
+    st = _restore_or_init(cfg, ck, folder)
+    st = st._replace(params=replicate(st.params, mesh), opt_state=replicate(st.opt_state, mesh))
     goal = total_steps(v, train_set.num_frames)
-    stop = goal if stop_after is None else min(goal, step + stop_after)
-    params, opt_state = replicate(state["params"], mesh), replicate(state["opt_state"], mesh)
-    key_data, data_seed = state["key"], int(state["data_seed"])
-    train_step = make_train_step(v, mesh)
-    batches = epoch_batches(train_set, v.batch_size, data_seed, int(state["epoch"]), int(state["epoch_batch"]))
-    pos = (int(state["epoch"]), int(state["epoch_batch"]))
-    metrics = MetricsWriter(folder, resume_step=step)
-    bar = tqdm(total=goal, initial=step, unit="step", desc="V", disable=not progress, dynamic_ncols=True)
-    pending: tuple[int, Any] | None = None  # (step, metrics) not yet checked: checked after the next dispatch
-    clock: dict = {"t0": None, "n0": step}
-
-    def check(s: int, m: dict) -> None:
-        vals = {k: float(x) for k, x in m.items()}
-        if not math.isfinite(vals["loss"]):
-            raise NonFiniteError(f"non-finite V loss {vals['loss']} at step {s} (recon {vals['recon']}, "
-                                 f"kl {vals['kl']}); last good checkpoint: step {ck.latest_step()} in {folder}")
-        if clock["t0"] is None:  # the rate counts from the first finished step: compile time excluded
-            clock.update(t0=time.perf_counter(), n0=s)
-        if s % v.log_every == 0:
-            extra = {}
-            if s > clock["n0"]:
-                extra["img_per_s"] = (s - clock["n0"]) * v.batch_size / max(time.perf_counter() - clock["t0"], 1e-9)
-            metrics.write(s, **vals, **extra)
-            bar.set_postfix(loss=f"{vals['loss']:.1f}", img_s=f"{extra.get('img_per_s', 0):.0f}")
-
-    def save(s: int) -> None:
-        host_params = jax.device_get(params)
-        if not tree_finite(host_params):
-            raise NonFiniteError(f"non-finite V parameters after step {s}; not saved; last good checkpoint: "
-                                 f"step {ck.latest_step()} in {folder}")
-        ck.save(s, {"params": host_params, "opt_state": jax.device_get(opt_state),
-                    "step": np.int32(s), "key": np.asarray(key_data), "data_seed": np.int32(data_seed),
-                    "epoch": np.int32(pos[0]), "epoch_batch": np.int32(pos[1])})
-
-    try:
-        while step < stop:
-            epoch, i, frames = next(batches)
-            params, opt_state, m = train_step(params, opt_state, frames, key_data, jnp.int32(step))
-            step += 1
-            pos = (epoch, i + 1)
-            if pending is not None:
-                check(*pending)
-            pending = (step, m)
-            bar.update(1)
-            if step % v.checkpoint_every == 0 or step == stop:
-                check(*pending)
-                pending = None
-                save(step)
-        if pending is not None:
-            check(*pending)
-    finally:
-        bar.close()
-        metrics.close()
-    summary: dict = {"step": step}
-    if step >= goal:
-        final = {"params": jax.device_get(params)}
-        summary.update(holdout_metrics(final["params"], hold_set, env=cfg.env.name))
-        with MetricsWriter(folder, resume_step=step) as mw:
-            mw.write(step, holdout_mse=summary["holdout_mse"])
-        if plots:
-            summary["plots"] = [str(p) for p in write_plots(cfg, final["params"], hold_set)]
+    stop = goal if stop_after is None else min(goal, st.step + stop_after)
+    st = _loop(cfg, st, train_set, mesh, ck, folder, goal, stop, progress)
+    summary: dict = {"step": st.step}
+    if st.step >= goal:
+        summary.update(_finish(cfg, jax.device_get(st.params), hold_set, folder, st.step, plots))
         ck.mark_done(summary)
     ck.close()
     return summary
+
+
+def _finish(cfg: Config, params: dict, hold_set, folder: Path, step: int, plots: bool) -> dict:
+    """Held-out metrics (also logged at the last step) and, with `plots`, the PNG visuals."""
+    from wm_jax.metrics import MetricsWriter
+
+    out = holdout_metrics(params, hold_set, env=cfg.env.name)
+    with MetricsWriter(folder, resume_step=step) as mw:
+        mw.write(step, holdout_mse=out["holdout_mse"])
+    if plots:
+        out["plots"] = [str(p) for p in write_plots(cfg, params, hold_set)]
+    return out
+
+
+def _loop(cfg: Config, st: VState, train_set, mesh, ck, folder: Path, goal: int, stop: int,
+          progress: bool) -> VState:
+    """Steps st.step+1..stop; each step's metrics are checked (finite) and reported after the next one is
+    dispatched; a checkpoint every vae.checkpoint_every steps and at `stop`, written only after checking."""
+    from tqdm import tqdm
+
+    from wm_jax.metrics import MetricsWriter
+
+    v, step, pos = cfg.vae, st.step, st.pos
+    params, opt_state = st.params, st.opt_state
+    train_step = make_train_step(v, mesh)
+    batches = epoch_batches(train_set, v.batch_size, st.data_seed, *pos)
+    bar = tqdm(total=goal, initial=step, unit="step", desc="V", disable=not progress, dynamic_ncols=True)
+    report = _Reporter(v, MetricsWriter(folder, resume_step=step), bar, ck, folder, step)
+    pending = None  # (step, metrics) not yet checked: checked after the next dispatch
+    try:
+        while step < stop:
+            epoch, i, frames = next(batches)
+            params, opt_state, m = train_step(params, opt_state, frames, st.key_data, jnp.int32(step))
+            step, pos = step + 1, (epoch, i + 1)
+            if pending is not None:
+                report(*pending)
+            pending = (step, m)
+            bar.update(1)
+            if step % v.checkpoint_every == 0 or step == stop:
+                report(*pending)
+                pending = None
+                _save(ck, folder, st._replace(params=params, opt_state=opt_state, step=step, pos=pos))
+        if pending is not None:
+            report(*pending)
+    finally:
+        bar.close()
+        report.metrics.close()
+    return st._replace(params=params, opt_state=opt_state, step=step, pos=pos)
+
+
+class _Reporter:
+    """Checks a step's metrics (NonFiniteError naming the step) and logs them every vae.log_every steps, with
+    the training rate counted from the first finished step (compile time excluded)."""
+
+    def __init__(self, v: VAEConfig, metrics, bar, ck, folder: Path, step: int):
+        self.v, self.metrics, self.bar, self.ck, self.folder = v, metrics, bar, ck, folder
+        self.t0, self.n0 = None, step
+
+    def __call__(self, s: int, m: dict) -> None:
+        vals = {k: float(x) for k, x in m.items()}
+        if not math.isfinite(vals["loss"]):
+            raise NonFiniteError(f"non-finite V loss {vals['loss']} at step {s} (recon {vals['recon']}, "
+                                 f"kl {vals['kl']}); last good checkpoint: step {self.ck.latest_step()} in "
+                                 f"{self.folder}")
+        if self.t0 is None:
+            self.t0, self.n0 = time.perf_counter(), s
+        if s % self.v.log_every == 0:
+            extra = {}
+            if s > self.n0:
+                extra["img_per_s"] = (s - self.n0) * self.v.batch_size / max(time.perf_counter() - self.t0, 1e-9)
+            self.metrics.write(s, **vals, **extra)
+            self.bar.set_postfix(loss=f"{vals['loss']:.1f}", img_s=f"{extra.get('img_per_s', 0):.0f}")
+
+
+def _save(ck, folder: Path, st: VState) -> None:
+    """Checkpoint `st` after checking its parameters are finite (the last one on disk is always finite)."""
+    host_params = jax.device_get(st.params)
+    if not tree_finite(host_params):
+        raise NonFiniteError(f"non-finite V parameters after step {st.step}; not saved; last good checkpoint: "
+                             f"step {ck.latest_step()} in {folder}")
+    ck.save(st.step, {"params": host_params, "opt_state": jax.device_get(st.opt_state),
+                      "step": np.int32(st.step), "key": np.asarray(st.key_data), "data_seed": np.int32(st.data_seed),
+                      "epoch": np.int32(st.pos[0]), "epoch_batch": np.int32(st.pos[1])})
 
 
 def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "") -> dict:

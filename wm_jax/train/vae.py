@@ -159,7 +159,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     from wm_jax.checkpoint import Checkpointer
     from wm_jax.data.dataset import open_dataset
     from wm_jax.metrics import MetricsWriter
-    from wm_jax.parallel import make_mesh, replicate
+    from wm_jax.parallel import make_mesh, replicate, shard_batch
 
     v = cfg.vae
     folder = Path(cfg.run_dir) / STAGE
@@ -221,6 +221,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
     try:
         while step < stop:
             epoch, i, frames = next(batches)
+            frames = shard_batch(frames, mesh)  # a global array: jit takes no numpy batch across processes
             params, opt_state, m = train_step(params, opt_state, frames, key_data, jnp.int32(step))
             step += 1
             pos = (epoch, i + 1)

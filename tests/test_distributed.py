@@ -99,7 +99,7 @@ def worker(argv: list[str]) -> None:
         plot_curves(args.out / "who" / "metrics.jsonl", args.out / "who" / f"plot_{me}.png", ["process"])
         losses, leaves = v_steps(make_mesh())
         if distributed.is_main_process():
-            np.savez(args.out / "v.npz", losses=np.asarray(losses), *leaves)
+            np.savez(args.out / "v.npz", *leaves, losses=np.asarray(losses))
     cfg = sweep_config(args.out, "multi")
     stop = 2 if args.task == "v_and_killed_sweep" else None
     run_sweep(cfg, stop)

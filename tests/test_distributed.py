@@ -84,6 +84,12 @@ def worker(argv: list[str]) -> None:
     from wm_jax import distributed
 
     assert distributed.maybe_initialize(False), "the WM_JAX_* environment asks for a multi-process run"
+    joined = distributed.initialize()  # a second call returns at once; other values are refused
+    other = 1 - joined["process_id"]
+    try:
+        distributed.initialize(process_id=other)
+    except distributed.DistributedError as e:
+        print(f"rejoin as {other} refused: {e}", flush=True)
     import jax
 
     from wm_jax.parallel import make_mesh
@@ -122,7 +128,9 @@ def launch(task: str, out: Path, n: int = 2) -> list[tuple[subprocess.Popen, Pat
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
     env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "WM_JAX_COORDINATOR": f"127.0.0.1:{free_port()}", "WM_JAX_NUM_PROCESSES": str(n),
-           "WM_JAX_INIT_TIMEOUT": "120", "WM_JAX_COMPILE_CACHE": "off"}
+           "WM_JAX_INIT_TIMEOUT": "120",
+           # the resumed launch reads the programs the first one compiled (this test's own folder: nothing stale)
+           "JAX_COMPILATION_CACHE_DIR": str(out / "xla")}
     procs = []
     for i in range(n):
         log = out / f"{task}_{i}.log"
@@ -134,7 +142,7 @@ def launch(task: str, out: Path, n: int = 2) -> list[tuple[subprocess.Popen, Pat
 
 
 def wait_for(procs, done, what: str) -> None:
-    """Poll until done(log texts) or TIMEOUT; on a failure or timeout kill them all and show their logs."""
+    """Poll until done(procs, log texts) or TIMEOUT; on a failure or timeout kill them all and show their logs."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < TIMEOUT:
         logs = [log.read_text() for _, log in procs]
@@ -161,28 +169,34 @@ def runs():
     generation 2 (launch 1), the sweep resumed to generation 4 in two fresh processes (launch 2)."""
     import jax
 
+    from wm_jax.metrics import read_jsonl
     from wm_jax.parallel import make_mesh
 
     with tempfile.TemporaryDirectory(prefix="wm_jax_test_dist_") as d:
-        out = Path(d)
-        first = launch("v_and_killed_sweep", out)  # start them first: they compile while this process does
-        assert len(jax.devices()) == 4, "conftest forces 4 host devices"
-        ref_v = v_steps(make_mesh())
-        ref_cfg = sweep_config(out, "single")
-        ref_sweep = run_sweep(ref_cfg)
-        wait_for(first, lambda ps, logs: all("READY" in t for t in logs), "V steps + sweep to generation 2")
-        kill(first)
-        ckpt = sweep_config(out, "multi").run_dir / "sweep" / "ckpt"
-        killed_at = (sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()), (ckpt / "DONE").exists())
-        second = launch("sweep", out)
-        wait_for(second, lambda ps, logs: all(p.poll() == 0 for p, _ in ps), "resumed sweep")
-        yield {"out": out, "ref_v": ref_v, "ref_cfg": ref_cfg, "ref_sweep": ref_sweep,
-               "killed_at": killed_at, "logs": [log.read_text() for _, log in first + second]}
+        out, first, second = Path(d), [], []
+        try:
+            first = launch("v_and_killed_sweep", out)  # started first: they compile while this process does
+            assert len(jax.devices()) == 4, "conftest forces 4 host devices"
+            ref_v = v_steps(make_mesh())
+            ref_cfg = sweep_config(out, "single")
+            assert run_sweep(ref_cfg)["generations"] == GENERATIONS
+            wait_for(first, lambda ps, logs: all("READY" in t for t in logs), "V steps + sweep to generation 2")
+            kill(first)
+            ckpt = sweep_config(out, "multi").run_dir / "sweep" / "ckpt"
+            killed_at = (sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()), (ckpt / "DONE").exists())
+            killed_records = read_jsonl(ckpt / "metrics.jsonl")
+            second = launch("sweep", out)
+            wait_for(second, lambda ps, logs: all(p.poll() == 0 for p, _ in ps), "resumed sweep")
+        finally:  # a failure in this process must not leave the workers running
+            kill(first + second)
+        yield {"out": out, "ref_v": ref_v, "ref_cfg": ref_cfg, "killed_at": killed_at, "killed_records": killed_records,
+               "logs": [log.read_text() for _, log in first + second]}
 
 
-def test_two_processes_see_four_global_devices(runs):
+def test_two_processes_join_once_and_see_four_global_devices(runs):
     for i, text in enumerate(runs["logs"][:2]):
         assert f"process {i} of 2: 2 local, 4 global devices" in text, text[-2000:]
+        assert f"rejoin as {1 - i} refused: already joined" in text  # initialize is idempotent, not re-entrant
 
 
 def test_only_process_0_writes_metrics_and_plots(runs):
@@ -278,6 +292,8 @@ def test_killed_two_process_sweep_resumes_to_the_one_process_result(runs):
     rb = read_jsonl(multi.run_dir / "sweep" / "ckpt" / "metrics.jsonl")
     # only process 0 wrote: every record once (a second writer would duplicate them), generation 3 after the kill
     assert [r["step"] for r in rb] == [r["step"] for r in ra] == [1, 2, 2, 3, 4, 4]
+    # resumed, not redone: generations 1-2 are the killed run's records, measured speeds included
+    assert rb[:3] == runs["killed_records"] and "dream_steps_per_s" in rb[0]
     for x, y in zip(ra, rb):
         assert x.keys() == y.keys()
         for k in x:

@@ -172,3 +172,101 @@ def test_cached_evaluation_is_redone_when_the_controller_weights_change(tmp_path
     np.savez(ctrl / "params.npz", w=np.full(3, 2.0, np.float32))  # new weights (retrained): scored again
     assert controller_digest(ctrl) != digest
     assert exp.evaluate("e", out, "x", controller=ctrl)["mean"] == 6.0 and calls == ["e", "e"]
+
+
+# ---------------------------------------------------------------- numbers as written, showing, comparing, resuming
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("3E5", 3e5), (".5", 0.5), ("-2.5e-3", -2.5e-3),
+                                         ("2", 2.0), ("1.0e-4", 1e-4), ("+7.", 7.0)])
+def test_float_keys_accept_scientific_notation(tmp_path, text, value):
+    """YAML 1.1 reads 1e-4 and 3E5 (no dot, or a capital E) as strings; float keys take them as numbers, on the
+    command line, in a YAML file and in a list of floats."""
+    assert load_config(None, [f"vae.learning_rate={text}"]).vae.learning_rate == value
+    tau = text.lstrip("+-")  # temperatures must be > 0
+    (tmp_path / "c.yaml").write_text(f"vae:\n  learning_rate: {text}\nes:\n  taus: [{tau}, 1.3]\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.vae.learning_rate == value and cfg.es.taus == (abs(value), 1.3)
+    assert load_config(None, [f"es.taus={tau},2"]).es.taus == (abs(value), 2.0)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", ".inf", "nan", ".nan", "1e999"])
+def test_non_finite_floats_are_refused_by_key(tmp_path, text):
+    with pytest.raises(ConfigError, match=r"config key 'vae.learning_rate' must be a finite number"):
+        load_config(None, [f"vae.learning_rate={text}"])
+    (tmp_path / "c.yaml").write_text(f"es:\n  taus: [0.5, {text}]\n")
+    with pytest.raises(ConfigError, match=r"config key 'es.taus\[1\]' must be a finite number"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("text", ["1e", "e5", "1.2.3", "0x1p3", "true"])
+def test_non_numbers_are_still_refused_for_float_keys(text):
+    with pytest.raises(ConfigError, match=r"config key 'vae.learning_rate' expects float"):
+        load_config(None, [f"vae.learning_rate={text}"])
+
+
+@pytest.mark.parametrize("path", [None, *sorted(CONFIGS.glob("*.yaml"))], ids=lambda p: p.name if p else "defaults")
+def test_format_config_round_trips(tmp_path, path):
+    from wm_jax.config import format_config
+
+    cfg = load_config(path)
+    (tmp_path / "shown.yaml").write_text(format_config(cfg))
+    assert load_config(tmp_path / "shown.yaml") == cfg
+
+
+def test_format_config_keeps_odd_values_and_shows_each_fields_doc(tmp_path):
+    from wm_jax.config import format_config
+
+    cfg = load_config(CONFIGS / "quick.yaml", ["vae.learning_rate=1e-10", "es.taus=1e-3,2", "root=/tmp/a b"])
+    cfg = cfg.replace(**{"name": "yes", "es.init": "1e-4"})  # strings YAML would read as a bool and a number
+    text = format_config(cfg)
+    (tmp_path / "shown.yaml").write_text(text)
+    assert load_config(tmp_path / "shown.yaml") == cfg
+    lines = text.splitlines()
+    assert "  learning_rate: 1.0e-10  # Adam (original)." in lines
+    assert "name: 'yes'  # Run name; the run folder is checkpoints/<name> unless `root` says otherwise." in lines
+    # a long doc goes above its key, wrapped; a doc continued on the next source line is kept whole
+    at = lines.index("  scale_inputs: false")
+    assert lines[at - 4].startswith("  # Search in standardised inputs (ours; dream mode)")
+    assert any("halves the mean length" in line for line in lines[lines.index("  doom_sweep_random_leg: 0.0") - 2:])
+    assert "# Iterative training (paper, section 5)" in text  # the section's class docstring
+    assert "EnvConfig(" not in text  # not dataclass's generated signature
+
+
+def test_config_diff_names_dotted_keys():
+    from wm_jax.config import config_diff
+
+    a = load_config(None)
+    b = a.replace(**{"vae.z_dim": 64, "es.taus": (0.5,), "name": "other"})
+    assert config_diff(a, a) == []
+    assert config_diff(a, b) == ["es.taus", "name", "vae.z_dim"]
+
+
+def test_resume_with_a_changed_key_is_refused_by_name(tmp_path):
+    from wm_jax.checkpoint import check_resume_config
+
+    saved = load_config(None, ["mdnrnn.steps=100"])
+    save_config(saved, tmp_path / "mdnrnn" / "config.json")
+    folder = tmp_path / "mdnrnn"
+    assert check_resume_config(tmp_path / "fresh", saved) == []  # nothing saved yet: a new stage
+    assert check_resume_config(folder, saved) == []
+    changed = load_config(None, ["mdnrnn.steps=100", "mdnrnn.learning_rate=1e-4", "seed=3"])
+    with pytest.raises(ConfigError, match=r"mdnrnn\.learning_rate: 0\.001 -> 0\.0001, seed: 0 -> 3.*"
+                                          r"--allow-config-change") as e:
+        check_resume_config(folder, changed)
+    assert str(folder) in str(e.value)
+    assert check_resume_config(folder, changed, allow=True) == ["mdnrnn.learning_rate", "seed"]
+
+
+def test_resume_that_only_extends_the_run_passes(tmp_path):
+    """The pipeline's iterate rounds resume M with mdnrnn.steps raised; more generations, more episodes, a new
+    run name or logging cadence change no result either."""
+    from wm_jax.checkpoint import check_resume_config, resume_allowed
+
+    saved = load_config(None, ["mdnrnn.steps=100"])
+    save_config(saved, tmp_path / "config.json")
+    longer = saved.replace(**{"mdnrnn.steps": 1600, "es.generations": 400, "data.episodes": 500, "name": "x",
+                              "mdnrnn.log_every": 7, "eval.episodes": 3})
+    assert check_resume_config(tmp_path, longer) == ["data.episodes", "es.generations", "eval.episodes",
+                                                     "mdnrnn.log_every", "mdnrnn.steps", "name"]
+    assert resume_allowed("eval.workers") and not resume_allowed("evaluate") and not resume_allowed("es.population")

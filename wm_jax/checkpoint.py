@@ -103,3 +103,49 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# Keys a stage may change when it resumes a folder whose config.json says otherwise (docs in check_resume_config).
+RESUME_EXTENDS = (  # how long to train, how much to collect: a resumed run continues to the new goal
+    "data.episodes", "data.long_hold_episodes", "data.sweep_episodes", "data.follow_episodes",
+    "vae.epochs", "vae.max_steps", "mdnrnn.steps", "es.generations", "iterate.rounds", "iterate.mdnrnn_steps",
+)
+RESUME_BOOKKEEPING = (  # where the run lives, how often it reports and saves, how many host workers: same numbers
+    "name", "root", "data.workers", "vae.log_every", "vae.checkpoint_every", "vae.encode_batch_size",
+    "mdnrnn.log_every", "mdnrnn.checkpoint_every", "mdnrnn.scan_unroll", "es.checkpoint_every",
+    "es.generations_per_call", "eval.",  # "eval.": every key of the section (no training stage reads it)
+)
+
+
+def resume_allowed(key: str) -> bool:
+    """Whether dotted `key` may differ from the saved config when a stage resumes (RESUME_EXTENDS and
+    RESUME_BOOKKEEPING; an entry ending in '.' allows its whole section)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in (*RESUME_EXTENDS, *RESUME_BOOKKEEPING))
+
+
+def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = False) -> list[str]:
+    """Refuse to resume a stage folder whose saved config.json differs from `cfg` in a key that changes results.
+
+    Allowed without asking: keys that only extend the run (RESUME_EXTENDS: more steps, generations, episodes or
+    iterate rounds; the pipeline's iterate rounds raise mdnrnn.steps) and bookkeeping that leaves the numbers
+    alone (RESUME_BOOKKEEPING: name, root, log/checkpoint cadence, worker counts, the eval section). Anything
+    else (a learning rate, a model size, a seed, es.population, ...) raises ConfigError naming the keys and both
+    values, unless `allow` (``--allow-config-change``). No config.json (a fresh folder): nothing to check.
+    Call it before ``Checkpointer(folder, cfg)``, which writes `cfg` over the saved config.json.
+    Returns every key that differs (allowed ones included), for the caller to report.
+    """
+    from wm_jax.config import ConfigError, config_diff, flatten
+
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        return []
+    saved = load_saved_config(path)
+    diff = config_diff(saved, cfg)
+    refused = [k for k in diff if not resume_allowed(k)]
+    if refused and not allow:
+        old, new = flatten(saved), flatten(cfg)
+        changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused)
+        raise ConfigError(f"{Path(folder)} was trained with another config ({changes}); resuming it would mix the two. "
+                          "Rerun with the saved values, use another run name, or allow the change "
+                          "(--allow-config-change)")
+    return diff

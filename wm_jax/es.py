@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from wm_jax.config import Config, ConfigError
 from wm_jax.envs import dream, dream_batch
 from wm_jax.envs.dream_batch import tau_axes
-from wm_jax.parallel import AXIS, make_mesh
+from wm_jax.parallel import AXIS, make_mesh, replicate
 
 
 @struct.dataclass
@@ -245,11 +245,11 @@ class ESProgram:
         """A fresh ES state per τ, its search distribution centred on `mean` (a controller pytree; default: the
         template, i.e. the controller's initialisation; ``es.init`` passes a trained controller here)."""
         mean = self.template if mean is None else jax.tree.map(jnp.asarray, mean)
-        return jax.device_put(self._init(key, n_tau, mean), self.replicated)
+        return replicate(self._init(key, n_tau, mean), self.mesh)  # multi-process safe (wm_jax.parallel.put)
 
     def run(self, carry: ESCarry, params: dream.DreamParams, n: int = 1) -> tuple[ESCarry, dict]:
         """n generations; params.tau must be a [n_tau] vector (see with_taus). Metrics: dict of [n, n_tau]."""
-        return self._run(jax.device_put(carry, self.replicated), params, n)
+        return self._run(replicate(carry, self.mesh), params, n)
 
     def evaluate(self, ctrl_params: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> jax.Array:
         """Mean dream return [n_tau] of one controller per τ (leaves [n_tau, ...]) over `trials` episodes."""

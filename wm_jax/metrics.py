@@ -36,26 +36,33 @@ class MetricsWriter:
     """Append metrics to ``<dir>/metrics.jsonl`` and TensorBoard event files in ``<dir>/tb``.
 
     Records at or past `resume_step` from an earlier (killed) run are dropped on open, so a resumed run
-    does not write the same step twice.
+    does not write the same step twice. In a multi-process run only process 0 writes (wm_jax.distributed);
+    on the others the writer is inert: it opens, truncates and writes nothing.
     """
 
     def __init__(self, directory: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+        from wm_jax.distributed import is_main_process
+
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / "metrics.jsonl"
+        self._file, self._tb = None, None
+        if not is_main_process():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             keep = [r for r in read_jsonl(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
             os.replace(tmp, self.path)
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.directory / "tb"), flush_secs=10)
 
     def write(self, step: int, **values: Any) -> None:
+        if self._file is None:  # not process 0
+            return
         rec = {"step": int(step)}
         for k, v in values.items():
             v = float(np.asarray(v))
@@ -66,7 +73,8 @@ class MetricsWriter:
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 
@@ -93,7 +101,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def plot_curves(jsonl: str | os.PathLike, png: str | os.PathLike, keys: list[str], title: str = "",
                 series: list[str] | None = None) -> Path:
     """Plot `keys` of a metrics.jsonl against step into a PNG (one panel per key). With `series`, each panel
-    draws one labelled line per prefix: "<prefix>/<key>" (e.g. one per τ of a sweep)."""
+    draws one labelled line per prefix: "<prefix>/<key>" (e.g. one per τ of a sweep). Only process 0 of a
+    multi-process run draws; the others return the path without writing."""
+    from wm_jax.distributed import is_main_process
+
+    if not is_main_process():
+        return Path(png)
     import matplotlib
 
     matplotlib.use("Agg")

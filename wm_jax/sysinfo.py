@@ -54,6 +54,38 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def git_state(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """{"commit": hash, "dirty": bool} of the git checkout holding `path` (default: this package's folder);
+    both None outside a checkout, or where git is missing or does not answer. Dirty: a tracked file differs
+    from the commit (untracked files do not count)."""
+    import subprocess
+
+    where = str(path if path is not None else os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):  # no git binary, or it hung
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def provenance(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Where a result came from: the code's git commit and dirty flag (see git_state), JAX's backend, device
+    kind, the device count (every process's) and the process count. Starts JAX if it has not started."""
+    import jax
+
+    devs = jax.devices()
+    return {**git_state(path), "backend": jax.default_backend(), "device_kind": devs[0].device_kind,
+            "device_count": len(devs), "process_count": jax.process_count()}
+
+
 def time_call(fn: Callable[[], Any], repeats: int = 3, min_seconds: float = 1.0) -> float:
     """Best seconds per call of `fn` (which must block, e.g. end in block_until_ready); compile excluded.
 

@@ -210,6 +210,7 @@ def _loop(cfg: Config, st: VState, train_set, mesh, ck, folder: Path, goal: int,
     from tqdm import tqdm
 
     from wm_jax.metrics import MetricsWriter
+    from wm_jax.parallel import shard_batch
 
     v, step, pos = cfg.vae, st.step, st.pos
     params, opt_state = st.params, st.opt_state
@@ -221,6 +222,7 @@ def _loop(cfg: Config, st: VState, train_set, mesh, ck, folder: Path, goal: int,
     try:
         while step < stop:
             epoch, i, frames = next(batches)
+            frames = shard_batch(frames, mesh)  # a global array: jit takes no numpy batch across processes
             params, opt_state, m = train_step(params, opt_state, frames, st.key_data, jnp.int32(step))
             step, pos = step + 1, (epoch, i + 1)
             if pending is not None:

@@ -78,3 +78,32 @@ def test_experiments_write_into_the_run_folder_unless_recorded(tmp_path):
     rec = Experiment("q", "configs/quick.yaml", [f"root={tmp_path}"], record=True)
     assert rec.results_dir == Path("results") / "q"
     rec.results_dir.rmdir()  # made by the constructor; nothing else written there
+
+
+def test_config_show_takes_1e4_and_round_trips(tmp_path, capsys):
+    from wm_jax.config import load_config
+
+    assert main(["config", "show", "--config", "configs/quick.yaml", "vae.learning_rate=1e-4", "es.sigma_init=.05"]) == 0
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(capsys.readouterr().out)
+    want = load_config("configs/quick.yaml", ["vae.learning_rate=1e-4", "es.sigma_init=.05"])
+    assert load_config(shown) == want and want.vae.learning_rate == 1e-4 and want.es.sigma_init == 0.05
+
+
+def test_resuming_with_a_result_changing_key_is_refused_naming_it(tmp_path, capsys):
+    from wm_jax.config import ConfigError, load_config, save_config
+    from wm_jax.stages import train_vae
+
+    cfg = load_config("configs/quick.yaml", [f"root={tmp_path}"])
+    save_config(cfg, cfg.run_dir / "vae" / "config.json")  # as a V run left it
+    with pytest.raises(ConfigError, match=r"vae\.z_dim: 32 -> 16"):
+        train_vae(cfg.replace(**{"vae.z_dim": 16}))
+    argv = ["train-vae", "--config", "configs/quick.yaml", f"root={tmp_path}", "vae.z_dim=16", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "vae.z_dim" in err and "--allow-config-change" in err
+    assert main([*argv, "--allow-config-change"]) == 2  # allowed: it goes on, and stops at the missing data
+    assert "missing prerequisite" in capsys.readouterr().err
+    # keys other stages own (es.*) and extensions of V's own run do not count for V
+    with pytest.raises(FileNotFoundError):
+        train_vae(cfg.replace(**{"es.population": 8, "vae.max_steps": 10_000}))

@@ -123,7 +123,8 @@ def resume_allowed(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in (*RESUME_EXTENDS, *RESUME_BOOKKEEPING))
 
 
-def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = False) -> list[str]:
+def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = False,
+                        sections: tuple[str, ...] | None = None) -> list[str]:
     """Refuse to resume a stage folder whose saved config.json differs from `cfg` in a key that changes results.
 
     Allowed without asking: keys that only extend the run (RESUME_EXTENDS: more steps, generations, episodes or
@@ -131,6 +132,8 @@ def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = Fa
     alone (RESUME_BOOKKEEPING: name, root, log/checkpoint cadence, worker counts, the eval section). Anything
     else (a learning rate, a model size, a seed, es.population, ...) raises ConfigError naming the keys and both
     values, unless `allow` (``--allow-config-change``). No config.json (a fresh folder): nothing to check.
+    `sections`: only keys starting with one of these prefixes count (e.g. ``("seed", "env.", "data.", "vae.")``
+    for V, which no es.* key changes); None: every key.
     Call it before ``Checkpointer(folder, cfg)``, which writes `cfg` over the saved config.json.
     Returns every key that differs (allowed ones included), for the caller to report.
     """
@@ -140,7 +143,7 @@ def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = Fa
     if not path.exists():
         return []
     saved = load_saved_config(path)
-    diff = config_diff(saved, cfg)
+    diff = [k for k in config_diff(saved, cfg) if sections is None or k.startswith(sections)]
     refused = [k for k in diff if not resume_allowed(k)]
     if refused and not allow:
         old, new = flatten(saved), flatten(cfg)

@@ -88,6 +88,7 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
         "mdnrnn_untrained": cfg.eval.mdnrnn_untrained, "vae_untrained": cfg.eval.vae_untrained,
         "controller_inputs": cfg.controller.inputs, "controller_hidden": cfg.controller.hidden,
         "wall_s": t2 - t0, "startup_s": t1 - t0, "frames": frames, "frames_per_s": frames / max(t2 - t1, 1e-9),
+        "provenance": _provenance(), "config": cfg.to_dict(),
     }
     if cfg.env.name == "takecover":  # the real game's hazard by time, to set beside dream-check's dream hazard
         summary["hazard_edges"] = list(HAZARD_EDGES)
@@ -99,6 +100,16 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
         for name, clip in clips.items():
             save_gif(clip, out / f"{name}.gif")
     return summary
+
+
+def _provenance() -> dict:
+    """git commit + dirty flag, and the backend when the agent ran (no JAX is started for a policy without
+    models)."""
+    import sys
+
+    from wm_jax.sysinfo import git_state, provenance
+
+    return provenance() if "jax" in sys.modules else git_state()
 
 
 def default_out(run: Path, policy_kind: str) -> Path:

@@ -134,7 +134,7 @@ class Experiment:
     def finish(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], extra: dict | None = None) -> Path:
         """Write results.json and table.md (and copy the run's plots) into results/<name>/."""
         from wm_jax.checkpoint import write_json_atomic
-        from wm_jax.sysinfo import machine
+        from wm_jax.sysinfo import machine, provenance
 
         wall = sum(self.times.values())
         rec = {
@@ -144,6 +144,8 @@ class Experiment:
             "scale": self.scale or self.name.rsplit("_", 1)[-1],
             "date": time.strftime("%Y-%m-%d"),
             "machine": machine(),
+            "provenance": provenance(),  # git commit + dirty flag, backend, device kind and count
+            "resolved_config": self.cfg.to_dict(),
             "wall_time_h": wall / 3600,  # sum of stage times, over every (resumed) invocation
             "stage_seconds": self.times,
             # programs already in the compile cache when the last invocation started (0: everything compiled)

@@ -39,6 +39,21 @@ def show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
+# The config sections each trained stage depends on: a resume is refused when one of their keys changed
+# (wm_jax.checkpoint.check_resume_config; more steps, generations or episodes are allowed).
+V_KEYS = ("seed", "env.", "data.", "vae.")
+M_KEYS = (*V_KEYS, "mdnrnn.")
+C_KEYS = (*M_KEYS, "es.", "controller.")
+
+
+def guard_resume(folder: Path, cfg: Config, allow: bool, sections: tuple[str, ...]) -> None:
+    """ConfigError naming the keys when `folder` was trained with other values of `sections`' keys (unless
+    `allow`, the CLI's --allow-config-change)."""
+    from wm_jax.checkpoint import check_resume_config
+
+    check_resume_config(folder, cfg, allow=allow, sections=sections)
+
+
 def check_taus(taus: Sequence[float]) -> tuple[float, ...]:
     """Temperatures as a tuple, checked: non-empty, positive, no duplicates (ConfigError otherwise)."""
     taus = tuple(float(t) for t in taus)
@@ -67,11 +82,14 @@ def collect(cfg: Config, *, progress: bool | None = None) -> StageResult:
         "mean_return": float(np.mean(returns)) if returns else float("nan")})
 
 
-def train_vae(cfg: Config, *, plots: bool = True, progress: bool | None = None) -> StageResult:
-    """Train (or resume) V on the collected frames; summary: step, held-out MSE (+ TakeCover fireball recall)."""
+def train_vae(cfg: Config, *, plots: bool = True, progress: bool | None = None,
+              allow_config_change: bool = False) -> StageResult:
+    """Train (or resume) V on the collected frames; summary: step, held-out MSE (+ TakeCover fireball recall).
+    A resume with other V settings is refused unless `allow_config_change`."""
     from wm_jax.io import VAE_DIR
     from wm_jax.train.vae import train
 
+    guard_resume(cfg.run_dir / VAE_DIR, cfg, allow_config_change, V_KEYS)
     summary = train(cfg, plots=plots, progress=show_progress(progress))
     return StageResult("train-vae", cfg.run_dir / VAE_DIR, summary)
 
@@ -94,12 +112,14 @@ def encode(cfg: Config, *, progress: bool | None = None) -> StageResult:
     return StageResult("encode", Path(summary["latents_dir"]), summary)
 
 
-def train_mdnrnn(cfg: Config, *, member: int = 0, plots: bool = True,
-                 progress: bool | None = None) -> StageResult:
-    """Train (or resume) M on the encoded sequences; `member` e >= 1 trains dynamics-ensemble member e."""
+def train_mdnrnn(cfg: Config, *, member: int = 0, plots: bool = True, progress: bool | None = None,
+                 allow_config_change: bool = False) -> StageResult:
+    """Train (or resume) M on the encoded sequences; `member` e >= 1 trains dynamics-ensemble member e.
+    A resume with other M (or V, data) settings is refused unless `allow_config_change`."""
     from wm_jax.io import member_dir
     from wm_jax.train.mdnrnn import train
 
+    guard_resume(member_dir(cfg.run_dir, member), cfg, allow_config_change, M_KEYS)
     summary = train(cfg, plots=plots, member=member, progress=show_progress(progress))
     return StageResult("train-mdnrnn", member_dir(cfg.run_dir, member), summary)
 
@@ -107,10 +127,13 @@ def train_mdnrnn(cfg: Config, *, member: int = 0, plots: bool = True,
 # ---------------------------------------------------------------- C: in the dream or the real env
 
 
-def train_controller(cfg: Config, *, gif: bool = True, progress: bool | None = None) -> StageResult:
-    """Train C with CMA-ES in M's dream at es.temperature (es.mode=dream) or in the real env (es.mode=real)."""
+def train_controller(cfg: Config, *, gif: bool = True, progress: bool | None = None,
+                     allow_config_change: bool = False) -> StageResult:
+    """Train C with CMA-ES in M's dream at es.temperature (es.mode=dream) or in the real env (es.mode=real).
+    A resume with other ES/controller (or world-model) settings is refused unless `allow_config_change`."""
     from wm_jax.io import CONTROLLER_DIR
 
+    guard_resume(cfg.run_dir / CONTROLLER_DIR, cfg, allow_config_change, C_KEYS)
     if cfg.es.mode == "real":
         from wm_jax.train.controller_real import run_real_es
 
@@ -123,7 +146,7 @@ def train_controller(cfg: Config, *, gif: bool = True, progress: bool | None = N
 
 
 def sweep_temperature(cfg: Config, taus: Sequence[float] | None = None, *, gif: bool = True,
-                      progress: bool | None = None) -> StageResult:
+                      progress: bool | None = None, allow_config_change: bool = False) -> StageResult:
     """One C per dream temperature τ (default es.taus), all τ trained in one batched program; writes
     ``<run>/sweep/tau_<τ>/`` and ``<run>/sweep/scores.json``."""
     from wm_jax.train.sweep import sweep
@@ -131,6 +154,7 @@ def sweep_temperature(cfg: Config, taus: Sequence[float] | None = None, *, gif: 
     if cfg.es.mode != "dream":
         raise ConfigError("config key 'es.mode': the temperature sweep trains in the dream; set es.mode=dream")
     taus = check_taus(cfg.es.taus if taus is None else taus)
+    guard_resume(cfg.run_dir / "sweep" / "ckpt", cfg, allow_config_change, C_KEYS)
     summary = sweep(cfg, taus, gif=gif, progress=show_progress(progress))
     return StageResult("sweep-temperature", cfg.run_dir / "sweep", {**summary, "taus": list(taus)})
 

@@ -36,9 +36,10 @@ def output_path(stage: str, env: str | None, out: str | os.PathLike | None, reco
 
 def run_stage(stage: str, opts: Any, out: str | os.PathLike | None = None, record: bool = False) -> Path:
     """Measure `stage` with options `opts`; print the JSON, write it atomically; return its path."""
-    from wm_jax.sysinfo import conditions
+    from wm_jax.sysinfo import conditions, provenance
 
-    result = {"stage": stage, **importlib.import_module(f"wm_jax.bench.{stage}").measure(opts), **conditions()}
+    result = {"stage": stage, **importlib.import_module(f"wm_jax.bench.{stage}").measure(opts), **conditions(),
+              "provenance": provenance(), "options": _options(opts)}
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     path = output_path(stage, result.get("env"), out, record)
@@ -48,3 +49,9 @@ def run_stage(stage: str, opts: Any, out: str | os.PathLike | None = None, recor
     tmp.replace(path)
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+def _options(opts: Any) -> dict:
+    """The benchmark's resolved options (JSON-safe), recorded beside its numbers."""
+    items = vars(opts).items() if hasattr(opts, "__dict__") else dict(opts).items()
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v) for k, v in items}

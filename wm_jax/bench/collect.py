@@ -14,13 +14,13 @@ import time
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--env", choices=("carracing", "takecover"), default="takecover")
+    parser.add_argument("--env", choices=("carracing", "takecover"), default="takecover", help="which real environment")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per core)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per worker")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--stock", action="store_true", help="CarRacing: gymnasium's own renderer")
     parser.add_argument("--write", action="store_true", help="whole episodes + shard writing, as collect does")
-    parser.add_argument("--compress-level", type=int, default=1)
+    parser.add_argument("--compress-level", type=int, default=1, help="zlib level of the episode shards written (data.compress_level)")
 
 
 def _bench_worker(rank: int, env_name: str, fast: bool, seconds: float, warmup: float, write: bool,

@@ -25,7 +25,7 @@ SIZES = {  # (z_dim, lstm hidden, controller inputs, restart flag): the paper's 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--env", choices=sorted(SIZES), default="takecover")
+    parser.add_argument("--env", choices=sorted(SIZES), default="takecover", help="which real environment")
     parser.add_argument("--workers", type=int, default=0, help="env worker processes (0 = one per core)")
     parser.add_argument("--envs-per-worker", type=int, default=0, help="slots per worker (0 = env default)")
     parser.add_argument("--episodes", type=int, default=0, help="episodes per measurement (0 = env default)")
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
                              "--envs-per-worker); the fastest is reported at the top level")
     # a test hook, hidden from --help ("==SUPPRESS==" is argparse.SUPPRESS)
     parser.add_argument("--factory", default="wm_jax.envs:make_env", help="==SUPPRESS==")
-    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--seed", type=int, default=123, help="first environment seed of the measured episodes")
     parser.add_argument("--repeats", type=int, default=2, help="alternating raw/policy runs; best of each kept")
 
 

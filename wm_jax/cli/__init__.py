@@ -28,6 +28,13 @@ def add_common_flags(parser: argparse.ArgumentParser, config: bool = True) -> No
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars (automatic when stderr is not a terminal)")
     parser.add_argument("--no-plots", action="store_true", help="skip PNG plots and GIFs")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume a stage folder even though its saved config differs in a key that changes "
+                             "results (refused by default, naming the keys)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="join a multi-process run (jax.distributed.initialize) before JAX starts: coordinator, "
+                             "process count and id from WM_JAX_* variables or SLURM/TPU detection "
+                             "(docs/distributed.md)")
 
 
 def progress_flag(args: argparse.Namespace) -> bool | None:
@@ -50,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     return top
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; key=value overrides may also follow a command's own positional arguments and options
+    (``wm-jax config show --config F vae.learning_rate=1e-4``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overridable = getattr(args, "_command", None) is not None and args._command.config
+        if not overridable or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -64,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wm_jax import compile_cache
 
         compile_cache.enable()
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     cmd = args._command
+    from wm_jax.distributed import maybe_initialize
+
+    maybe_initialize(args.distributed)  # before any JAX computation (no command has run yet)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # `kill` (SIGTERM) stops a command like Ctrl-C: checkpoints stay whole
         previous = signal.signal(signal.SIGTERM, _interrupt)

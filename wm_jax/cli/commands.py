@@ -61,7 +61,8 @@ def _run_collect(args: argparse.Namespace) -> int:
 def _run_train_vae(args: argparse.Namespace) -> int:
     from wm_jax.stages import train_vae
 
-    r = train_vae(_config(args), plots=not args.no_plots, progress=progress_flag(args))
+    r = train_vae(_config(args), plots=not args.no_plots, progress=progress_flag(args),
+                  allow_config_change=args.allow_config_change)
     if "holdout_mse" in r.summary:
         print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames")
     if r.get("fireball_recall") is not None:
@@ -119,7 +120,8 @@ def _flags_train_mdnrnn(p: argparse.ArgumentParser) -> None:
 def _run_train_mdnrnn(args: argparse.Namespace) -> int:
     from wm_jax.stages import train_mdnrnn
 
-    r = train_mdnrnn(_config(args), member=args.member, plots=not args.no_plots, progress=progress_flag(args))
+    r = train_mdnrnn(_config(args), member=args.member, plots=not args.no_plots, progress=progress_flag(args),
+                     allow_config_change=args.allow_config_change)
     held = r.get("heldout") or {}
     if held:
         print(f"held-out NLL/dim {held['nll_mean']:.4f} (mu targets {held['nll_mean_mu']:.4f}); done precision "
@@ -135,7 +137,8 @@ def _run_train_controller(args: argparse.Namespace) -> int:
     from wm_jax.stages import train_controller
 
     cfg = _config(args)
-    s = train_controller(cfg, gif=not args.no_plots, progress=progress_flag(args)).summary
+    s = train_controller(cfg, gif=not args.no_plots, progress=progress_flag(args),
+                         allow_config_change=args.allow_config_change).summary
     if cfg.es.mode == "real":
         print(f"controller (real {s['env']}): best evaluated ES mean {s['eval_return']:.2f} over "
               f"{s['eval_trials']} episodes after {s['generations']} generations ({s['population']} x "
@@ -153,7 +156,8 @@ def _flags_taus(p: argparse.ArgumentParser, default: str) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     from wm_jax.stages import sweep_temperature
 
-    r = sweep_temperature(_config(args), args.taus, gif=not args.no_plots, progress=progress_flag(args))
+    r = sweep_temperature(_config(args), args.taus, gif=not args.no_plots, progress=progress_flag(args),
+                          allow_config_change=args.allow_config_change)
     for t, ret, d in zip(r["taus"], r["eval_return"], r["dirs"]):
         print(f"tau {t:g}: dream return {ret:.2f}  ->  {d}")
     return 0

@@ -4,11 +4,15 @@ by C → encode → M trained further) → sweep-temperature (batched τ) → ev
 
 import json
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from wm_jax.pipeline import Experiment, StageError, sweep_and_score, tau_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "data.episodes=4", "data.long_hold_episodes=1", "data.sweep_episodes=1", "data.workers=2", "env.max_steps=60",
@@ -22,10 +26,21 @@ TINY = [
 ]
 
 
+def git_status() -> str | None:
+    """`git status --porcelain` of this checkout (None where git or a checkout is missing)."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def test_whole_pipeline_on_real_frames(tmp_path):
-    exp = Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
-                     results_root=tmp_path / "results")
+    before = git_status()
+    exp = Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY])  # not recorded
     out = tau_table(exp, (0.5, 1.0), paper=(0.5,))  # 1.0 plays a τ beyond the paper's table
+    assert out == tmp_path / "runs" / "quick" / "results"  # the table lands in the run folder, not in results/
+    assert git_status() == before  # the run changed no tracked file and left nothing new in the checkout
     rec = json.loads((out / "results.json").read_text())
     assert [r["agent"] for r in rec["rows"]] == ["random policy", "sweeping left/right every 120 steps (no models)",
                                                  "C trained in the dream",
@@ -63,8 +78,7 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     assert (out / "dream_check.json").exists()  # the fixed policies' dream scores, beside the table
     # rerunning the experiment resumes: every stage is skipped or cached, the table is the same
     again = json.loads((tau_table(Experiment("smoke_quick", "configs/quick.yaml",
-                                             [f"root={tmp_path / 'runs'}", *TINY],
-                                             results_root=tmp_path / "results"), (0.5, 1.0), paper=(0.5,),
+                                             [f"root={tmp_path / 'runs'}", *TINY]), (0.5, 1.0), paper=(0.5,),
                                    dream_check=False)
                         / "results.json")
                        .read_text())

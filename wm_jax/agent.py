@@ -86,14 +86,13 @@ def policy_step(spec: AgentSpec, params: AgentParams, state: LSTMState, frames: 
     return actions, new_state
 
 
-_COMPILED: dict[AgentSpec, Any] = {}
+# `spec` (a NamedTuple) is a static argument: jit's own cache holds one program per (spec, shapes).
+policy_step_jit = jax.jit(policy_step, static_argnums=0)
 
 
 def make_policy(spec: AgentSpec):
-    """The jitted :func:`policy_step` for `spec` (cached, so every caller shares one compilation per shape)."""
-    if spec not in _COMPILED:
-        _COMPILED[spec] = jax.jit(lambda p, s, f, fi, i, n=None: policy_step(spec, p, s, f, fi, i, n))
-    return _COMPILED[spec]
+    """:func:`policy_step` jitted, with `spec` bound: every caller shares one compilation per spec and shape."""
+    return functools.partial(policy_step_jit, spec)
 
 
 # ---------------------------------------------------------------- parameters

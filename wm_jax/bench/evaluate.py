@@ -51,7 +51,7 @@ def _policy_alone(spec, params, n: int) -> dict:
     """Time the jitted policy step on a batch of n frames (no envs): frames/s, FLOPs per frame, GFLOP/s."""
     import jax
 
-    from wm_jax.agent import make_policy
+    from wm_jax.agent import make_policy, policy_step_jit
     from wm_jax.models.mdnrnn import zero_state
     from wm_jax.sysinfo import peak_flops, time_call
 
@@ -62,7 +62,7 @@ def _policy_alone(spec, params, n: int) -> dict:
     index = np.zeros(n, np.int32)
     flops = None
     try:
-        cost = step.lower(params, state, frames, first, index).compile().cost_analysis()
+        cost = policy_step_jit.lower(spec, params, state, frames, first, index).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost.get("flops", 0.0)) or None
     except Exception:  # cost analysis is best-effort

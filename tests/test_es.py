@@ -87,6 +87,22 @@ def test_resume_equals_uninterrupted(runs):
            [(r["mean_return"], r["best_fitness"], r["std"]) for r in rb]
 
 
+def test_progress_fn_replaces_the_default_report(tmp):
+    """train_dream(progress_fn=...): one DreamReport per program call (es.generations_per_call=2), evaluations at the
+    es.eval_every=3 crossings and the end; the default report (metrics.jsonl) is not written, the outputs are."""
+    from wm_jax.train.controller import DreamReport
+
+    cfg = load_config(None, [*OVERRIDES, f"root={tmp / 'pfn'}"])
+    reports: list[DreamReport] = []
+    s = train_dream(cfg, mdn=toy_m(), bank=BANK, gif=False, progress=False, progress_fn=reports.append)
+    assert [(r.generation, r.generations) for r in reports] == [(2, 2), (4, 2), (6, 2)]
+    assert [r.eval_return is not None for r in reports] == [False, True, True]
+    assert all(r.metrics["mean_return"].shape == (2, 1) and r.steps_per_s > 0 for r in reports)
+    assert reports[-1].eval_return[0] <= s["eval_return"][0] and reports[-1].select_return is None
+    assert not (cfg.run_dir / "controller" / "metrics.jsonl").exists()
+    assert (cfg.run_dir / "controller" / "DONE").exists() and load_controller(cfg.run_dir)["w"].shape == (Z + H, 1)
+
+
 def test_init_starts_the_search_at_a_trained_controller(runs, tmp):
     """es.init: the ES mean starts at a trained controller: its first generation already survives (the zero
     controller dies at once, test above); a controller of other shapes or a missing one is refused by key."""

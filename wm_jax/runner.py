@@ -7,6 +7,7 @@ either) over the slots of a :class:`~wm_jax.envs.vector.VectorEnv`. No JAX here.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -135,109 +136,184 @@ def run_episodes(venv, policy, episodes: list[EpisodeSpec], groups: int = 1, rec
     """
     from tqdm import tqdm
 
-    n = venv.num_envs
-    blocks = worker_groups(venv.num_workers, groups)
-    group_slots = [np.asarray([s for w in ws for s in venv.worker_slots[w]], int) for ws in blocks]
-    slot_ep = np.full(n, -1)
-    cand = np.zeros(n, np.int32)
-    first = np.zeros(n, bool)
-    ret = np.zeros(n, np.float64)
-    length = np.zeros(n, np.int64)
-    since_gain = np.zeros(n, np.int64)  # steps since the last positive reward
-    frames_of: dict[int, list[np.ndarray]] = {}
-    traj: dict[int, tuple[list, list, list]] = {}  # slot -> (frames, actions, rewards) when on_episode is given
-    results: list[EpisodeResult | None] = [None] * len(episodes)
-    extremes: dict[str, tuple[float, int, np.ndarray]] = {}
-    queue = list(range(len(episodes)))[::-1]
+    clips = ExtremeClips() if record else None
+    sink = EpisodeSink(on_episode, episodes) if on_episode is not None else None
+    recorders = [r for r in (clips, sink) if r is not None]
     bar = tqdm(total=len(episodes), desc=desc, disable=not progress, unit="ep", dynamic_ncols=True)
 
-    def start(slots: np.ndarray) -> None:
-        chosen, seeds = [], []
-        for s in slots:
-            if queue:
-                e = queue.pop()
-                slot_ep[s], cand[s], first[s], ret[s], length[s] = e, episodes[e].candidate, True, 0.0, 0
-                since_gain[s] = 0
-                policy.begin(int(s), episodes[e].seed)
-                chosen.append(int(s))
-                seeds.append(episodes[e].seed)
-            else:
-                slot_ep[s] = -1
-        if chosen:
-            venv.reset(chosen, seeds)
-            if record:
-                for s in chosen:
-                    frames_of[s] = [venv.buffers["frames"][s].copy()]
-            if on_episode is not None:
-                for s in chosen:
-                    traj[s] = ([venv.buffers["frames"][s].copy()], [], [])
-
-    def finish(s: int, terminated: bool) -> None:
-        e = int(slot_ep[s])
-        results[e] = EpisodeResult(e, episodes[e].seed, int(cand[s]), float(ret[s]), int(length[s]), terminated)
-        if record:
-            clip = np.stack(frames_of.pop(s))
-            for key, better in (("best", lambda a, b: a > b), ("worst", lambda a, b: a < b)):
-                old = extremes.get(key)
-                if old is None or better(ret[s], old[0]) or (ret[s] == old[0] and e < old[1]):
-                    extremes[key] = (float(ret[s]), e, clip)
-        if on_episode is not None:
-            from wm_jax.data.shards import Episode
-
-            fr, ac, rw = traj.pop(s)
-            t = len(ac)
-            ends = [np.zeros(t, bool), np.zeros(t, bool)]
-            ends[0 if terminated else 1][-1] = True  # terminated, or cut (env cap or host cut): truncated
-            on_episode(e, Episode(np.stack(fr), np.stack(ac).astype(np.float32), np.asarray(rw, np.float32),
-                                  *ends, int(episodes[e].seed)))
+    def report(done: list[EpisodeResult]) -> None:
         bar.update(1)
-        done = [r.ret for r in results if r is not None]
-        bar.set_postfix(mean=f"{np.mean(done):.1f}")
-
-    def launch(g: int) -> bool:
-        slots = group_slots[g]
-        live = slots[slot_ep[slots] >= 0]
-        if live.size == 0:
-            return False
-        acts = policy.act(g, venv.buffers["frames"][slots], first[slots], cand[slots], slots)
-        first[slots] = False
-        taken = np.asarray(acts)[slot_ep[slots] >= 0]
-        if on_episode is not None:
-            for s, a in zip(live, taken):
-                traj[s][1].append(np.array(a, np.float32).reshape(-1))
-        venv.step_async(live, taken)
-        return True
+        bar.set_postfix(mean=f"{np.mean([r.ret for r in done]):.1f}")
 
     try:
-        start(np.arange(n))
-        pending = [launch(g) for g in range(len(blocks))]
-        while any(pending):
-            for g, ws in enumerate(blocks):
-                if not pending[g]:
-                    continue
-                live = group_slots[g][slot_ep[group_slots[g]] >= 0]
-                buf = venv.step_wait(set(ws))
-                ret[live] += buf["rewards"][live]
-                length[live] += 1
-                since_gain[live] = np.where(buf["rewards"][live] > 0, 0, since_gain[live] + 1)
-                ended = buf["terminated"][live] | buf["truncated"][live]
-                if max_len > 0:
-                    ended |= length[live] >= max_len
-                if stall > 0:
-                    ended |= since_gain[live] >= stall
-                if record:
-                    for s in live:
-                        frames_of[s].append(buf["frames"][s].copy())
-                if on_episode is not None:
-                    for s in live:
-                        traj[s][0].append(buf["frames"][s].copy())
-                        traj[s][2].append(float(buf["rewards"][s]))
-                for s, term in zip(live[ended], buf["terminated"][live][ended]):
-                    finish(int(s), bool(term))
-                if ended.any():
-                    start(live[ended])
-                pending[g] = launch(g)
+        results = EpisodeLoop(venv, policy, episodes, groups, max_len, stall, recorders, report).run()
     finally:
         bar.close()
-    assert all(r is not None for r in results)
-    return results, {k: v[2] for k, v in extremes.items()}
+    return results, clips.clips() if clips is not None else {}
+
+
+@dataclasses.dataclass
+class SlotBook:
+    """What each slot of the vector env plays (arrays [num_envs], updated in place)."""
+    episode: np.ndarray  # int: index into the requested episodes (-1: idle, none left to play)
+    candidate: np.ndarray  # int32: the controller (row of AgentParams.controllers) playing it
+    first: np.ndarray  # bool: the next action is the episode's first
+    ret: np.ndarray  # float64: return so far
+    length: np.ndarray  # int64: steps so far
+    since_gain: np.ndarray  # int64: steps since the last positive reward
+
+    @classmethod
+    def idle(cls, n: int) -> SlotBook:
+        return cls(np.full(n, -1), np.zeros(n, np.int32), np.zeros(n, bool), np.zeros(n, np.float64),
+                   np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+
+class EpisodeLoop:
+    """``run_episodes``' loop: start episodes in free slots, launch each block's step, book its outcome.
+    `recorders` see every slot's frames and actions (``ExtremeClips``, ``EpisodeSink``); `progress_fn(done)` gets
+    the finished episodes' results after each one ends."""
+
+    def __init__(self, venv, policy, episodes: list[EpisodeSpec], groups: int, max_len: int, stall: int,
+                 recorders: list, progress_fn):
+        self.venv, self.policy, self.episodes, self.max_len, self.stall = venv, policy, episodes, max_len, stall
+        self.recorders, self.progress_fn = recorders, progress_fn
+        self.blocks = worker_groups(venv.num_workers, groups)
+        self.group_slots = [np.asarray([s for w in ws for s in venv.worker_slots[w]], int) for ws in self.blocks]
+        self.book = SlotBook.idle(venv.num_envs)
+        self.results: list[EpisodeResult | None] = [None] * len(episodes)
+        self.queue = list(range(len(episodes)))[::-1]
+
+    def run(self) -> list[EpisodeResult]:
+        self.start(np.arange(self.venv.num_envs))
+        pending = [self.launch(g) for g in range(len(self.blocks))]
+        while any(pending):
+            for g in range(len(self.blocks)):
+                if pending[g]:
+                    pending[g] = self.advance(g)
+        assert all(r is not None for r in self.results)
+        return self.results
+
+    def start(self, slots: np.ndarray) -> None:
+        """The next queued episodes begin in `slots` (those left over go idle)."""
+        b, chosen, seeds = self.book, [], []
+        for s in slots:
+            if not self.queue:
+                b.episode[s] = -1
+                continue
+            e = self.queue.pop()
+            b.episode[s], b.candidate[s], b.first[s] = e, self.episodes[e].candidate, True
+            b.ret[s], b.length[s], b.since_gain[s] = 0.0, 0, 0
+            self.policy.begin(int(s), self.episodes[e].seed)
+            chosen.append(int(s))
+            seeds.append(self.episodes[e].seed)
+        if chosen:
+            self.venv.reset(chosen, seeds)
+            for rec in self.recorders:
+                for s in chosen:
+                    rec.begin(s, self.venv.buffers["frames"][s])
+
+    def launch(self, g: int) -> bool:
+        """Block g's live slots start their next step (False: none is live)."""
+        slots, b = self.group_slots[g], self.book
+        live = slots[b.episode[slots] >= 0]
+        if live.size == 0:
+            return False
+        acts = self.policy.act(g, self.venv.buffers["frames"][slots], b.first[slots], b.candidate[slots], slots)
+        b.first[slots] = False
+        taken = np.asarray(acts)[b.episode[slots] >= 0]
+        for rec in self.recorders:
+            for s, a in zip(live, taken):
+                rec.action(s, a)
+        self.venv.step_async(live, taken)
+        return True
+
+    def advance(self, g: int) -> bool:
+        """Wait for block g's step, book it, end and restart episodes, then launch the block's next step."""
+        live = self.group_slots[g][self.book.episode[self.group_slots[g]] >= 0]
+        buf = self.venv.step_wait(set(self.blocks[g]))
+        ended = self.book_step(live, buf)
+        for rec in self.recorders:
+            for s in live:
+                rec.step(s, buf["frames"][s], buf["rewards"][s])
+        for s, term in zip(live[ended], buf["terminated"][live][ended]):
+            self.finish(int(s), bool(term))
+        if ended.any():
+            self.start(live[ended])
+        return self.launch(g)
+
+    def book_step(self, live: np.ndarray, buf: dict) -> np.ndarray:
+        """Add a step's rewards to the `live` slots; returns which of them ended (env end, or a host cut)."""
+        b = self.book
+        b.ret[live] += buf["rewards"][live]
+        b.length[live] += 1
+        b.since_gain[live] = np.where(buf["rewards"][live] > 0, 0, b.since_gain[live] + 1)
+        ended = buf["terminated"][live] | buf["truncated"][live]
+        if self.max_len > 0:
+            ended |= b.length[live] >= self.max_len
+        if self.stall > 0:
+            ended |= b.since_gain[live] >= self.stall
+        return ended
+
+    def finish(self, s: int, terminated: bool) -> None:
+        b = self.book
+        e = int(b.episode[s])
+        self.results[e] = EpisodeResult(e, self.episodes[e].seed, int(b.candidate[s]), float(b.ret[s]),
+                                        int(b.length[s]), terminated)
+        for rec in self.recorders:
+            rec.end(s, e, b.ret[s], terminated)
+        self.progress_fn([r for r in self.results if r is not None])
+
+
+class ExtremeClips:
+    """``record``: every slot's frames; the best and the worst finished episode's clip (ties: lower index)."""
+
+    def __init__(self):
+        self.frames: dict[int, list[np.ndarray]] = {}
+        self.extremes: dict[str, tuple[float, int, np.ndarray]] = {}
+
+    def begin(self, s: int, frame: np.ndarray) -> None:
+        self.frames[s] = [frame.copy()]
+
+    def action(self, s: int, action: np.ndarray) -> None:
+        pass
+
+    def step(self, s: int, frame: np.ndarray, reward: float) -> None:
+        self.frames[s].append(frame.copy())
+
+    def end(self, s: int, e: int, ret: float, terminated: bool) -> None:
+        clip = np.stack(self.frames.pop(s))
+        for key, better in (("best", lambda a, b: a > b), ("worst", lambda a, b: a < b)):
+            old = self.extremes.get(key)
+            if old is None or better(ret, old[0]) or (ret == old[0] and e < old[1]):
+                self.extremes[key] = (float(ret), e, clip)
+
+    def clips(self) -> dict[str, np.ndarray]:
+        return {k: v[2] for k, v in self.extremes.items()}
+
+
+class EpisodeSink:
+    """``on_episode``: every slot's frames, actions and rewards, handed over whole when its episode ends."""
+
+    def __init__(self, on_episode, episodes: list[EpisodeSpec]):
+        self.on_episode, self.episodes = on_episode, episodes
+        self.traj: dict[int, tuple[list, list, list]] = {}  # slot -> (frames, actions, rewards)
+
+    def begin(self, s: int, frame: np.ndarray) -> None:
+        self.traj[s] = ([frame.copy()], [], [])
+
+    def action(self, s: int, action: np.ndarray) -> None:
+        self.traj[s][1].append(np.array(action, np.float32).reshape(-1))
+
+    def step(self, s: int, frame: np.ndarray, reward: float) -> None:
+        self.traj[s][0].append(frame.copy())
+        self.traj[s][2].append(float(reward))
+
+    def end(self, s: int, e: int, ret: float, terminated: bool) -> None:
+        from wm_jax.data.shards import Episode
+
+        fr, ac, rw = self.traj.pop(s)
+        t = len(ac)
+        ends = [np.zeros(t, bool), np.zeros(t, bool)]
+        ends[0 if terminated else 1][-1] = True  # terminated, or cut (env cap or host cut): truncated
+        self.on_episode(e, Episode(np.stack(fr), np.stack(ac).astype(np.float32), np.asarray(rw, np.float32),
+                                   *ends, int(self.episodes[e].seed)))

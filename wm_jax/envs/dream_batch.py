@@ -12,6 +12,7 @@ evaluates them (``wm_jax.envs.dream`` is the env itself: ``reset``, ``step``, ``
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -19,8 +20,6 @@ import jax.numpy as jnp
 
 from wm_jax.envs.dream import DreamParams, DreamState, reset, step_noise, step_with_noise, trial_models
 from wm_jax.models import controller as ctrl
-
-
 
 
 class RolloutResult(NamedTuple):
@@ -68,51 +67,79 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     of episodes whose lengths spread out costs about the area under its survival curve instead of P·T times its
     longest episode.
     """
-    if compact:
-        if not early_exit:
-            raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
-        if jnp.ndim(params.done_scale):
-            raise ValueError("a single-τ rollout takes a scalar done_scale")
-        n = jax.tree.leaves(ctrl_params)[0].shape[0] * trials
-        one = params.replace(tau=jnp.reshape(params.tau, (1,)))
-        res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
-                           env_name=env_name, chunk=chunk, constrain=constrain,
-                           sizes=compact_sizes(n, compact, compact_ratio, compact_multiple))
-        return RolloutResult(*(x[0] for x in res))
-    constrain = constrain or (lambda x: x)
+    if not compact:
+        return _rollout_full(ctrl_params, key, params, trials, inputs=inputs, env_name=env_name, chunk=chunk,
+                             early_exit=early_exit, constrain=constrain or (lambda x: x))
+    if not early_exit:
+        raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
+    if jnp.ndim(params.done_scale):
+        raise ValueError("a single-τ rollout takes a scalar done_scale")
+    n = jax.tree.leaves(ctrl_params)[0].shape[0] * trials
+    one = params.replace(tau=jnp.reshape(params.tau, (1,)))
+    res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
+                       env_name=env_name, chunk=chunk, constrain=constrain,
+                       sizes=compact_sizes(n, compact, compact_ratio, compact_multiple))
+    return RolloutResult(*(x[0] for x in res))
+
+
+class Tally(NamedTuple):
+    """Running totals of a batch of episodes (leaves [P, T] in ``rollout``, [slots] in ``rollout_taus``)."""
+    ret: jax.Array  # float32 return so far
+    length: jax.Array  # int32 steps taken before (and including) done
+    alive: jax.Array  # bool: not ended yet
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> Tally:
+        return cls(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.int32), jnp.ones(shape, bool))
+
+    def add(self, reward: jax.Array, done: jax.Array, constrain) -> Tally:
+        """One step: living episodes gain `reward` and a step; those `done` stop."""
+        ret = self.ret + jnp.where(self.alive, reward, 0.0)
+        length = self.length + self.alive.astype(jnp.int32)
+        alive = self.alive & ~done
+        return Tally(constrain(ret), constrain(length), constrain(alive))
+
+    def take(self, rows: jax.Array) -> Tally:
+        """The episodes at `rows` (a gather: the batch shrinks to len(rows))."""
+        return Tally(self.ret[rows], self.length[rows], self.alive[rows])
+
+
+class Loop(NamedTuple):
+    """``rollout``'s while_loop carry."""
+    t: jax.Array  # [] int32 steps run
+    state: DreamState  # leaves [P, T, ...]
+    tally: Tally  # [P, T]
+
+
+def _chunked(cond, one_step, chunk: int, carry):
+    """while cond(carry): `chunk` steps of `one_step` (scanned): the exit test runs once per chunk."""
+    return jax.lax.while_loop(cond, lambda c: jax.lax.scan(one_step, c, None, length=chunk)[0], carry)
+
+
+def _rollout_full(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str,
+                  env_name: str, chunk: int, early_exit: bool, constrain) -> RolloutResult:
+    """``rollout`` on the whole [P, T] batch (no compaction)."""
     z_dim = params.init_mu.shape[-1]
     n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
     state0, trial_keys, models = _trial_starts(key, params, trials)
     state0 = jax.tree.map(lambda x: constrain(jnp.broadcast_to(x, (n_pop, *x.shape))), state0)
-
     policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name), in_axes=(0, 0, 0))
     step_pt = jax.vmap(jax.vmap(step_with_noise, in_axes=(0, 0, 0, None, 0)), in_axes=(None, 0, 0, None, None))
 
-    def one_step(carry, _):
-        t, state, ret, length, alive = carry
-        noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim))(trial_keys)  # [T, ...]
-        action = policy(ctrl_params, state.z, state.lstm)  # [P, T, A]
-        _, state, reward, done, _ = step_pt(noise, state, action, params, models)
-        ret = ret + jnp.where(alive, reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        alive = alive & ~done
-        state = jax.tree.map(constrain, state)
-        return (t + 1, state, constrain(ret), constrain(length), constrain(alive)), None
+    def one_step(c: Loop, _):
+        noise = jax.vmap(lambda k: step_noise(jax.random.fold_in(k, c.t), z_dim))(trial_keys)  # [T, ...]
+        action = policy(ctrl_params, c.state.z, c.state.lstm)  # [P, T, A]
+        _, state, reward, done, _ = step_pt(noise, c.state, action, params, models)
+        tally = c.tally.add(reward, done, constrain)
+        return Loop(c.t + 1, jax.tree.map(constrain, state), tally), None
 
-    def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
-        return carry
+    def cond(c: Loop):
+        keep = c.t < params.max_steps
+        return keep & jnp.any(c.tally.alive) if early_exit else keep
 
-    def cond(carry):
-        t, _, _, _, alive = carry
-        keep = t < params.max_steps
-        return keep & jnp.any(alive) if early_exit else keep
-
-    zeros = constrain(jnp.zeros((n_pop, trials), jnp.float32))
-    carry = (jnp.zeros((), jnp.int32), state0, zeros, constrain(jnp.zeros((n_pop, trials), jnp.int32)),
-             constrain(jnp.ones((n_pop, trials), bool)))
-    t, _, ret, length, _ = jax.lax.while_loop(cond, chunk_body, carry)
-    return RolloutResult(ret, length, t, t * (n_pop * trials))
+    tally0 = Tally(*(constrain(x) for x in Tally.zeros((n_pop, trials))))
+    end = _chunked(cond, one_step, chunk, Loop(jnp.zeros((), jnp.int32), state0, tally0))
+    return RolloutResult(end.tally.ret, end.tally.length, end.t, end.t * (n_pop * trials))
 
 
 def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[DreamState, jax.Array, jax.Array]:
@@ -120,6 +147,23 @@ def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[Dre
     k_reset, k_steps = jax.random.split(key)
     _, state0 = jax.vmap(reset, in_axes=(0, None))(jax.random.split(k_reset, trials), params)
     return state0, jax.random.split(k_steps, trials), trial_models(params, trials)
+
+
+class Slots(NamedTuple):
+    """``rollout_taus``'s batch of episode slots: what each slot carries (leaves [B, ...], B the current size)."""
+    state: DreamState  # the episode's dream state
+    ctrl: Any  # its controller's params
+    tau: jax.Array  # [B] int32 which τ (row of params.tau)
+    trial: jax.Array  # [B] int32 which trial (its key draws the noise)
+    index: jax.Array  # [B] int32 its place in the flat [τ·P·T] result
+
+
+class TauLoop(NamedTuple):
+    """``rollout_taus``'s while_loop carry at one batch size."""
+    t: jax.Array  # [] int32 steps run (shared by every slot)
+    slots: Slots
+    tally: Tally  # [B]
+    stop: jax.Array  # [] int32 leave this size once at most `stop` slots are alive
 
 
 def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials: int, *, inputs: str,
@@ -137,66 +181,68 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
     slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays.
     """
     constrain = constrain or (lambda x: x)
-    z_dim = params.init_mu.shape[-1]
     n_tau, n_pop = jax.tree.leaves(ctrl_params)[0].shape[:2]
     n = n_tau * n_pop * trials
-    if sizes[0] != n or any(b >= a for a, b in zip(sizes, sizes[1:])):
+    if sizes[0] != n or any(b >= a for a, b in itertools.pairwise(sizes)):
         raise ValueError(f"batch sizes {sizes} must start at {n_tau}·{n_pop}·{trials} = {n} and decrease")
     state0, trial_keys, models = jax.vmap(lambda k: _trial_starts(k, params, trials))(keys)  # [τ, T, ...]
-    slot_tau = jnp.repeat(jnp.arange(n_tau), n_pop * trials)  # slot i: τ i // (P·T), candidate (i // T) % P,
-    slot_pop = jnp.tile(jnp.repeat(jnp.arange(n_pop), trials), n_tau)  # trial i % T
+    one_step = _tau_step(params, trial_keys, models, inputs, env_name, constrain)
+    slots = jax.tree.map(constrain, _first_slots(state0, ctrl_params, trials))
+    t, tally = jnp.zeros((), jnp.int32), Tally.zeros((n,))
+    ret_all, len_all = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32)
+    slot_steps = jnp.zeros((n_tau,), jnp.int32)
+    for level, size in enumerate(sizes):
+        last = level == len(sizes) - 1
+        stop = 0 if last else sizes[level + 1]
+        end = _chunked(lambda c: (c.t < params.max_steps) & (jnp.sum(c.tally.alive) > c.stop), one_step, chunk,
+                       TauLoop(t, slots, tally, jnp.int32(stop)))
+        slot_steps = slot_steps + (end.t - t) * jnp.zeros((n_tau,), jnp.int32).at[end.slots.tau].add(1)
+        t, slots, tally = end.t, end.slots, end.tally
+        # ended slots are final here
+        ret_all, len_all = ret_all.at[slots.index].set(tally.ret), len_all.at[slots.index].set(tally.length)
+        if last:
+            break
+        keep = jnp.argsort(~tally.alive, stable=True)[:stop]  # every live slot (at most `stop` of them) first
+        slots, tally = jax.tree.map(lambda x, keep=keep: constrain(x[keep]), slots), tally.take(keep)
+    shape = (n_tau, n_pop, trials)
+    return RolloutResult(ret_all.reshape(shape), len_all.reshape(shape), jnp.broadcast_to(t, (n_tau,)), slot_steps)
+
+
+def _first_slots(state0: DreamState, ctrl_params: Any, trials: int) -> Slots:
+    """The full batch: slot i is τ i // (P·T), candidate (i // T) % P, trial i % T, at place i of the result.
+    state0: leaves [τ, T, ...]; ctrl_params: leaves [τ, P, ...]."""
+    n_tau, n_pop = jax.tree.leaves(ctrl_params)[0].shape[:2]
+    slot_tau = jnp.repeat(jnp.arange(n_tau), n_pop * trials)
+    slot_pop = jnp.tile(jnp.repeat(jnp.arange(n_pop), trials), n_tau)
     slot_trial = jnp.tile(jnp.arange(trials), n_tau * n_pop)
-    slots = (jax.tree.map(lambda x: x[slot_tau, slot_trial], state0),
-             jax.tree.map(lambda x: x[slot_tau, slot_pop], ctrl_params), slot_tau, slot_trial, jnp.arange(n))
-    slots = jax.tree.map(constrain, slots)
+    return Slots(jax.tree.map(lambda x: x[slot_tau, slot_trial], state0),
+                 jax.tree.map(lambda x: x[slot_tau, slot_pop], ctrl_params), slot_tau, slot_trial,
+                 jnp.arange(n_tau * n_pop * trials))
+
+
+def _tau_step(params: DreamParams, trial_keys: jax.Array, models: jax.Array, inputs: str, env_name: str,
+              constrain):
+    """``rollout_taus``'s scan step: every slot takes one step in the dream of its own τ, with its trial's noise.
+    trial_keys, models: [τ, T]."""
+    z_dim = params.init_mu.shape[-1]
     policy = jax.vmap(lambda p, z, s: ctrl.policy(p, z, s, inputs, env_name))
 
     def per_slot(tau_idx: jax.Array) -> DreamParams:  # the τ-batched fields gathered for each slot
         scale = params.done_scale[tau_idx] if jnp.ndim(params.done_scale) else params.done_scale
         return params.replace(tau=params.tau[tau_idx], done_scale=scale)
 
-    def one_step(carry, _):
-        t, (state, cp, tau_idx, trial, idx), ret, length, alive, stop = carry
-        noise = jax.vmap(jax.vmap(lambda k: step_noise(jax.random.fold_in(k, t), z_dim)))(trial_keys)  # [τ, T]
-        noise = jax.tree.map(lambda x: x[tau_idx, trial], noise)  # [B, ...]
-        slot_params = per_slot(tau_idx)
+    def one_step(c: TauLoop, _):
+        s = c.slots
+        noise = jax.vmap(jax.vmap(lambda k: step_noise(jax.random.fold_in(k, c.t), z_dim)))(trial_keys)  # [τ, T]
+        noise = jax.tree.map(lambda x: x[s.tau, s.trial], noise)  # [B, ...]
+        slot_params = per_slot(s.tau)
         step_b = jax.vmap(step_with_noise, in_axes=(0, 0, 0, tau_axes(slot_params), 0))
-        _, state, reward, done, _ = step_b(noise, state, policy(cp, state.z, state.lstm), slot_params,
-                                           models[tau_idx, trial])
-        ret = ret + jnp.where(alive, reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        alive = alive & ~done
-        return (t + 1, (jax.tree.map(constrain, state), cp, tau_idx, trial, idx), constrain(ret), constrain(length),
-                constrain(alive), stop), None
+        _, state, reward, done, _ = step_b(noise, s.state, policy(s.ctrl, s.state.z, s.state.lstm), slot_params,
+                                           models[s.tau, s.trial])
+        tally = c.tally.add(reward, done, constrain)
+        return TauLoop(c.t + 1, s._replace(state=jax.tree.map(constrain, state)), tally, c.stop), None
 
-    def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
-        return carry
-
-    def cond(carry):
-        t, _, _, _, alive, stop = carry
-        return (t < params.max_steps) & (jnp.sum(alive) > stop)
-
-    t = jnp.zeros((), jnp.int32)
-    ret_all, len_all = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32)
-    ret, length, alive = jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
-    slot_steps = jnp.zeros((n_tau,), jnp.int32)
-    for level, size in enumerate(sizes):
-        last = level == len(sizes) - 1
-        stop = 0 if last else sizes[level + 1]
-        t0 = t
-        t, slots, ret, length, alive, _ = jax.lax.while_loop(
-            cond, chunk_body, (t, slots, ret, length, alive, jnp.int32(stop)))
-        slot_steps = slot_steps + (t - t0) * jnp.zeros((n_tau,), jnp.int32).at[slots[2]].add(1)
-        idx = slots[4]
-        ret_all, len_all = ret_all.at[idx].set(ret), len_all.at[idx].set(length)  # ended slots are final here
-        if last:
-            break
-        keep = jnp.argsort(~alive, stable=True)[:stop]  # every live slot (at most `stop` of them) first
-        slots = jax.tree.map(lambda x: constrain(x[keep]), slots)
-        ret, length, alive = ret[keep], length[keep], alive[keep]
-    shape = (n_tau, n_pop, trials)
-    return RolloutResult(ret_all.reshape(shape), len_all.reshape(shape), jnp.broadcast_to(t, (n_tau,)), slot_steps)
+    return one_step
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "inputs", "env_name", "trials", "trial"))

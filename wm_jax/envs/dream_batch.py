@@ -21,8 +21,6 @@ from wm_jax.envs.dream import DreamParams, DreamState, reset, step_noise, step_w
 from wm_jax.models import controller as ctrl
 
 
-
-
 class RolloutResult(NamedTuple):
     returns: jax.Array  # [P, T] episode returns
     lengths: jax.Array  # [P, T] int32 steps taken before (and including) done
@@ -52,7 +50,7 @@ def compact_sizes(n: int, levels: int, ratio: float = 0.5, multiple: int = 1) ->
 
 def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
             chunk: int = 50, early_exit: bool = True, constrain=None, compact: int = 0,
-            compact_ratio: float = 0.5, compact_multiple: int = 1) -> RolloutResult:
+            compact_ratio: float = 0.5, compact_multiple: int = 1, unroll: int = 1) -> RolloutResult:
     """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
 
     Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
@@ -63,7 +61,8 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     `compact` = k > 0 (needs `early_exit`): the P·T episodes run as a flat batch of slots that shrinks up to k
     times by `compact_ratio` (``compact_sizes``): once at most the next size's count of slots is alive (checked
     every chunk), the live ones are gathered into the smaller batch and the loop goes on there (``rollout_taus``;
-    every size a multiple of `compact_multiple`, e.g. the device count).
+    every size a multiple of `compact_multiple`, e.g. the device count). `unroll`: steps per iteration of the
+    compiled scan over a chunk (lax.scan's unroll; es.unroll): the same steps, fewer loop iterations.
     Same episodes, same noise (each slot keeps its trial's key), so the same returns up to float rounding; a batch
     of episodes whose lengths spread out costs about the area under its survival curve instead of P·T times its
     longest episode.
@@ -77,7 +76,7 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
         one = params.replace(tau=jnp.reshape(params.tau, (1,)))
         res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
                            env_name=env_name, chunk=chunk, constrain=constrain,
-                           sizes=compact_sizes(n, compact, compact_ratio, compact_multiple))
+                           sizes=compact_sizes(n, compact, compact_ratio, compact_multiple), unroll=unroll)
         return RolloutResult(*(x[0] for x in res))
     constrain = constrain or (lambda x: x)
     z_dim = params.init_mu.shape[-1]
@@ -100,7 +99,7 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
         return (t + 1, state, constrain(ret), constrain(length), constrain(alive)), None
 
     def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
+        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk, unroll=unroll)
         return carry
 
     def cond(carry):
@@ -123,7 +122,7 @@ def _trial_starts(key: jax.Array, params: DreamParams, trials: int) -> tuple[Dre
 
 
 def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials: int, *, inputs: str,
-                 env_name: str, sizes: list[int], chunk: int = 50, constrain=None) -> RolloutResult:
+                 env_name: str, sizes: list[int], chunk: int = 50, constrain=None, unroll: int = 1) -> RolloutResult:
     """n_tau rollouts -- for each τ i, P controllers ``ctrl_params[i]`` on `trials` episodes of key ``keys[i]`` in
     the dream at ``params.tau[i]`` -- as one flat batch of n_tau·P·T episode slots that shrinks as episodes end,
     whichever τ they belong to (the τ sweep's cool dreams keep their episodes alive to the cap while the hot ones'
@@ -134,7 +133,8 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
     state, its controller, its τ, its trial (whose key draws its noise) and its place in the result, so each τ's
     returns and lengths are those of ``rollout(ctrl_params[i], keys[i], params at tau[i], trials)`` up to float
     rounding. Returns returns, lengths [n_tau, P, T]; steps_run [n_tau] (the shared loop's, equal for every τ);
-    slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays.
+    slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays;
+    `unroll` as in ``rollout``.
     """
     constrain = constrain or (lambda x: x)
     z_dim = params.init_mu.shape[-1]
@@ -170,7 +170,7 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
                 constrain(alive), stop), None
 
     def chunk_body(carry):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk)
+        carry, _ = jax.lax.scan(one_step, carry, None, length=chunk, unroll=unroll)
         return carry
 
     def cond(carry):

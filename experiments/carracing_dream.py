@@ -1,6 +1,6 @@
 """CarRacing with C trained only in M's dream (reward and done heads), scored over 100 real tracks (best published: 528 ± 221).
 
-    python experiments/carracing_dream.py --scale {cpu,paper} [--variant NAME] [--finetune] [key=value ...]
+    python experiments/carracing_dream.py --scale {cpu,paper,gpu} [--variant NAME] [--finetune] [key=value ...]
     python experiments/carracing_dream.py --scale cpu --variant noiter name=carracing_cpu iterate.rounds=0
     python experiments/carracing_dream.py --scale cpu --finetune --taus 0.75,1.15,1.3,1.5 --seeds 1,2   # the cpu results
 
@@ -21,11 +21,14 @@ import argparse
 from wm_jax.pipeline import Experiment
 from wm_jax.pipeline_carracing import carracing_dream
 
-CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
+CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml",
+           "gpu": "configs/carracing_gpu.yaml"}
 # The cpu config sizes CMA-ES for the real simulator (16 x 2); dream episodes cost ~1/500 of a real one, so the
 # dream row affords the paper's population with fewer trials.
 DREAM_ES = {"cpu": ["es.population=64", "es.trials=4", "es.generations=100", "name=carracing_cpu_it",
-                    "iterate.rounds=2", "iterate.episodes=100", "iterate.mdnrnn_steps=1000"], "paper": []}
+                    "iterate.rounds=2", "iterate.episodes=100", "iterate.mdnrnn_steps=1000"], "paper": [],
+            # gpu: the dream batch widened for one accelerator (configs/carracing_gpu.yaml says why this width)
+            "gpu": ["es.population=256", "es.trials=32"]}
 # --finetune: the real-env ES that starts from the dream's C (the config's real-env settings otherwise: cut
 # training episodes, periodic 8-track evaluations, final choice on 20 held-out tracks). Initial step 0.01: the
 # start is already a driver (weights of std ~0.15), and on 8 tracks its sigma-0.01 neighbours score like it (4 of
@@ -38,7 +41,7 @@ DREAM_ES = {"cpu": ["es.population=64", "es.trials=4", "es.generations=100", "na
 # budget also holds the τ sweep (15 min) and the choice of the start among the dream Cs (5 x 50 tracks, ~20 min).
 FINETUNE_ES = {"cpu": ["es.population=32", "es.trials=1", "es.generations=30", "es.sigma_init=0.01",
                        "es.c_mean=0.5"],
-               "paper": ["es.sigma_init=0.03"]}
+               "paper": ["es.sigma_init=0.03"], "gpu": ["es.sigma_init=0.03"]}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

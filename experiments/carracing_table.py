@@ -1,6 +1,6 @@
 """The paper's CarRacing table: z only / z with a hidden layer / full world model / untrained M (C trained by CMA-ES in the real env), 100 tracks each.
 
-    python experiments/carracing_table.py --scale {cpu,paper} [--rows full,z,...] [key=value ...]
+    python experiments/carracing_table.py --scale {cpu,paper,gpu} [--rows full,z,...] [key=value ...]
 
 Rows train one after another (each resumes or is skipped when done); `--rows` picks some, in that order.
 """
@@ -10,7 +10,8 @@ import argparse
 from wm_jax.pipeline import Experiment
 from wm_jax.pipeline_carracing import CARRACING_ROWS, PAPER_ROWS, carracing_table
 
-CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml"}
+# gpu: the paper's sizes on one accelerator host, environments laid out over its cores (configs/carracing_gpu.yaml)
+CONFIGS = {"cpu": "configs/carracing_cpu.yaml", "paper": "configs/carracing.yaml", "gpu": "configs/carracing_gpu.yaml"}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

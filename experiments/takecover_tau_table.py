@@ -2,7 +2,7 @@
 program), each scored over 100 real episodes, plus the random-policy row (paper: 210 ± 108; best 1092 ± 556).
 A config may add τ values to es.taus (all train in the same program); their rows are marked as beyond the paper.
 
-    python experiments/takecover_tau_table.py --scale {cpu,paper} [key=value ...]
+    python experiments/takecover_tau_table.py --scale {cpu,paper,gpu} [key=value ...]
     python experiments/takecover_tau_table.py --scale cpu --variant noiter iterate.rounds=0 name=takecover_cpu_noiter
 """
 
@@ -10,7 +10,9 @@ import argparse
 
 from wm_jax.pipeline import Experiment, tau_table
 
-CONFIGS = {"cpu": "configs/takecover_cpu.yaml", "paper": "configs/takecover.yaml"}
+# gpu: the paper's sizes with the dream batch widened for one accelerator (configs/takecover_gpu.yaml says how
+# wide, and how to estimate the wall time from `wm-jax bench dream --scaling` on that device)
+CONFIGS = {"cpu": "configs/takecover_cpu.yaml", "paper": "configs/takecover.yaml", "gpu": "configs/takecover_gpu.yaml"}
 PAPER_TAUS = (0.10, 0.50, 1.00, 1.15, 1.30)
 
 if __name__ == "__main__":

@@ -182,6 +182,7 @@ class ESConfig:
     # episode ends. Measured in README, Benchmarks.
     dream_compact: int = 0
     dream_compact_ratio: float = 0.5
+    unroll: int = 1  # lax.scan unroll of the dream's step loop (speed only, same returns; 1: the original loop).
     # Real mode, training episodes only (the ES mean's evaluation and `wm-jax evaluate` play whole episodes):
     real_max_steps: int = 0  # Cut each training episode after this many steps; 0 = env.max_steps.
     real_stall_steps: int = 0  # Cut it after this many steps in a row without a positive reward; 0 = never.

@@ -97,6 +97,9 @@ class ESProgram:
         self.inputs, self.env_name = cfg.controller.inputs, cfg.env.name
         self.chunk, self.early_exit = chunk or cfg.es.dream_chunk, early_exit
         self.compact = cfg.es.dream_compact if early_exit else 0
+        if cfg.es.unroll < 1:
+            raise ConfigError(f"config key 'es.unroll': must be >= 1 (dream steps per scan iteration), "
+                              f"got {cfg.es.unroll}")
         devices = jax.devices() if devices is None else list(devices)
         if cfg.es.population % len(devices):  # population not divisible: run unsharded rather than fail
             import warnings
@@ -139,12 +142,12 @@ class ESProgram:
             return params
         return {k: v / self.row_scale[k] if k in self.row_scale else v for k, v in params.items()}
 
-    def _rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream_batch.RolloutResult:
+    def rollout(self, pop: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> dream_batch.RolloutResult:
         """One τ's rollout (es.dream_compact = 0, or the benchmark's profile)."""
         return dream_batch.rollout(pop, key, params, trials, inputs=self.inputs, env_name=self.env_name,
                                    chunk=self.chunk, early_exit=self.early_exit, constrain=self._constrain,
                                    compact=self.compact, compact_ratio=self.cfg.es.dream_compact_ratio,
-                                   compact_multiple=self.n_devices)
+                                   compact_multiple=self.n_devices, unroll=self.cfg.es.unroll)
 
     def _rollout_taus(self, pop: dict, keys: jax.Array, params: dream.DreamParams,
                       trials: int) -> dream_batch.RolloutResult:
@@ -154,7 +157,8 @@ class ESProgram:
         sizes = dream_batch.compact_sizes(n_tau * n_pop * trials, self.compact, self.cfg.es.dream_compact_ratio,
                                           self.n_devices)
         return dream_batch.rollout_taus(pop, keys, params, trials, inputs=self.inputs, env_name=self.env_name,
-                                        sizes=sizes, chunk=self.chunk, constrain=self._constrain)
+                                        sizes=sizes, chunk=self.chunk, constrain=self._constrain,
+                                        unroll=self.cfg.es.unroll)
 
     def fitness(self, pop: dict, returns: jax.Array) -> jax.Array:
         """−mean return over trials + weight_decay · mean(θ²): [P]."""
@@ -181,7 +185,7 @@ class ESProgram:
         pop, es_state = self._ask(k_ask, es_state, self.es_params)
         pop = jax.tree.map(self._constrain, pop)
         weights = self.to_controller(pop)
-        res = self._rollout(weights, k_roll, params, self.cfg.es.trials)
+        res = self.rollout(weights, k_roll, params, self.cfg.es.trials)
         fit = self.fitness(weights, res.returns)
         es_state, _ = self.strategy.tell(k_tell, pop, fit, es_state, self.es_params)
         return (es_state, key, gen + 1), self._metrics(*res, es_state)
@@ -235,7 +239,7 @@ class ESProgram:
             return res.returns.mean(axis=(1, 2))
 
         def one(p, par):
-            res = self._rollout(jax.tree.map(lambda x: x[None], p), key, par, trials)
+            res = self.rollout(jax.tree.map(lambda x: x[None], p), key, par, trials)
             return res.returns.mean()
 
         return jax.vmap(one, in_axes=(0, tau_axes(params)))(ctrl_params, params)
@@ -250,6 +254,12 @@ class ESProgram:
     def run(self, carry: ESCarry, params: dream.DreamParams, n: int = 1) -> tuple[ESCarry, dict]:
         """n generations; params.tau must be a [n_tau] vector (see with_taus). Metrics: dict of [n, n_tau]."""
         return self._run(replicate(carry, self.mesh), params, n)
+
+    def compile_run(self, carry: ESCarry, params: dream.DreamParams, n: int = 1):
+        """`run(carry, params, n)` compiled ahead for these shapes (a jax ``Compiled``: call it as
+        ``compiled(carry, params)`` with `carry` placed as ``self.replicated``; ``memory_analysis()`` gives its
+        buffers' bytes before it runs, as the scaling benchmark checks)."""
+        return self._run.lower(jax.device_put(carry, self.replicated), params, n).compile()
 
     def evaluate(self, ctrl_params: dict, key: jax.Array, params: dream.DreamParams, trials: int) -> jax.Array:
         """Mean dream return [n_tau] of one controller per τ (leaves [n_tau, ...]) over `trials` episodes."""
@@ -295,7 +305,7 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
     key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           es.dream_compact, es.dream_compact_ratio, cfg.controller, cfg.env.name, shapes, devs, early_exit,
+           es.dream_compact, es.dream_compact_ratio, es.unroll, cfg.controller, cfg.env.name, shapes, devs, early_exit,
            None if rms is None else rms.tobytes())
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit, input_rms=rms)

@@ -25,7 +25,9 @@ to the cap while the hot ones end early. Compaction shrinks the batch of every �
 
 from __future__ import annotations
 
+import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -51,6 +53,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compact-ratio", type=float, default=0.5, help="es.dream_compact_ratio")
     parser.add_argument("--single-device", action="store_true", help="use only the first device")
     parser.add_argument("--no-profile", action="store_true", help="skip the matmul-floor / rollout-only timings")
+    parser.add_argument("--unroll", type=int, default=1, help="es.unroll: dream steps per scan iteration")
+    parser.add_argument("--unrolls", default="", help="comma list, e.g. 1,2,4,8: time one program per es.unroll "
+                        "in one process, in turn for --repeats rounds (a loaded machine slows all alike); each's best")
+    parser.add_argument("--scaling", action="store_true", help="throughput against width = pop x trials x τ: "
+                        "--pop doubles from the width 64 up (wm_jax.bench.scaling); JSON + PNG")
+    from wm_jax.bench.scaling import add_sweep_arguments
+
+    add_sweep_arguments(parser)
 
 
 def flops_per_step(z: int, hidden: int, action: int, mixtures: int, feat: int) -> int:
@@ -69,29 +79,34 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def measure(args) -> dict:
+def _config(args, pop: int):
+    from wm_jax.config import load_config
+
+    s = SIZES[args.env]
+    return load_config(None, [f"env.name={args.env}", f"es.population={pop}", f"es.trials={args.trials}",
+                              f"es.dream_max_steps={args.steps}", f"es.dream_chunk={args.chunk}",
+                              f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}",
+                              f"es.dream_compact={args.compact}", f"es.dream_compact_ratio={args.compact_ratio}",
+                              f"es.unroll={args.unroll}"])
+
+
+def _world(args):
+    """M (random weights, done head forced off or bernoulli) and the τ-batched DreamParams: (mdn, dp, taus, probs)."""
     import jax
     import jax.numpy as jnp
 
-    from wm_jax.config import load_config
     from wm_jax.envs import dream
-    from wm_jax.es import ESProgram, with_taus
-    from wm_jax.models import controller as ctrl
+    from wm_jax.es import with_taus
     from wm_jax.models import mdnrnn
-    from wm_jax.sysinfo import peak_flops
 
     s = SIZES[args.env]
     z, hid, a = s["z"], args.hidden or s["hidden"], s["action"]
-    cfg = load_config(None, [f"env.name={args.env}", f"es.population={args.pop}", f"es.trials={args.trials}",
-                             f"es.dream_max_steps={args.steps}", f"es.dream_chunk={args.chunk}",
-                             f"controller.inputs={s['inputs']}", f"controller.bias={str(s['bias']).lower()}",
-                             f"es.dream_compact={args.compact}", f"es.dream_compact_ratio={args.compact_ratio}"])
     taus = [float(t) for t in args.taus.split(",")]
     probs = [float(p) for p in args.end_prob.split(",")]
     if len(probs) == 1:
         probs = probs * len(taus)
     if len(probs) != len(taus) or not all(0.0 <= p < 1.0 for p in probs) or (0.0 in probs and max(probs) > 0):
-        raise SystemExit(f"--end-prob: one value or one per τ ({len(taus)}), all in [0, 1) and all 0 or none; "
+        raise ValueError(f"--end-prob: one value or one per τ ({len(taus)}), all in [0, 1) and all 0 or none; "
                          f"got {args.end_prob}")
     mdn = mdnrnn.init_params(jax.random.PRNGKey(0), z, a, hid, args.mixtures)
     mdn["head"]["w"] = mdn["head"]["w"].at[:, -1].set(0.0)  # the done logit is the bias alone
@@ -104,7 +119,24 @@ def measure(args) -> dict:
     else:
         mdn["head"]["b"] = mdn["head"]["b"].at[-1].set(-1e4)  # never done: every episode runs all steps
         base = dream.make_params(mdn, *_bank(z), max_steps=args.steps, kind=args.env)
-    dp = with_taus(base, taus)
+    return mdn, with_taus(base, taus), taus, probs
+
+
+def measure(args) -> dict:
+    if args.scaling:
+        return measure_scaling(args)
+    if args.unrolls:
+        return measure_unrolls(args)
+    import jax
+
+    from wm_jax.es import ESProgram
+    from wm_jax.models import controller as ctrl
+    from wm_jax.sysinfo import peak_flops
+
+    s = SIZES[args.env]
+    z, hid, a = s["z"], args.hidden or s["hidden"], s["action"]
+    cfg = _config(args, args.pop)
+    mdn, dp, taus, probs = _world(args)
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
     devices = jax.devices()[:1] if args.single_device else None
     prog = ESProgram(cfg, template, devices=devices)
@@ -134,7 +166,8 @@ def measure(args) -> dict:
         "controller_params": ctrl.num_params(template), "devices_used": prog.n_devices,
         "steps_run": steps_run, "seconds_per_call": sec, "first_call_seconds_incl_compile": first,
         "end_prob": probs[0] if len(set(probs)) == 1 else probs, "taus": taus, "compact": args.compact,
-        "compact_ratio": args.compact_ratio, "episode_steps": alive_steps, "slot_steps": slot_steps,
+        "compact_ratio": args.compact_ratio, "unroll": args.unroll, "episode_steps": alive_steps,
+        "slot_steps": slot_steps,
         "episode_steps_per_s": alive_steps / sec, "dream_steps_per_s": sps, "flops_per_step": fps,
         "achieved_gflops": sps * fps / 1e9,
         "peak_gflops": peak / 1e9, "fraction_of_peak": sps * fps / peak,
@@ -143,6 +176,131 @@ def measure(args) -> dict:
     if profile:
         result.update(prof)
     return result
+
+
+def measure_unrolls(args) -> dict:
+    """Dream steps/s of the same generation program at each es.unroll of --unrolls, timed round-robin: every round
+    times each program once (wall and process CPU seconds), and each keeps its best round."""
+    import jax
+
+    from wm_jax.es import ESProgram
+    from wm_jax.models import controller as ctrl
+
+    s = SIZES[args.env]
+    z, hid = s["z"], args.hidden or s["hidden"]
+    _, dp, taus, probs = _world(args)
+    devices = jax.devices()[:1] if args.single_device else None
+    runs = {}
+    for u in (int(x) for x in args.unrolls.split(",")):
+        cfg = _config(SimpleNamespace(**{**vars(args), "unroll": u}), args.pop)
+        template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
+        prog = ESProgram(cfg, template, devices=devices)
+        carry = jax.device_put(prog.init(jax.random.PRNGKey(0), len(taus)), prog.replicated)
+        t0 = time.perf_counter()
+        compiled = prog.compile_run(carry, dp, args.generations)
+        _, m = jax.block_until_ready(compiled(carry, dp))
+        runs[u] = {"call": lambda c=compiled, k=carry: jax.block_until_ready(c(k, dp)),
+                   "first_call_seconds_incl_compile": time.perf_counter() - t0,
+                   "slot_steps": int(m["slot_steps"].sum()), "episode_steps": int(m["alive_steps"].sum()),
+                   "seconds_per_call": float("inf"), "cpu_seconds_per_call": float("inf"), "rounds": []}
+    for _ in range(args.repeats):
+        for r in runs.values():
+            t0, c0 = time.perf_counter(), time.process_time()
+            r["call"]()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r["rounds"].append(round(wall, 3))
+            r["seconds_per_call"] = min(r["seconds_per_call"], wall)
+            r["cpu_seconds_per_call"] = min(r["cpu_seconds_per_call"], cpu)
+    by_unroll = {}
+    for u, r in runs.items():
+        r.pop("call")
+        r["dream_steps_per_s"] = r["slot_steps"] / r["seconds_per_call"]
+        r["dream_steps_per_cpu_s"] = r["slot_steps"] / r["cpu_seconds_per_call"]
+        by_unroll[str(u)] = r
+        print(f"unroll {u}: {r['dream_steps_per_s']:,.0f} steps/s, {r['dream_steps_per_cpu_s']:,.0f} per CPU-s; "
+              f"rounds {r['rounds']} s", flush=True)
+    return {"stage": "dream_unroll", "env": args.env, "z_dim": z, "lstm_hidden": hid, "population": args.pop,
+            "trials": args.trials, "steps": args.steps, "taus": taus, "chunk": args.chunk,
+            "end_prob": probs[0] if len(set(probs)) == 1 else probs, "compact": args.compact,
+            "generations_per_call": args.generations, "rounds": args.repeats, "by_unroll": by_unroll,
+            "load_average": list(np.round(os.getloadavg(), 2))}
+
+
+def measure_scaling(args) -> dict:
+    """Dream throughput against width = pop · trials · n_τ: the population doubles from the smallest giving width
+    ≥ 64 (at least 2 candidates) until memory, --max-width or --max-seconds stops it (wm_jax.bench.scaling).
+    Each width's generation program is compiled ahead; where its buffers would not fit the device, the sweep
+    stops before running it. Returns the points (steps/s, fraction of peak, memory) and the saturation width."""
+    import jax
+
+    from wm_jax.bench import scaling
+    from wm_jax.models import controller as ctrl
+    from wm_jax.sysinfo import peak_flops
+
+    s = SIZES[args.env]
+    z, hid, a = s["z"], args.hidden or s["hidden"], s["action"]
+    _, dp, taus, probs = _world(args)
+    per_candidate = args.trials * len(taus)
+    pop0 = max(2, -(-64 // per_candidate))
+    widths = scaling.widths_to_try(args.widths, args.max_width or scaling.default_max_width("dream"),
+                                   start=pop0 * per_candidate)
+    fps = flops_per_step(z, hid, a, args.mixtures, ctrl.feature_dim(s["inputs"], z, hid))
+    peak = peak_flops()
+    devices = jax.devices()[:1] if args.single_device else None
+
+    def one(width: int) -> dict:
+        if width % per_candidate:
+            raise ValueError(f"--widths: {width} is not a multiple of trials x τ = {per_candidate}")
+        pop = width // per_candidate
+        point = _generation_point(args, pop, dp, len(taus), z, hid, devices)
+        sps = point["slot_steps"] / point["seconds_per_call"]
+        return {"population": pop, **point, "dream_steps_per_s": sps,
+                "episode_steps_per_s": point["episode_steps"] / point["seconds_per_call"],
+                "fraction_of_peak": sps * fps / peak}
+
+    points, stopped = scaling.sweep(widths, one, args.max_seconds, "seconds_per_call")
+    return {"stage": "dream_scaling", "model": "dream", "env": args.env, "z_dim": z, "lstm_hidden": hid,
+            "mixtures": args.mixtures, "trials": args.trials, "taus": taus, "steps": args.steps,
+            "end_prob": probs[0] if len(set(probs)) == 1 else probs, "compact": args.compact,
+            "unroll": args.unroll, "generations_per_call": args.generations, "flops_per_step": fps,
+            "peak_gflops": peak / 1e9, "unit": scaling.HEADLINE["dream"][1], "headline": "dream_steps_per_s",
+            "points": points, "stopped_by": stopped, "saturation": scaling.saturation(points, "dream_steps_per_s")}
+
+
+def _generation_point(args, pop: int, dp, n_tau: int, z: int, hid: int, devices) -> dict:
+    """One width of the scaling sweep: compile `args.generations` generations of population `pop` ahead, check
+    that the program's buffers fit the device, then time it (best of --repeats after a warm-up call)."""
+    import jax
+
+    from wm_jax.bench.scaling import DoesNotFit, memory
+    from wm_jax.es import ESProgram
+    from wm_jax.models import controller as ctrl
+
+    cfg = _config(args, pop)
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
+    prog = ESProgram(cfg, template, devices=devices)
+    carry = jax.device_put(prog.init(jax.random.PRNGKey(0), n_tau), prog.replicated)
+    t0 = time.perf_counter()
+    compiled = prog.compile_run(carry, dp, args.generations)
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    need = None if mem is None else int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                                        + mem.output_size_in_bytes)
+    limit = memory().get("bytes_limit")
+    if need is not None and limit and need > 0.95 * limit:
+        raise DoesNotFit(f"its program needs {need / 2**30:.1f} GiB of {limit / 2**30:.1f} GiB")
+    _, m = jax.block_until_ready(compiled(carry, dp))
+    sec = _best(lambda: jax.block_until_ready(compiled(carry, dp)), args.repeats)
+    return {"seconds_per_call": sec, "compile_seconds": compile_s, "program_bytes": need,
+            "slot_steps": int(m["slot_steps"].sum()), "episode_steps": int(m["alive_steps"].sum()),
+            "devices_used": prog.n_devices}
+
+
+def figure(result: dict, path):
+    """The --scaling curve (PNG beside the JSON); nothing for a single-width run."""
+    from wm_jax.bench.scaling import figure as scaling_figure
+
+    return scaling_figure(result, path) if result.get("points") else None
 
 
 def _bank(z: int):
@@ -176,7 +334,7 @@ def _profile(prog, dp, carry, mdn, batch, args, z, hid, a, gen_fn) -> dict:
 
     pop = jax.vmap(lambda k: jax.tree.map(lambda t: 0.1 * jax.random.normal(k, t.shape), prog.template))(
         jax.random.split(jax.random.PRNGKey(2), args.pop))
-    roll = jax.jit(jax.vmap(lambda p, par: prog._rollout(p, jax.random.PRNGKey(3), par, args.trials).slot_steps,
+    roll = jax.jit(jax.vmap(lambda p, par: prog.rollout(p, jax.random.PRNGKey(3), par, args.trials).slot_steps,
                             in_axes=(None, tau_axes(dp))))
     roll_steps = int(roll(pop, dp).sum()) * args.generations  # this population's episodes, not the generation's
     fns = {"gen": gen_fn, "floor": lambda: jax.block_until_ready(floor(x0, h0)),

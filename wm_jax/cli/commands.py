@@ -303,10 +303,34 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     sub = argparse.ArgumentParser(prog=f"wm-jax bench {args.stage}", allow_abbrev=False)
     add_stage_options(args.stage, sub)
+    sub.set_defaults(parse_stage_options=parse_stage_options)  # `bench scaling` times other stages' benchmarks
     sub.add_argument("--out", default=args.out, help="JSON output file")
     sub.add_argument("--record", action="store_true", default=args.record, help="write into benchmarks/")
     opts = sub.parse_args(args.rest)
     run_stage(args.stage, opts, out=opts.out, record=opts.record)  # prints the JSON and where it went
+    return 0
+
+
+def parse_stage_options(module, argv: list[str]) -> argparse.Namespace:
+    """A benchmark module's options parsed from `argv` (its ``add_arguments`` on an argparse parser)."""
+    p = argparse.ArgumentParser(prog=f"wm-jax bench {module.__name__.rsplit('.', 1)[-1]}", allow_abbrev=False)
+    module.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def _flags_estimate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("record", help="a dream scaling JSON (wm-jax bench dream --scaling)")
+    p.add_argument("--width", type=int, required=True, help="population x trials x τ per generation")
+    p.add_argument("--steps", type=int, required=True, help="dream steps per episode (the cap: an upper bound)")
+    p.add_argument("--generations", type=int, required=True, help="ES generations")
+
+
+def _run_estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from wm_jax.bench.scaling import estimate
+
+    print(json.dumps(estimate(args.record, args.width, args.steps, args.generations), indent=2))
     return 0
 
 
@@ -331,6 +355,8 @@ COMMANDS: dict[str, Command] = {
                         _flags_evaluate, _run_evaluate),
     "config": Command("print the resolved config (YAML, each field with its comment)", _flags_config, _run_config,
                       compile_cache=False),
-    "bench": Command("throughput benchmarks (collect, vae, encode, mdnrnn, dream, evaluate, peak) -> JSON",
+    "bench": Command("throughput benchmarks (collect, vae, encode, mdnrnn, dream, evaluate, peak, scaling) -> JSON",
                      _flags_bench, _run_bench, config=False, compile_cache=False),
+    "estimate": Command("expected ES wall time at a batch width, from a dream scaling record (bench dream "
+                        "--scaling)", _flags_estimate, _run_estimate, config=False, compile_cache=False),
 }

@@ -51,7 +51,7 @@ def compact_sizes(n: int, levels: int, ratio: float = 0.5, multiple: int = 1) ->
 
 def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str, env_name: str,
             chunk: int = 50, early_exit: bool = True, constrain=None, compact: int = 0,
-            compact_ratio: float = 0.5, compact_multiple: int = 1) -> RolloutResult:
+            compact_ratio: float = 0.5, compact_multiple: int = 1, unroll: int = 1) -> RolloutResult:
     """Evaluate P controllers (leading axis of every leaf of `ctrl_params`) on `trials` dream episodes each.
 
     Common random numbers: every candidate sees the same trial keys (same initial states, same noise), so
@@ -62,14 +62,15 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     `compact` = k > 0 (needs `early_exit`): the P·T episodes run as a flat batch of slots that shrinks up to k
     times by `compact_ratio` (``compact_sizes``): once at most the next size's count of slots is alive (checked
     every chunk), the live ones are gathered into the smaller batch and the loop goes on there (``rollout_taus``;
-    every size a multiple of `compact_multiple`, e.g. the device count).
+    every size a multiple of `compact_multiple`, e.g. the device count). `unroll`: steps per iteration of the
+    compiled scan over a chunk (lax.scan's unroll; es.unroll): the same steps, fewer loop iterations.
     Same episodes, same noise (each slot keeps its trial's key), so the same returns up to float rounding; a batch
     of episodes whose lengths spread out costs about the area under its survival curve instead of P·T times its
     longest episode.
     """
     if not compact:
         return _rollout_full(ctrl_params, key, params, trials, inputs=inputs, env_name=env_name, chunk=chunk,
-                             early_exit=early_exit, constrain=constrain or (lambda x: x))
+                             early_exit=early_exit, constrain=constrain or (lambda x: x), unroll=unroll)
     if not early_exit:
         raise ValueError("compact > 0 needs early_exit=True (the batch shrinks as episodes end)")
     if jnp.ndim(params.done_scale):
@@ -78,7 +79,7 @@ def rollout(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, 
     one = params.replace(tau=jnp.reshape(params.tau, (1,)))
     res = rollout_taus(jax.tree.map(lambda x: x[None], ctrl_params), key[None], one, trials, inputs=inputs,
                        env_name=env_name, chunk=chunk, constrain=constrain,
-                       sizes=compact_sizes(n, compact, compact_ratio, compact_multiple))
+                       sizes=compact_sizes(n, compact, compact_ratio, compact_multiple), unroll=unroll)
     return RolloutResult(*(x[0] for x in res))
 
 
@@ -111,13 +112,15 @@ class Loop(NamedTuple):
     tally: Tally  # [P, T]
 
 
-def _chunked(cond, one_step, chunk: int, carry):
-    """while cond(carry): `chunk` steps of `one_step` (scanned): the exit test runs once per chunk."""
-    return jax.lax.while_loop(cond, lambda c: jax.lax.scan(one_step, c, None, length=chunk)[0], carry)
+def _chunked(cond, one_step, chunk: int, carry, unroll: int = 1):
+    """while cond(carry): `chunk` steps of `one_step` (scanned, `unroll` steps per iteration): the exit test runs
+    once per chunk."""
+    return jax.lax.while_loop(cond, lambda c: jax.lax.scan(one_step, c, None, length=chunk, unroll=unroll)[0],
+                              carry)
 
 
 def _rollout_full(ctrl_params: Any, key: jax.Array, params: DreamParams, trials: int, *, inputs: str,
-                  env_name: str, chunk: int, early_exit: bool, constrain) -> RolloutResult:
+                  env_name: str, chunk: int, early_exit: bool, constrain, unroll: int = 1) -> RolloutResult:
     """``rollout`` on the whole [P, T] batch (no compaction)."""
     z_dim = params.init_mu.shape[-1]
     n_pop = jax.tree.leaves(ctrl_params)[0].shape[0]
@@ -138,7 +141,7 @@ def _rollout_full(ctrl_params: Any, key: jax.Array, params: DreamParams, trials:
         return keep & jnp.any(c.tally.alive) if early_exit else keep
 
     tally0 = Tally(*(constrain(x) for x in Tally.zeros((n_pop, trials))))
-    end = _chunked(cond, one_step, chunk, Loop(jnp.zeros((), jnp.int32), state0, tally0))
+    end = _chunked(cond, one_step, chunk, Loop(jnp.zeros((), jnp.int32), state0, tally0), unroll)
     return RolloutResult(end.tally.ret, end.tally.length, end.t, end.t * (n_pop * trials))
 
 
@@ -167,7 +170,7 @@ class TauLoop(NamedTuple):
 
 
 def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials: int, *, inputs: str,
-                 env_name: str, sizes: list[int], chunk: int = 50, constrain=None) -> RolloutResult:
+                 env_name: str, sizes: list[int], chunk: int = 50, constrain=None, unroll: int = 1) -> RolloutResult:
     """n_tau rollouts -- for each τ i, P controllers ``ctrl_params[i]`` on `trials` episodes of key ``keys[i]`` in
     the dream at ``params.tau[i]`` -- as one flat batch of n_tau·P·T episode slots that shrinks as episodes end,
     whichever τ they belong to (the τ sweep's cool dreams keep their episodes alive to the cap while the hot ones'
@@ -178,7 +181,8 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
     state, its controller, its τ, its trial (whose key draws its noise) and its place in the result, so each τ's
     returns and lengths are those of ``rollout(ctrl_params[i], keys[i], params at tau[i], trials)`` up to float
     rounding. Returns returns, lengths [n_tau, P, T]; steps_run [n_tau] (the shared loop's, equal for every τ);
-    slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays.
+    slot_steps [n_tau] (slot-steps computed on each τ's episodes). `constrain` applies to [slots, ...] arrays;
+    `unroll` as in ``rollout``.
     """
     constrain = constrain or (lambda x: x)
     n_tau, n_pop = jax.tree.leaves(ctrl_params)[0].shape[:2]
@@ -195,7 +199,7 @@ def rollout_taus(ctrl_params: Any, keys: jax.Array, params: DreamParams, trials:
         last = level == len(sizes) - 1
         stop = 0 if last else sizes[level + 1]
         end = _chunked(lambda c: (c.t < params.max_steps) & (jnp.sum(c.tally.alive) > c.stop), one_step, chunk,
-                       TauLoop(t, slots, tally, jnp.int32(stop)))
+                       TauLoop(t, slots, tally, jnp.int32(stop)), unroll)
         slot_steps = slot_steps + (end.t - t) * jnp.zeros((n_tau,), jnp.int32).at[end.slots.tau].add(1)
         t, slots, tally = end.t, end.slots, end.tally
         # ended slots are final here

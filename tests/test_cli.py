@@ -67,7 +67,9 @@ def test_bench_takes_out_after_the_stage_and_writes_outside_git_by_default(tmp_p
     assert rec["stage"] == "peak" and rec["matmul_n"] == 64 and rec["peak_gflops"] > 0
     assert output_path("dream", "takecover", None, record=False) == Path("checkpoints/bench/dream_takecover.json")
     assert output_path("dream", None, None, record=True) == Path("benchmarks/dream.json")
-    assert output_path("vae", None, tmp_path / "x.json", record=True) == tmp_path / "x.json"
+    assert output_path("vae", None, tmp_path / "x.json", record=False) == tmp_path / "x.json"
+    with pytest.raises(ValueError, match="exclude"):
+        output_path("vae", None, tmp_path / "x.json", record=True)
 
 
 def test_experiments_write_into_the_run_folder_unless_recorded(tmp_path):

@@ -36,11 +36,11 @@ SIZES = {"carracing": {"z": 32, "hidden": 256, "action": 3, "inputs": "zh", "bia
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--env", choices=sorted(SIZES), default="carracing")
+    parser.add_argument("--env", choices=sorted(SIZES), default="carracing", help="the paper's sizes of which env")
     parser.add_argument("--pop", type=int, default=64, help="population (paper 64)")
     parser.add_argument("--trials", type=int, default=16, help="trials per candidate (paper 16)")
     parser.add_argument("--steps", type=int, default=1000, help="dream steps per episode")
-    parser.add_argument("--mixtures", type=int, default=5)
+    parser.add_argument("--mixtures", type=int, default=5, help="Gaussians per z dimension (paper: 5)")
     parser.add_argument("--hidden", type=int, default=0, help="LSTM units (0: the env's paper size)")
     parser.add_argument("--chunk", type=int, default=50, help="steps per early-exit check")
     parser.add_argument("--generations", type=int, default=1, help="generations per timed call")

@@ -63,7 +63,6 @@ def encode_dataset(cfg: Config, progress: bool = True) -> dict:
 
     from wm_jax.checkpoint import write_json_atomic
     from wm_jax.data.dataset import open_dataset
-    from wm_jax.data.sequences import latents_manifest
     from wm_jax.parallel import make_mesh, replicate
     from wm_jax.io import latest_vae_step, load_vae
 
@@ -74,10 +73,7 @@ def encode_dataset(cfg: Config, progress: bool = True) -> dict:
     dataset = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
     out_dir = Path(cfg.data_dir) / "latents"
     out_dir.mkdir(parents=True, exist_ok=True)
-    old = latents_manifest(cfg.data_dir)
-    same = old.get("z_dim") == z_dim and old.get("vae_step") == step
-    done = {f for f in old.get("episodes", []) if (out_dir / f).is_file()} if same else set()
-    todo = [i for i in range(len(dataset)) if Path(dataset.episodes[i].file).name not in done]
+    done, todo = _pending(cfg, dataset, out_dir, z_dim, step)
     mesh = make_mesh()
     batch = cfg.vae.encode_batch_size
     enc = make_encoder(batch, mesh)
@@ -108,16 +104,7 @@ def encode_dataset(cfg: Config, progress: bool = True) -> dict:
                 rec[2] -= n
                 if rec[2] == 0:
                     finished.append(i)
-            for i in finished:
-                m, lv, _ = partial.pop(i)
-                if not (np.isfinite(m).all() and np.isfinite(lv).all()):
-                    raise FloatingPointError(f"V produced non-finite latents for {dataset.path(i)}")
-                name = Path(dataset.episodes[i].file).name
-                _save_npz(out_dir / name, mu=m, logvar=lv)
-                manifest["episodes"].append(name)
-                n_eps += 1
-            if finished:
-                write_json_atomic(out_dir / "manifest.json", manifest)
+            n_eps += _write_finished(dataset, [(i, partial.pop(i)) for i in finished], out_dir, manifest)
             used = sum(s[3] for s in spans)
             n_frames += used
             bar.update(used)
@@ -127,6 +114,32 @@ def encode_dataset(cfg: Config, progress: bool = True) -> dict:
     return {"encoded": n_eps, "skipped": len(dataset) - len(todo), "frames": n_frames, "vae_step": step,
             "z_dim": z_dim, "frames_per_s": n_frames / max(time.perf_counter() - t0, 1e-9),
             "latents_dir": str(out_dir)}
+
+
+def _pending(cfg: Config, dataset, out_dir: Path, z_dim: int, step: int) -> tuple[set[str], list[int]]:
+    """(latent files already written by this V step, positions of the episodes still to encode)."""
+    from wm_jax.data.sequences import latents_manifest
+
+    old = latents_manifest(cfg.data_dir)
+    same = old.get("z_dim") == z_dim and old.get("vae_step") == step
+    done = {f for f in old.get("episodes", []) if (out_dir / f).is_file()} if same else set()
+    return done, [i for i in range(len(dataset)) if Path(dataset.episodes[i].file).name not in done]
+
+
+def _write_finished(dataset, finished: list[tuple[int, list]], out_dir: Path, manifest: dict) -> int:
+    """Write each finished episode's (mu, logvar) shard (non-finite latents raise, naming the episode) and, if any,
+    the manifest listing them; returns how many were written."""
+    from wm_jax.checkpoint import write_json_atomic
+
+    for i, (m, lv, _) in finished:
+        if not (np.isfinite(m).all() and np.isfinite(lv).all()):
+            raise FloatingPointError(f"V produced non-finite latents for {dataset.path(i)}")
+        name = Path(dataset.episodes[i].file).name
+        _save_npz(out_dir / name, mu=m, logvar=lv)
+        manifest["episodes"].append(name)
+    if finished:
+        write_json_atomic(out_dir / "manifest.json", manifest)
+    return len(finished)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

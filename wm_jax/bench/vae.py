@@ -12,8 +12,8 @@ import time
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--z-dim", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=100, help="images per training step (paper: 100)")
+    parser.add_argument("--z-dim", type=int, default=32, help="latent size Z (32 CarRacing, 64 Doom)")
     parser.add_argument("--plan", default="fast", help="'fast', 'reference' or 8 comma-separated formulations")
     parser.add_argument("--compare-reference", action="store_true",
                         help="also time the plain lax/flax ConvTranspose model")

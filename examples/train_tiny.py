@@ -12,10 +12,11 @@ import sys
 import wm_jax
 
 TINY = ["data.episodes=4", "data.long_hold_episodes=1", "data.sweep_episodes=1", "data.workers=2",
-        "env.max_steps=60", "vae.z_dim=8", "vae.max_steps=4", "vae.batch_size=20", "vae.holdout_episodes=1",
-        "mdnrnn.hidden=16", "mdnrnn.seq_len=20", "mdnrnn.batch_size=4", "mdnrnn.steps=4",
-        "mdnrnn.holdout_episodes=1", "es.population=4", "es.trials=2", "es.generations=2", "es.dream_max_steps=40",
-        "es.initial_states=4", "es.eval_trials=2", "eval.episodes=2", "eval.workers=1"]
+        "env.max_steps=60", "vae.z_dim=8", "vae.max_steps=3", "vae.batch_size=20", "vae.checkpoint_every=2",
+        "vae.holdout_episodes=1", "mdnrnn.hidden=16", "mdnrnn.seq_len=20", "mdnrnn.batch_size=4", "mdnrnn.steps=3",
+        "mdnrnn.checkpoint_every=2", "mdnrnn.holdout_episodes=1", "es.population=4", "es.trials=2",
+        "es.generations=2", "es.dream_max_steps=30", "es.initial_states=4", "es.eval_every=1", "es.eval_trials=2",
+        "es.scale_inputs=true", "eval.episodes=2", "eval.workers=1"]
 
 
 def main(argv: list[str]) -> None:

@@ -1,5 +1,6 @@
-"""The public API: `import wm_jax` is light and exports what its docstring lists; the README's Python example and
-examples/ run on a tiny run trained from Python (examples/train_tiny.py) on real TakeCover frames."""
+"""The public API: `import wm_jax` is light and exports what its docstring lists; `check_examples` runs the README's
+Python example and examples/ on a tiny run trained from Python (examples/train_tiny.py) on real TakeCover frames --
+called by tests/test_smoke.py after its pipeline, in the same process, so the two share their compiled programs."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def test_import_is_light_and_every_documented_name_resolves():
     assert {"load_run", "load_config", "train_vae", "sweep_temperature", "evaluate"} <= set(wm_jax.__all__)
 
 
-def test_readme_example_and_examples_run_on_a_tiny_trained_run(tmp_path, monkeypatch):
+def check_examples(tmp_path: Path, monkeypatch) -> None:
+    """examples/train_tiny.py, then the README's example, Run's semantics, dream_sweep.py and bench_dream.py on
+    that run."""
     import jax
     import jax.numpy as jnp
 

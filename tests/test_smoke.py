@@ -5,6 +5,7 @@ by C → encode → M trained further) → sweep-temperature (batched τ) → ev
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 from wm_jax.pipeline import Experiment, StageError, sweep_and_score, tau_table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_api import check_examples  # noqa: E402 -- the README/examples checks, run on this test's programs
 
 TINY = [
     "data.episodes=4", "data.long_hold_episodes=1", "data.sweep_episodes=1", "data.workers=2", "env.max_steps=60",
@@ -35,7 +38,7 @@ def git_status() -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def test_whole_pipeline_on_real_frames(tmp_path):
+def test_whole_pipeline_on_real_frames(tmp_path, monkeypatch):
     before = git_status()
     exp = Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY])  # not recorded
     out = tau_table(exp, (0.5, 1.0), paper=(0.5,))  # 1.0 plays a τ beyond the paper's table
@@ -91,6 +94,9 @@ def test_whole_pipeline_on_real_frames(tmp_path):
     with pytest.raises(StageError, match="older M"):
         tau_table(Experiment("smoke_quick", "configs/quick.yaml", [f"root={tmp_path / 'runs'}", *TINY],
                              results_root=tmp_path / "results"), (0.5, 1.0))
+    # The same stages from Python (examples/train_tiny.py, the smoke's sizes: this process's compiled programs
+    # serve it), then the README's API example and examples/ on that run (tests/test_api.py).
+    check_examples(tmp_path / "api", monkeypatch)
 
 
 def test_sweep_older_than_a_dynamics_model_is_refused(tmp_path):

@@ -85,11 +85,33 @@ def bench_table(folder: Path) -> str:
             ratio = f" ×{shrink:g}" if rec.get("compact") and shrink != 0.5 else ""
             unit = f"episode-steps/s ({sweep}ends p {ends}/step, es.dream_compact={rec.get('compact', 0)}{ratio})"
         frac = rec.get("fraction_of_peak")
+        if stage.endswith("_scaling") or stage == "dream_unroll":
+            key, unit, frac = _sweep_headline(rec, path)
+            rec = {**rec, key: rec.get("_value")}
         dev = rec.get("device", {})
         device = f"{dev.get('backend', '?')} ×{dev.get('device_count', '?')} ({dev.get('cpu_count', '?')} cores)"
         rows.append(f"| {stage} | {env or '–'} | {_fmt(rec.get(key))} | {unit} | {_fmt(target)} | "
                     f"{'–' if frac is None else f'{100 * frac:.0f}%'} | {device} | {rec.get('time', '')[:10]} |")
     return "\n".join(rows)
+
+
+def _sweep_headline(rec: dict, path: Path) -> tuple[str, str, float | None]:
+    """(key, unit, fraction of peak) of a sweep record, its value left in rec["_value"]: a scaling record's rate at
+    its saturation width (where the device stops gaining; curve: the PNG beside it), or the best es.unroll."""
+    if rec["stage"] == "dream_unroll":
+        by = rec.get("by_unroll", {})
+        best = max(by, key=lambda u: by[u]["dream_steps_per_s"]) if by else None
+        rec["_value"] = by[best]["dream_steps_per_s"] if best else None
+        per_cpu = ", ".join(f"{u}: {r['dream_steps_per_cpu_s']:,.0f}" for u, r in by.items())
+        return "_value", f"candidate-steps/s at the best es.unroll ({best}); per CPU-second by unroll: {per_cpu}", None
+    sat, key = rec.get("saturation") or {}, rec.get("headline", "")
+    rec["_value"] = sat.get(key)
+    at = next((p for p in rec.get("points", []) if p["width"] == sat.get("width")), {})
+    widths = ", ".join(str(p["width"]) for p in rec.get("points", []))
+    png = path.with_suffix(".png")
+    curve = f"; [curve]({png.parent.name}/{png.name})" if png.exists() else ""
+    return "_value", (f"{rec.get('unit', key)}: saturates at width {sat.get('width', '?')} of {widths}{curve}"), \
+        at.get("fraction_of_peak")
 
 
 def dream_check_table(path: Path) -> str:

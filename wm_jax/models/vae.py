@@ -58,10 +58,10 @@ REFERENCE: tuple[str, ...] = ("xla",) * 8
 # XLA:CPU training, chosen by timing each layer's forward, input gradient and kernel gradient apart under
 # ``compiler_options()`` (docs/v_performance.md). The first conv's input gradient is never computed (frames
 # need none).
-CPU_TRAIN: tuple[str, ...] = ("xla/xla/s2d", "xla/s2d/xla", "xla/xla/xla", "xla/s2d/s2d",
+CPU_TRAIN: tuple[str, ...] = ("s2d", "xla/s2d/xla", "xla", "xla/im2col/xla",
                               "dense", "xla/xla/conv", "phase/xla/conv", "phase/xla/conv")
 # XLA:CPU forward only (encode / decode without gradients): the fastest forward per layer.
-CPU_INFER: tuple[str, ...] = ("xla", "xla", "xla", "xla", "dense", "xla", "phase", "phase")
+CPU_INFER: tuple[str, ...] = ("s2d", "xla", "xla", "xla", "dense", "xla", "phase", "phase")
 # The CPU plan of 2026-11 (before per-direction plans), kept for comparisons: ``wm-jax bench vae --plan v1``.
 V1: tuple[str, ...] = ("im2col", "im2col", "im2col", "im2col", "dense", "scatter", "phase_mm", "scatter")
 FAST, INFER = CPU_TRAIN, CPU_INFER

@@ -1,13 +1,22 @@
 """OPTIONAL comparison, not part of wm-jax: the same VAE training step in PyTorch on the same CPU.
 
-Run in a throwaway venv (the project never depends on torch):
-    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0
-    /tmp/torchvenv/bin/python benchmarks/torch_vae.py [--batch 100] [--steps 10]
-Prints images/s (wall) and images/s normalised by process CPU time (for a machine shared with other jobs).
+torch is only in the ``bench`` extra (``pip install -e .[bench]``; pinned torch==2.13.0); wm-jax never imports it.
+
+    python benchmarks/torch_vae.py [--batch 100] [--steps 10] [--contiguous]
+        prints images/s (wall) and images/s normalised by process CPU time.
+    python benchmarks/torch_vae.py --serve [--batch 100]
+        what ``wm-jax bench vae --compare-torch`` runs beside JAX: after the warm-up prints one JSON line
+        (versions, threads, parameters), then for each line "<steps>" read from stdin runs that many steps and
+        prints {"steps", "wall_s", "cpu_s"}; "quit" or end of input ends it. A separate process, so that neither
+        framework's idle worker threads spin on the cores while the other one is timed.
+
+Same model as wm_jax.models.vae (4,348,547 parameters at Z = 32), same loss (sum-squared error + KL floored at
+kl_tolerance * Z = 16), Adam lr 1e-4, fp32, channels-last by default (the faster layout for torch here).
 """
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -31,20 +40,15 @@ class VAE(nn.Module):
         return self.dec(self.dec_in(z).view(-1, 1024, 1, 1)), mu, logvar
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--channels-last", action="store_true")
-    a = ap.parse_args()
+def make_step(batch: int, channels_last: bool = True):
+    """(step() -> None, model): one Adam step on a fixed uint8 batch [batch,3,64,64] (converted inside)."""
     torch.manual_seed(0)
-    model = VAE()
-    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = VAE().to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x8 = torch.randint(0, 256, (a.batch, 3, 64, 64), dtype=torch.uint8)
+    x8 = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8)
 
-    def step():
+    def step() -> None:
         x = (x8.float() / 255.0).contiguous(memory_format=fmt)
         recon, mu, logvar = model(x)
         sse = ((recon - x) ** 2).sum((1, 2, 3))
@@ -54,6 +58,41 @@ def main() -> None:
         loss.backward()
         opt.step()
 
+    return step, model
+
+
+def info(model: nn.Module, batch: int, channels_last: bool) -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
+            "params": sum(p.numel() for p in model.parameters()), "channels_last": channels_last}
+
+
+def serve(batch: int, channels_last: bool) -> None:
+    step, model = make_step(batch, channels_last)
+    for _ in range(2):
+        step()
+    print(json.dumps(info(model, batch, channels_last)), flush=True)
+    for line in sys.stdin:
+        if line.strip() in ("", "quit"):
+            break
+        n = int(line)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            step()
+        print(json.dumps({"steps": n, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}),
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--contiguous", action="store_true", help="NCHW-contiguous tensors instead of channels-last")
+    ap.add_argument("--serve", action="store_true", help="time blocks of steps on request (see module doc)")
+    a = ap.parse_args()
+    if a.serve:
+        serve(a.batch, not a.contiguous)
+        return
+    step, model = make_step(a.batch, not a.contiguous)
     for _ in range(2):
         step()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -61,10 +100,8 @@ def main() -> None:
         step()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = a.batch * a.steps
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": a.batch,
-                      "params": sum(p.numel() for p in model.parameters()), "images_per_s": n / wall,
-                      "images_per_cpu_s_x_cores": n / (cpu / torch.get_num_threads()),
-                      "channels_last": a.channels_last}))
+    print(json.dumps({**info(model, a.batch, not a.contiguous), "images_per_s": n / wall,
+                      "images_per_cpu_s_x_cores": n / (cpu / torch.get_num_threads())}))
 
 
 if __name__ == "__main__":

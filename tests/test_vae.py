@@ -1,4 +1,5 @@
-"""V: parameter count, hand-computed loss, fast formulations == lax reference, sharded == single device,
+"""V: parameter count, hand-computed loss, every formulation and plan == lax reference, plan choice by backend and
+config, chunked encode == one pass, sharded == single device,
 resume after a kill == uninterrupted run, NaN guard, encode shapes and skipping."""
 
 from __future__ import annotations
@@ -108,12 +109,12 @@ ENC = [(64, 3, 4), (31, 4, 5), (14, 5, 6), (6, 6, 7)]  # (input size, C_in, C_ou
 DEC = [(1, 9, 4, 5), (5, 4, 5, 5), (13, 5, 3, 6), (30, 3, 3, 6)]  # (input size, C_in, C_out, kernel)
 
 
-def _fwd_vjp(fn, x, w, proj):
+def _fwd_vjp(fn, x, w, proj, compiler_options=None):
     """One compiled call: forward output and the gradients of <output, proj> wrt input and kernel."""
     def f(x, w):
         y, vjp = jax.vjp(fn, x, w)
         return (y, *vjp(proj))
-    return jax.jit(f)(x, w)
+    return jax.jit(f, compiler_options=compiler_options)(x, w)
 
 
 def _rand(*shape, seed=0):
@@ -134,7 +135,8 @@ def test_conv_formulations_match_lax():
         proj = _rand(2, (n - 4) // 2 + 1, (n - 4) // 2 + 1, o, seed=3)
         want = _fwd_vjp(lambda a, b: V.conv_s2(a, b, "xla"), x, w, proj)
         assert want[0].shape == proj.shape
-        _assert_same(_fwd_vjp(lambda a, b: V.conv_s2(a, b, "im2col"), x, w, proj), want)
+        for how in ("im2col", "s2d"):
+            _assert_same(_fwd_vjp(lambda a, b, how=how: V.conv_s2(a, b, how), x, w, proj), want)
 
 
 def test_deconv_formulations_match_flax_conv_transpose():
@@ -145,30 +147,85 @@ def test_deconv_formulations_match_flax_conv_transpose():
         ct = nn.ConvTranspose(o, (k, k), (2, 2), padding="VALID", use_bias=False)
         size = 2 * (n - 1) + k  # 1 -> 5 -> 13 -> 30 -> 64
         proj = _rand(2, size, size, o, seed=3)
-        want = _fwd_vjp(lambda a, b: ct.apply({"params": {"kernel": b}}, a), x, w, proj)
+        want = _fwd_vjp(lambda a, b, ct=ct: ct.apply({"params": {"kernel": b}}, a), x, w, proj)
         assert want[0].shape == proj.shape
         for how in (["dense"] if n == 1 else []) + ["phase", "phase_mm", "scatter"]:
             _assert_same(_fwd_vjp(lambda a, b, how=how: V.deconv_s2(a, b, how), x, w, proj), want)
 
 
-def test_fast_model_equals_reference_model():
-    """Whole VAE, real sizes: same params and key -> same loss and gradients (FAST vs REFERENCE plan).
-    (INFER's formulations are covered layer by layer above and by the encode test.)"""
+def test_split_entries_take_each_direction_from_its_own_formulation():
+    """'fwd/dx/dw' entries (custom VJP) == the lax reference in value, input gradient and kernel gradient, for
+    every entry of the CPU plans, also under the XLA:CPU options they are tuned with."""
+    opts = V.compiler_options()
+    assert opts == V.CPU_COMPILER_OPTIONS  # the CPU test backend accepts them
+    for i, (n, c, o) in enumerate(ENC):
+        x, w = _rand(2, n, n, c, seed=1), _rand(4, 4, c, o, seed=2)
+        proj = _rand(2, (n - 4) // 2 + 1, (n - 4) // 2 + 1, o, seed=3)
+        want = _fwd_vjp(lambda a, b: V.conv_s2(a, b, "xla"), x, w, proj)
+        for entry in {V.CPU_TRAIN[i], "s2d/im2col/xla", "im2col/xla/s2d"} - {"s2d", "xla"}:
+            got = _fwd_vjp(lambda a, b, e=entry: V.apply_layer(a, b, e, False), x, w, proj, opts)
+            _assert_same(got, want)
+    for i, (n, c, o, k) in enumerate(DEC):
+        x, w = _rand(2, n, n, c, seed=1), _rand(k, k, c, o, seed=2)
+        size = 2 * (n - 1) + k
+        proj = _rand(2, size, size, o, seed=3)
+        want = _fwd_vjp(lambda a, b: V.deconv_s2(a, b, "xla"), x, w, proj)
+        entries = {V.CPU_TRAIN[4 + i], "phase/scatter/conv", "xla/phase/phase_mm", "scatter/xla/conv"}
+        for entry in entries - ({"phase/scatter/conv", "xla/phase/phase_mm", "scatter/xla/conv"} if n == 1 else set()):
+            got = _fwd_vjp(lambda a, b, e=entry: V.apply_layer(a, b, e, True), x, w, proj, opts)
+            _assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu_infer", "v1"])
+def test_named_plans_equal_the_reference_model(name):
+    """Whole VAE, real sizes, compiled as the training step compiles it: same params and key -> same loss and
+    gradients as the REFERENCE plan (plain lax)."""
     params = V.init_params(jax.random.key(0), Z)
     frames = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     key = jax.random.key(5)
 
-    @jax.jit
     def both(p):
         out = {}
-        for name, plan in (("fast", V.FAST), ("ref", V.REFERENCE)):
-            out[name] = jax.value_and_grad(lambda q: L.loss_fn(q, frames, key, 0.5, plan)[0])(p)
+        for tag, plan in (("plan", V.resolve_plan(name)), ("ref", V.REFERENCE)):
+            out[tag] = jax.value_and_grad(lambda q, plan=plan: L.loss_fn(q, frames, key, 0.5, plan)[0])(p)
         return out
 
-    out = both(params)
-    (l_fast, g_fast), (l_ref, g_ref) = out["fast"], out["ref"]
-    np.testing.assert_allclose(float(l_fast), float(l_ref), rtol=1e-5)
-    _assert_same(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref))
+    out = jax.jit(both, compiler_options=V.compiler_options())(params)
+    (l_plan, g_plan), (l_ref, g_ref) = out["plan"], out["ref"]
+    np.testing.assert_allclose(float(l_plan), float(l_ref), rtol=1e-5)
+    _assert_same(jax.tree.leaves(g_plan), jax.tree.leaves(g_ref))
+
+
+def test_plans_resolve_by_backend_and_config_and_bad_ones_are_named():
+    from wm_jax.config import VAEConfig
+    from wm_jax.train.vae import make_train_step
+
+    assert V.resolve_plan("auto", "cpu") == V.CPU_TRAIN == V.resolve_plan(VAEConfig().plan)
+    assert V.resolve_plan("auto", "cpu", training=False) == V.CPU_INFER
+    for backend in ("gpu", "tpu"):
+        assert V.resolve_plan("auto", backend) == V.resolve_plan("auto", backend, training=False) == V.REFERENCE
+        assert V.compiler_options(backend) is None
+    assert V.resolve_plan("xla", "cpu") == V.REFERENCE  # an explicit name overrides the backend
+    assert V.resolve_plan(",".join(V.CPU_TRAIN)) == V.CPU_TRAIN
+    for bad, match in (("xla,xla", "needs 8 entries"), ("cpu_fast", "needs 8 entries"),
+                       (",".join(["phase"] + ["xla"] * 7), "entry 0 'phase'"),
+                       (",".join(["xla"] * 5 + ["xla/conv/xla"] + ["xla"] * 2), "entry 5 'xla/conv/xla'"),
+                       (",".join(["xla/xla"] + ["xla"] * 7), "entry 'xla/xla'"),
+                       (",".join(["xla"] * 6 + ["dense"] + ["xla"]), "'dense' only fits")):
+        with pytest.raises(ValueError, match=match):
+            V.resolve_plan(bad)
+    with pytest.raises(ValueError, match="V plan"):
+        make_train_step(VAEConfig(plan="nonsense"))
+
+
+def test_chunked_encode_equals_one_pass():
+    params = V.init_params(jax.random.key(0), Z)
+    frames = jnp.asarray(np.random.default_rng(2).integers(0, 256, (23, 64, 64, 3), dtype=np.uint8))
+    want = jax.jit(lambda p, x: V.encode(p, x, V.REFERENCE, chunk=0))(params, frames)
+    for chunk in (5, 23, 50):  # 4 chunks + a rest of 3; one chunk; more than N
+        got = jax.jit(lambda p, x, c=chunk: V.encode(p, x, chunk=c), compiler_options=V.compiler_options())(params, frames)
+        assert got[0].shape == (23, Z)
+        _assert_same(got, want)
 
 
 # ---------------------------------------------------------------- data parallel, resume, NaN guard, encode
@@ -301,3 +358,35 @@ def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
     assert alien["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
     with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
         evaluate_vae(full, [7])
+
+
+# ---------------------------------------------------------------- the benchmark's method
+
+
+def test_bench_alternates_blocks_and_talks_to_a_serving_worker(tmp_path):
+    """`wm-jax bench vae`: blocks alternate round by round, rates are items/s, the best block is the figure; the
+    torch worker protocol (one info line, then one timing line per "<steps>" line) runs without torch here."""
+    from wm_jax.bench.vae import TorchWorker, alternate, summarise
+
+    order, walls = [], iter([1.0, 2.0, 0.5, 4.0, 1.0, 1.0])
+    blocks = {"a": lambda: (order.append("a"), (10.0, next(walls), 2.0))[1],
+              "b": lambda: (order.append("b"), (30.0, next(walls), 3.0))[1]}
+    rates = alternate(blocks, rounds=3, pause=0)
+    assert order == ["a", "b"] * 3
+    assert rates["a"] == [(10.0, 5.0), (20.0, 5.0), (10.0, 5.0)] and [w for w, _ in rates["b"]] == [15.0, 7.5, 30.0]
+    s = summarise(rates, cores=2)
+    assert (s["a"]["best"], s["a"]["median"], s["a"]["best_cpu_x_cores"]) == (20.0, 10.0, 10.0)
+    assert s["b"]["best"] == 30.0
+
+    fake = tmp_path / "serve.py"
+    fake.write_text("import json, sys\nprint(json.dumps({'torch': 'fake', 'threads': 1}), flush=True)\n"
+                    "for line in sys.stdin:\n    if line.strip() in ('', 'quit'):\n        break\n"
+                    "    n = int(line)\n    print(json.dumps({'steps': n, 'wall_s': 0.01 * n, 'cpu_s': 0.02 * n}), "
+                    "flush=True)\n")
+    w = TorchWorker(batch=4, seconds=0.05, script=fake)
+    try:
+        assert w.info == {"torch": "fake", "threads": 1} and w.steps == 5  # 0.05 s / 0.01 s per step
+        assert w.block() == (20.0, 0.05, 0.1)
+    finally:
+        w.close()
+    assert w.proc.returncode == 0

@@ -99,6 +99,7 @@ class VAEConfig:
     # TakeCover only: fireball pixels (of the frame or the reconstruction) weigh 1 + this in the squared error;
     # 0 = the original's loss. Tells V what the dream must show (beyond the paper; README, "fireball_weight").
     fireball_weight: float = 0.0
+    plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/vae.resolve_plan).
 
 
 @dataclasses.dataclass(frozen=True)

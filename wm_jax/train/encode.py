@@ -23,15 +23,16 @@ from wm_jax.config import Config
 
 def make_encoder(batch: int, mesh=None) -> Callable:
     """Jitted ``(params, frames uint8 [batch,64,64,3]) -> (mu, logvar) [batch, Z]``, batch split over `mesh`."""
-    from wm_jax.models.vae import encode
+    from wm_jax.models.vae import compiler_options, encode
 
     if mesh is None:
-        return jax.jit(encode)
+        return jax.jit(encode, compiler_options=compiler_options())
     from wm_jax.parallel import batch_sharded, replicated
 
     if batch % mesh.devices.size:
         raise ValueError(f"config key 'vae.encode_batch_size' = {batch} must divide by {mesh.devices.size} devices")
-    return jax.jit(encode, in_shardings=(replicated(mesh), batch_sharded(mesh)), out_shardings=replicated(mesh))
+    return jax.jit(encode, in_shardings=(replicated(mesh), batch_sharded(mesh)), out_shardings=replicated(mesh),
+                   compiler_options=compiler_options())
 
 
 def packed_batches(episodes: Iterator[tuple[int, np.ndarray]], batch: int

@@ -67,15 +67,17 @@ def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None
     Cached per (kl_tolerance, fireball_weight, mesh, plan), so reruns in one process reuse the compiled step
     (the learning rate is read from opt_state).
     """
-    return _make_train_step(v.kl_tolerance, v.fireball_weight, mesh, None if plan is None else tuple(plan))
+    from wm_jax.models.vae import resolve_plan
+
+    plan = resolve_plan(v.plan) if plan is None else tuple(plan)
+    return _make_train_step(v.kl_tolerance, v.fireball_weight, mesh, plan)
 
 
 @functools.lru_cache(maxsize=16)
-def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tuple[str, ...] | None) -> Callable:
-    from wm_jax.models.vae import FAST
+def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tuple[str, ...]) -> Callable:
+    from wm_jax.models.vae import compiler_options
     from wm_jax.train.vae_loss import loss_fn
 
-    plan = FAST if plan is None else plan
     v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight)
     optimizer = make_optimizer(v)
 
@@ -87,12 +89,12 @@ def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tu
         return optax.apply_updates(params, updates), opt_state, terms
 
     if mesh is None:
-        return jax.jit(step, donate_argnums=(0, 1))
+        return jax.jit(step, donate_argnums=(0, 1), compiler_options=compiler_options())
     from wm_jax.parallel import batch_sharded, replicated
 
     rep, dat = replicated(mesh), batch_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, rep, dat, rep, rep), out_shardings=(rep, rep, rep),
-                   donate_argnums=(0, 1))
+                   donate_argnums=(0, 1), compiler_options=compiler_options())
 
 
 def epoch_batches(train_set, batch_size: int, data_seed: int, epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:

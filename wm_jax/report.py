@@ -88,6 +88,8 @@ def bench_table(folder: Path) -> str:
         if stage.endswith("_scaling") or stage == "dream_unroll":
             key, unit, frac = _sweep_headline(rec, path)
             rec = {**rec, key: rec.get("_value")}
+        if rec.get("ratio_vs_torch"):  # timed beside the PyTorch baseline in the same run
+            unit += f"; {rec['ratio_vs_torch']:.2f}× PyTorch ({_fmt(rec.get('torch_images_per_s'))}/s)"
         dev = rec.get("device", {})
         device = f"{dev.get('backend', '?')} ×{dev.get('device_count', '?')} ({dev.get('cpu_count', '?')} cores)"
         rows.append(f"| {stage} | {env or '–'} | {_fmt(rec.get(key))} | {unit} | {_fmt(target)} | "

@@ -17,5 +17,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 # No persistent compile cache (wm_jax/compile_cache.py) unless a test asks for its own: the suite must not read
-# programs an earlier run or the user's experiments left in ~/.cache.
-os.environ.setdefault("WM_JAX_COMPILE_CACHE", "off")
+# programs an earlier run or the user's experiments left in ~/.cache, nor a cache the caller's environment names.
+os.environ["WM_JAX_COMPILE_CACHE"] = "off"
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)

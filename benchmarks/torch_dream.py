@@ -226,9 +226,12 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=0, help="LSTM units (0: the env's paper size)")
     ap.add_argument("--tau", type=float, default=1.15, help="sampling temperature τ")
     ap.add_argument("--chunk", type=int, default=50, help="steps per any-episode-alive check")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
     ap.add_argument("--generations", type=int, default=1, help="timed generations (standalone)")
     ap.add_argument("--serve", action="store_true", help="time generations on request (see module doc)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     d = Dream(a.env, a.pop, a.trials, a.steps, a.tau, a.mixtures, a.hidden, a.chunk)
     d.generation(steps=min(a.steps, 5))  # warm-up: allocator, eigh, oneDNN primitives
     if a.serve:

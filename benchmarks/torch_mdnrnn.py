@@ -128,9 +128,12 @@ def main() -> None:
     ap.add_argument("--actions", type=int, default=3, help="action size A")
     ap.add_argument("--hidden", type=int, default=256, help="LSTM units H")
     ap.add_argument("--mixtures", type=int, default=5, help="Gaussians per z dimension K")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps (standalone)")
     ap.add_argument("--serve", action="store_true", help="time blocks of steps on request (see module doc)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     step, model = make_step(a.batch, a.seq_len, a.z, a.actions, a.hidden, a.mixtures)
     for _ in range(2):  # warm-up: allocator, oneDNN primitives
         step()

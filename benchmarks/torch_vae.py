@@ -6,7 +6,7 @@ torch is only in the ``bench`` extra (``pip install -e .[bench]``; pinned torch=
         prints images/s (wall) and images/s normalised by process CPU time.
     python benchmarks/torch_vae.py --serve [--batch 100]
         what ``wm-jax bench vae --compare-torch`` runs beside JAX: after the warm-up prints one JSON line
-        (versions, threads, parameters), then for each line "<steps>" read from stdin runs that many steps and
+        (versions, threads, parameters, items_per_step = batch), then for each line "<steps>" read from stdin runs that many steps and
         prints {"steps", "wall_s", "cpu_s"}; "quit" or end of input ends it. A separate process, so that neither
         framework's idle worker threads spin on the cores while the other one is timed.
 
@@ -62,7 +62,7 @@ def make_step(batch: int, channels_last: bool = True):
 
 
 def info(model: nn.Module, batch: int, channels_last: bool) -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch, "items_per_step": batch,
             "params": sum(p.numel() for p in model.parameters()), "channels_last": channels_last}
 
 

@@ -72,6 +72,12 @@ def test_only_the_cli_knows_argparse():
     assert offenders == []
 
 
+def test_torch_stays_in_the_benchmark_scripts():
+    """PyTorch is an optional baseline: only benchmarks/torch_*.py import it, in their own process."""
+    offenders = [f"{m}:{line}" for m in MODULES for mod, _, line in imports(m) if mod.split(".")[0] == "torch"]
+    assert offenders == []
+
+
 @pytest.mark.parametrize("root", ["wm_jax.agent", "wm_jax.evaluation", "wm_jax.run", "wm_jax.io"])
 def test_inference_imports_no_training_code(root):
     assert sorted(m for m in closure([root]) if m.startswith("wm_jax.train")) == []

@@ -299,3 +299,11 @@ def test_report_imports_no_jax(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, capture_output=True)
     assert "| [tc](results/tc/)" not in (tmp_path / "README.md").read_text()
     assert (tmp_path / "results" / "README.md").exists()
+
+
+def test_bench_table_names_the_pytorch_rate_of_any_stage(tmp_path):
+    rec = {"stage": "mdnrnn", "timesteps_per_s": 30_000.0, "torch_timesteps_per_s": 20_000.0, "ratio_vs_torch": 1.5,
+           "device": {"backend": "cpu", "device_count": 1, "cpu_count": 2}, "time": "2026-12-01T10:00:00"}
+    (tmp_path / "mdnrnn.json").write_text(json.dumps(rec))
+    row = report.bench_table(tmp_path).splitlines()[2]
+    assert "| 30,000 |" in row and "1.50× PyTorch (20,000/s)" in row

@@ -358,35 +358,3 @@ def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
     assert alien["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
     with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
         evaluate_vae(full, [7])
-
-
-# ---------------------------------------------------------------- the benchmark's method
-
-
-def test_bench_alternates_blocks_and_talks_to_a_serving_worker(tmp_path):
-    """`wm-jax bench vae`: blocks alternate round by round, rates are items/s, the best block is the figure; the
-    torch worker protocol (one info line, then one timing line per "<steps>" line) runs without torch here."""
-    from wm_jax.bench.vae import TorchWorker, alternate, summarise
-
-    order, walls = [], iter([1.0, 2.0, 0.5, 4.0, 1.0, 1.0])
-    blocks = {"a": lambda: (order.append("a"), (10.0, next(walls), 2.0))[1],
-              "b": lambda: (order.append("b"), (30.0, next(walls), 3.0))[1]}
-    rates = alternate(blocks, rounds=3, pause=0)
-    assert order == ["a", "b"] * 3
-    assert rates["a"] == [(10.0, 5.0), (20.0, 5.0), (10.0, 5.0)] and [w for w, _ in rates["b"]] == [15.0, 7.5, 30.0]
-    s = summarise(rates, cores=2)
-    assert (s["a"]["best"], s["a"]["median"], s["a"]["best_cpu_x_cores"]) == (20.0, 10.0, 10.0)
-    assert s["b"]["best"] == 30.0
-
-    fake = tmp_path / "serve.py"
-    fake.write_text("import json, sys\nprint(json.dumps({'torch': 'fake', 'threads': 1}), flush=True)\n"
-                    "for line in sys.stdin:\n    if line.strip() in ('', 'quit'):\n        break\n"
-                    "    n = int(line)\n    print(json.dumps({'steps': n, 'wall_s': 0.01 * n, 'cpu_s': 0.02 * n}), "
-                    "flush=True)\n")
-    w = TorchWorker(batch=4, seconds=0.05, script=fake)
-    try:
-        assert w.info == {"torch": "fake", "threads": 1} and w.steps == 5  # 0.05 s / 0.01 s per step
-        assert w.block() == (20.0, 0.05, 0.1)
-    finally:
-        w.close()
-    assert w.proc.returncode == 0

@@ -89,12 +89,21 @@ def bench_table(folder: Path) -> str:
             key, unit, frac = _sweep_headline(rec, path)
             rec = {**rec, key: rec.get("_value")}
         if rec.get("ratio_vs_torch"):  # timed beside the PyTorch baseline in the same run
-            unit += f"; {rec['ratio_vs_torch']:.2f}× PyTorch ({_fmt(rec.get('torch_images_per_s'))}/s)"
+            unit += f"; {rec['ratio_vs_torch']:.2f}× PyTorch ({_fmt(_torch_rate(rec, key))}/s)"
         dev = rec.get("device", {})
         device = f"{dev.get('backend', '?')} ×{dev.get('device_count', '?')} ({dev.get('cpu_count', '?')} cores)"
         rows.append(f"| {stage} | {env or '–'} | {_fmt(rec.get(key))} | {unit} | {_fmt(target)} | "
                     f"{'–' if frac is None else f'{100 * frac:.0f}%'} | {device} | {rec.get('time', '')[:10]} |")
     return "\n".join(rows)
+
+
+def _torch_rate(rec: dict, key: str | None) -> float | None:
+    """The PyTorch baseline's rate in a record timed beside it: ``torch_<headline key>`` (torch_images_per_s,
+    torch_timesteps_per_s, torch_dream_steps_per_s), else its one ``torch_*_per_s`` key."""
+    if key and f"torch_{key}" in rec:
+        return rec[f"torch_{key}"]
+    rates = [k for k in rec if k.startswith("torch_") and k.endswith("_per_s")]
+    return rec[rates[0]] if len(rates) == 1 else None
 
 
 def _sweep_headline(rec: dict, path: Path) -> tuple[str, str, float | None]:

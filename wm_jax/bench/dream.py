@@ -21,6 +21,13 @@ A τ sweep (``--taus``, one compiled program for every τ as ``sweep-temperature
 value per τ gives the sweep's spread: a cool dream its controller has learned to exploit keeps its episodes alive
 to the cap while the hot ones end early. Compaction shrinks the batch of every τ's episodes as one
 (``dream_batch.rollout_taus``), by ``--compact-ratio`` (es.dream_compact_ratio) at a time.
+
+``--compare-torch`` (one τ, full-length episodes): after the above, ``--rounds`` rounds of alternating blocks
+(``wm_jax.bench.compare``): one call of the generation program, 2 s of fp32 matmuls (the measured peak, which
+``fraction_of_peak`` then uses) and the same generations in PyTorch (``benchmarks/torch_dream.py --serve``: the
+population x trials batch as one tensor, eager, CMA-ES in torch). ``dream_steps_per_s`` is then the best JAX block,
+``torch_dream_steps_per_s`` the best PyTorch one, ``ratio_vs_torch`` their ratio and ``ratio_vs_torch_median`` the
+median of the per-round ratios; ``profile_generation_seconds`` is the profile's own best generation.
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--unroll", type=int, default=1, help="es.unroll: dream steps per scan iteration")
     parser.add_argument("--unrolls", default="", help="comma list, e.g. 1,2,4,8: time one program per es.unroll "
                         "in one process, in turn for --repeats rounds (a loaded machine slows all alike); each's best")
+    parser.add_argument("--compare-torch", action="store_true", help="also time the same generations in PyTorch, and "
+                        "the matmul peak, in alternating rounds (needs the bench extra: torch)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --compare-torch")
     parser.add_argument("--scaling", action="store_true", help="throughput against width = pop x trials x τ: "
                         "--pop doubles from the width 64 up (wm_jax.bench.scaling); JSON + PNG")
     from wm_jax.bench.scaling import add_sweep_arguments
@@ -137,6 +147,8 @@ def measure(args) -> dict:
     z, hid, a = s["z"], args.hidden or s["hidden"], s["action"]
     cfg = _config(args, args.pop)
     mdn, dp, taus, probs = _world(args)
+    if args.compare_torch and (len(taus) > 1 or max(probs) > 0 or args.compact):
+        raise ValueError("--compare-torch times full-length episodes at one τ: no --end-prob, --compact or τ list")
     template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, args.env, z, hid)
     devices = jax.devices()[:1] if args.single_device else None
     prog = ESProgram(cfg, template, devices=devices)
@@ -158,7 +170,13 @@ def measure(args) -> dict:
         sec = prof.pop("generation_seconds")
     feat = ctrl.feature_dim(s["inputs"], z, hid)
     fps = flops_per_step(z, hid, a, args.mixtures, feat)
-    peak = peak_flops()
+    compared = {}
+    if args.compare_torch:  # the headline from the alternated blocks; the profile keeps its own generation time
+        compared = {**({"profile_generation_seconds": sec} if profile else {}),
+                    **_compare_torch(args, gen_fn, slot_steps, hid)}
+        sec, peak = slot_steps / compared.pop("jax_best"), compared.pop("peak_best")
+    else:
+        peak = peak_flops()
     sps = slot_steps / sec  # batch · steps_run without compaction
     result = {
         "env": args.env, "z_dim": z, "lstm_hidden": hid, "mixtures": args.mixtures, "population": args.pop,
@@ -175,7 +193,25 @@ def measure(args) -> dict:
     }
     if profile:
         result.update(prof)
+    result.update(compared)
     return result
+
+
+def _compare_torch(args, gen_fn, slot_steps: int, hidden: int) -> dict:
+    """Alternating rounds of one JAX generation call, the matmul peak and the same generations in PyTorch
+    (wm_jax.bench.compare): the record's torch keys, plus "jax_best" (dream steps/s) and "peak_best" (FLOP/s)."""
+    from wm_jax.bench.compare import TorchWorker, alternate, call_block, matmul_block, summarise, torch_figures
+
+    torch_args = ["--env", args.env, "--pop", args.pop, "--trials", args.trials, "--steps", args.steps,
+                  "--mixtures", args.mixtures, "--hidden", hidden, "--tau", args.taus, "--chunk", args.chunk]
+    cores = os.cpu_count() or 1
+    blocks = {"jax": call_block(gen_fn, slot_steps, 0.0), "peak": matmul_block(2.0)}
+    with TorchWorker("torch_dream.py", torch_args, steps=args.generations) as worker:
+        rates = alternate({**blocks, "torch": worker.block}, args.rounds)
+    s = summarise(rates, cores)
+    return {**torch_figures(rates, s, worker.info, "dream_steps", cores), "jax_best": s["jax"]["best"],
+            "peak_best": s["peak"]["best"], "dream_steps_per_s_median": s["jax"]["median"], "blocks": s,
+            "rounds": args.rounds, "method": "alternating blocks in one run; rates = best block (wm_jax.bench.compare)"}
 
 
 def measure_unrolls(args) -> dict:

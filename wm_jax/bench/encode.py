@@ -33,7 +33,7 @@ def measure(args) -> dict:
     import jax
     import numpy as np
 
-    from wm_jax.bench.vae import alternate, matmul_block, summarise
+    from wm_jax.bench.compare import alternate, matmul_block, summarise
     from wm_jax.models import vae as V
     from wm_jax.parallel import make_mesh, replicate
     from wm_jax.train.encode import make_encoder
@@ -64,4 +64,4 @@ def measure(args) -> dict:
             "frames_per_cpu_s_x_cores": s["encode"]["best_cpu_x_cores"], "flops_per_frame": flops,
             "peak_flops": peak, "fraction_of_peak": fps * flops / peak, "machine_limit_frames_per_s": peak / flops,
             "compile_s": compile_s, "rounds": args.rounds, "seconds_per_block": args.seconds, "blocks": s,
-            "method": "alternating blocks in one run; rates = best block (wm_jax.bench.vae)"}
+            "method": "alternating blocks in one run; rates = best block (wm_jax.bench.compare)"}

@@ -8,10 +8,17 @@ measured fp32 jitted-matmul rate of this machine (``sysinfo.peak_flops``).
 Variants: ``custom`` (shipped: custom-VJP scan, weight gradients as one matmul after the scan),
 ``reference`` (same model, plain autodiff through lax.scan) and ``flax`` (flax ``nn.RNN(OptimizedLSTMCell)``
 + Dense head, the issue's baseline). ``--breakdown`` times the parts of the custom step separately.
+
+The variants are timed in alternating blocks of >= ``--min-seconds``, ``--rounds`` times (``wm_jax.bench.compare``),
+each keeping its best block. ``--compare-torch`` adds two blocks to every round: fp32 matmuls (the measured peak,
+which ``fraction_of_peak`` then uses) and the same step in PyTorch (``benchmarks/torch_mdnrnn.py --serve``:
+``nn.LSTM``, autograd, clipping, Adam), giving ``torch_timesteps_per_s``, ``ratio_vs_torch`` (best over best) and
+``ratio_vs_torch_median`` (of the per-round ratios).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -35,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--devices", type=int, default=1, help="data-parallel devices (default 1)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing window per repeat")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds over the variants")
+    parser.add_argument("--compare-torch", action="store_true", help="also time the same step in PyTorch, and the "
+                        "matmul peak, in the same rounds (needs the bench extra: torch)")
 
 
 def _batch(args, key):
@@ -127,17 +136,26 @@ def _build_variant(args, variant: str, unroll: int, devices) -> dict:
     return {"variant": variant, "unroll": unroll, "call": call, "compile_seconds": time.perf_counter() - t0}
 
 
-def _time_round_robin(built: list[dict], rounds: int, min_seconds: float) -> None:
-    """Time the variants back to back, `rounds` times in turn (load drifts hit all alike); keep each one's best."""
-    from wm_jax.sysinfo import time_call
+def _time_round_robin(built: list[dict], args, extra: dict) -> dict[str, list[tuple[float, float]]]:
+    """Time the variants (and the `extra` blocks: peak, PyTorch) in alternating blocks of >= --min-seconds,
+    --rounds times (load drifts hit all alike); each variant keeps its best block. Returns the blocks' rates."""
+    from wm_jax.bench.compare import alternate, call_block
 
+    ts = args.batch * args.seq_len
+    blocks = {b["name"]: call_block(b["call"], ts, args.min_seconds) for b in built}
+    rates = alternate({**blocks, **extra}, args.rounds)
     for b in built:
-        b["step_seconds"], b["rounds"] = float("inf"), []
-    for _ in range(rounds):
-        for b in built:
-            sec = time_call(b["call"], repeats=1, min_seconds=min_seconds)
-            b["rounds"].append(round(sec, 4))
-            b["step_seconds"] = min(b["step_seconds"], sec)
+        r = [w for w, _ in rates[b["name"]]]
+        b["rounds"] = [round(ts / x, 4) for x in r]  # seconds per step, block by block
+        b["step_seconds"] = ts / max(r)
+    return rates
+
+
+def _torch_args(args) -> list:
+    if args.restart_flag or args.devices != 1:
+        raise ValueError("--compare-torch: the PyTorch step has no restart flag and runs on one device")
+    return ["--batch", args.batch, "--seq-len", args.seq_len, "--z", args.z, "--actions", args.actions,
+            "--hidden", args.hidden, "--mixtures", args.mixtures]
 
 
 def _breakdown(args) -> dict:
@@ -184,6 +202,7 @@ def _breakdown(args) -> dict:
 def measure(args) -> dict:
     import jax
 
+    from wm_jax.bench.compare import TorchWorker, matmul_block, summarise, torch_figures
     from wm_jax.models.mdnrnn import flops_per_timestep
     from wm_jax.sysinfo import peak_flops
 
@@ -191,11 +210,25 @@ def measure(args) -> dict:
     if len(devices) < args.devices:
         raise ValueError(f"--devices {args.devices}: only {len(jax.devices())} available")
     fl = flops_per_timestep(args.z, args.actions, args.hidden, args.mixtures, args.restart_flag)
-    peak = peak_flops()
     specs = [(args.variant, args.unroll)] + [(n, int(u or 1)) for n, _, u in
                                              (c.partition(":") for c in filter(None, args.compare.split(",")))]
-    built = [_build_variant(args, v, u, devices) for v, u in specs]
-    _time_round_robin(built, args.rounds, args.min_seconds)
+    if len(set(specs)) < len(specs):
+        raise ValueError(f"--variant/--compare: a variant:unroll is listed twice in {specs}")
+    torch_args = _torch_args(args) if args.compare_torch else None
+    built = [{**_build_variant(args, v, u, devices), "name": f"{v}:{u}"} for v, u in specs]
+    extra, worker = {}, None
+    try:
+        if torch_args is not None:
+            extra["peak"] = matmul_block(args.min_seconds)
+            worker = TorchWorker("torch_mdnrnn.py", torch_args, args.min_seconds)
+            extra["torch"] = worker.block
+        rates = _time_round_robin(built, args, extra)
+    finally:
+        if worker is not None:
+            worker.close()
+    cores = os.cpu_count() or 1
+    s = summarise(rates, cores)
+    peak = s["peak"]["best"] if worker is not None else peak_flops()
     runs = []
     for b in built:
         b.pop("call")
@@ -215,7 +248,11 @@ def measure(args) -> dict:
     }
     if len(runs) > 1:
         res["compare"] = runs[1:]
+    if worker is not None:
+        res.update(torch_figures(rates, s, worker.info, "timesteps", cores, jax=built[0]["name"]))
+        res.update({"timesteps_per_s_median": s[built[0]["name"]]["median"], "blocks": s,
+                    "method": "alternating blocks in one run; rates = best block (wm_jax.bench.compare)"})
     if args.breakdown:
         res["breakdown"] = _breakdown(args)
-    res["load_average"] = list(np.round(__import__("os").getloadavg(), 2))
+    res["load_average"] = list(np.round(os.getloadavg(), 2))
     return res

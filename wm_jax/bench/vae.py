@@ -1,27 +1,19 @@
 """``wm-jax bench vae``: V's training-step throughput (Adam, batch 100, fp32), compile excluded.
 
-The machine may be shared, so every figure comes from blocks that alternate in one run: a block of JAX steps
+Every figure comes from blocks that alternate in one run (``wm_jax.bench.compare``): a block of JAX steps
 (>= ``--seconds``), a block of fp32 matmuls (the measured peak), and with ``--compare-torch`` a block of the same
-step in PyTorch (``benchmarks/torch_vae.py --serve``, a separate process, so that neither framework's idle
-threads spin while the other is timed), ``--rounds`` times, with a short pause between blocks. Each rate is the
-best block (the least disturbed); ``ratio_vs_torch`` divides the two best rates and ``ratio_vs_torch_median`` is
-the median of the per-round ratios. Also reported: FLOPs per image (analytic, forward + backward), the fraction
-of the measured peak, and images per CPU-second x cores (what the process would give with all cores its own).
+step in PyTorch (``benchmarks/torch_vae.py --serve``), ``--rounds`` times. Each rate is the best block;
+``ratio_vs_torch`` divides the two best rates and ``ratio_vs_torch_median`` is the median of the per-round ratios.
+Also reported: FLOPs per image (analytic, forward + backward), the fraction of the measured peak, and images per
+CPU-second x cores (what the process would give with all cores its own).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_vae.py"
-Block = Callable[[], tuple[float, float, float]]  # () -> (items done, wall s, CPU s of the process doing them)
+from wm_jax.bench.compare import Block, TorchWorker, alternate, matmul_block, summarise, torch_figures
 
 
 def add_arguments(parser) -> None:
@@ -35,74 +27,6 @@ def add_arguments(parser) -> None:
                         help="also time the same step in PyTorch (needs the bench extra: torch)")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per block")
     parser.add_argument("--rounds", type=int, default=5, help="times every block runs, alternating")
-
-
-def matmul_block(seconds: float, n: int = 2048) -> Block:
-    """A block of fp32 [n,n] @ [n,n] jitted matmuls for >= `seconds`: (FLOPs, wall, CPU)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, b).block_until_ready()
-
-    def run() -> tuple[float, float, float]:
-        k, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < seconds:
-            f(a, b).block_until_ready()
-            k += 1
-        return 2.0 * n**3 * k, time.perf_counter() - t0, time.process_time() - c0
-
-    return run
-
-
-def alternate(blocks: dict[str, Block], rounds: int, pause: float = 0.3) -> dict[str, list[tuple[float, float]]]:
-    """Run every block once per round, in order, `rounds` times -> {name: [(items/wall s, items/CPU s), ...]}."""
-    out: dict[str, list[tuple[float, float]]] = {name: [] for name in blocks}
-    for _ in range(rounds):
-        for name, block in blocks.items():
-            items, wall, cpu = block()
-            out[name].append((items / wall, items / max(cpu, 1e-9)))
-            time.sleep(pause)
-    return out
-
-
-class TorchWorker:
-    """``benchmarks/torch_vae.py --serve`` in a child process; ``block()`` times >= `seconds` of its steps."""
-
-    def __init__(self, batch: int, seconds: float, script: Path = TORCH_SCRIPT):
-        if not script.is_file():
-            raise FileNotFoundError(f"--compare-torch needs {script} (run from a wm-jax checkout)")
-        self.batch = batch
-        self.proc = subprocess.Popen([sys.executable, str(script), "--serve", "--batch", str(batch)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self._read()
-        wall, _ = self._run(1)
-        self.steps = max(1, round(seconds / wall))
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("benchmarks/torch_vae.py --serve ended early: is torch installed? "
-                               "(pip install -e '.[bench]')")
-        return json.loads(line)
-
-    def _run(self, steps: int) -> tuple[float, float]:
-        self.proc.stdin.write(f"{steps}\n")
-        self.proc.stdin.flush()
-        r = self._read()
-        return r["wall_s"], r["cpu_s"]
-
-    def block(self) -> tuple[float, float, float]:
-        wall, cpu = self._run(self.steps)
-        return float(self.batch * self.steps), wall, cpu
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
 
 
 def jax_block(v, mesh, plan: tuple[str, ...], params, frames, seconds: float) -> tuple[Block, float]:
@@ -136,13 +60,6 @@ def jax_block(v, mesh, plan: tuple[str, ...], params, frames, seconds: float) ->
     return run, compile_s
 
 
-def summarise(rates: dict[str, list[tuple[float, float]]], cores: int) -> dict[str, dict]:
-    """Per block: best and median items/s (wall) and best items per CPU-second x cores."""
-    return {name: {"best": max(w for w, _ in r), "median": statistics.median(w for w, _ in r),
-                   "all": [round(w, 2) for w, _ in r], "best_cpu_x_cores": max(c for _, c in r) * cores}
-            for name, r in rates.items()}
-
-
 def measure(args) -> dict:
     import jax
     import numpy as np
@@ -165,7 +82,7 @@ def measure(args) -> dict:
     for name, plan in plans.items():
         blocks[name], compile_s[name] = jax_block(v, mesh, plan, params, frames, args.seconds)
     blocks["peak"] = matmul_block(args.seconds)
-    worker = TorchWorker(args.batch, args.seconds) if args.compare_torch else None
+    worker = TorchWorker("torch_vae.py", ["--batch", args.batch], args.seconds) if args.compare_torch else None
     try:
         if worker is not None:
             blocks["torch"] = worker.block
@@ -187,10 +104,5 @@ def measure(args) -> dict:
         out.update({"reference_plan": list(V.REFERENCE), "reference_images_per_s": s["reference"]["best"],
                     "reference_compile_s": compile_s["reference"]})
     if worker is not None:
-        per_round = [j / t for (j, _), (t, _) in zip(rates["jax"], rates["torch"])]
-        out.update({"torch": worker.info, "torch_images_per_s": s["torch"]["best"],
-                    "torch_images_per_s_median": s["torch"]["median"],
-                    "torch_images_per_cpu_s_x_threads": s["torch"]["best_cpu_x_cores"] / cores * worker.info["threads"],
-                    "ratio_vs_torch": ips / s["torch"]["best"], "ratio_vs_torch_median": statistics.median(per_round),
-                    "ratio_vs_torch_per_round": [round(r, 3) for r in per_round]})
+        out.update(torch_figures(rates, s, worker.info, "images", cores))
     return out

@@ -28,11 +28,11 @@ run, as ``dream_steps_per_s`` counts them.
 import argparse
 import json
 import math
-import sys
 import time
 
 import torch
 from torch import nn
+from torch_serve import serve  # benchmarks/torch_serve.py (this script's folder)
 
 SIZES = {"carracing": {"z": 32, "hidden": 256, "action": 3, "inputs": "zh", "bias": True, "reward": "model"},
          "takecover": {"z": 64, "hidden": 512, "action": 1, "inputs": "zch", "bias": False, "reward": "alive"}}
@@ -204,16 +204,6 @@ def info(d: Dream) -> dict:
                       "tau": d.tau, "chunk": d.chunk}}
 
 
-def serve(d: Dream) -> None:
-    print(json.dumps(info(d)), flush=True)
-    for line in sys.stdin:
-        if line.strip() in ("", "quit"):
-            break
-        n = int(line)
-        t0, c0 = time.perf_counter(), time.process_time()
-        items = sum(d.generation() for _ in range(n))
-        print(json.dumps({"steps": n, "items": items, "wall_s": time.perf_counter() - t0,
-                          "cpu_s": time.process_time() - c0}), flush=True)
 
 
 def main() -> None:
@@ -235,7 +225,7 @@ def main() -> None:
     d = Dream(a.env, a.pop, a.trials, a.steps, a.tau, a.mixtures, a.hidden, a.chunk)
     d.generation(steps=min(a.steps, 5))  # warm-up: allocator, eigh, oneDNN primitives
     if a.serve:
-        serve(d)
+        serve(info(d), lambda n: sum(d.generation() for _ in range(n)))
         return
     t0, c0 = time.perf_counter(), time.process_time()
     n = sum(d.generation() for _ in range(a.generations))

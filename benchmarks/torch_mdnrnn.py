@@ -21,12 +21,12 @@ reset of the zero state: nothing), so the LSTM runs without resets.
 import argparse
 import json
 import math
-import sys
 import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch_serve import repeat, serve  # benchmarks/torch_serve.py (this script's folder)
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -107,19 +107,6 @@ def info(model: nn.Module, a) -> dict:
                       "mixtures": a.mixtures}, "lstm": "torch.nn.LSTM (fused CPU kernel)"}
 
 
-def serve(step, model, a) -> None:
-    print(json.dumps(info(model, a)), flush=True)
-    for line in sys.stdin:
-        if line.strip() in ("", "quit"):
-            break
-        n = int(line)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            step()
-        print(json.dumps({"steps": n, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}),
-              flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=100, help="sequences per step (wm-jax bench mdnrnn: 100)")
@@ -138,7 +125,7 @@ def main() -> None:
     for _ in range(2):  # warm-up: allocator, oneDNN primitives
         step()
     if a.serve:
-        serve(step, model, a)
+        serve(info(model, a), repeat(step))
         return
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(a.steps):

@@ -16,11 +16,11 @@ kl_tolerance * Z = 16), Adam lr 1e-4, fp32, channels-last by default (the faster
 
 import argparse
 import json
-import sys
 import time
 
 import torch
 from torch import nn
+from torch_serve import repeat, serve as serve_blocks  # benchmarks/torch_serve.py (this script's folder)
 
 
 class VAE(nn.Module):
@@ -70,16 +70,7 @@ def serve(batch: int, channels_last: bool) -> None:
     step, model = make_step(batch, channels_last)
     for _ in range(2):
         step()
-    print(json.dumps(info(model, batch, channels_last)), flush=True)
-    for line in sys.stdin:
-        if line.strip() in ("", "quit"):
-            break
-        n = int(line)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            step()
-        print(json.dumps({"steps": n, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}),
-              flush=True)
+    serve_blocks(info(model, batch, channels_last), repeat(step))
 
 
 def main() -> None:

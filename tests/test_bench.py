@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,8 @@ def torch_script(name: str):
     import importlib.util
 
     pytest.importorskip("torch")
+    if str(BENCH_SCRIPTS) not in sys.path:  # as when run as a script: its folder first (torch_serve.py)
+        sys.path.insert(0, str(BENCH_SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, BENCH_SCRIPTS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -261,7 +264,7 @@ def test_torch_m_has_m_s_parameters_and_computes_m_s_loss():
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import torch
+    torch = pytest.importorskip("torch")
 
     from wm_jax.models import mdnrnn as M
 
@@ -301,7 +304,7 @@ def test_torch_dream_step_is_the_jax_dream_step(env):
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import torch
+    torch = pytest.importorskip("torch")
 
     from wm_jax.bench.dream import SIZES
     from wm_jax.envs import dream
@@ -356,7 +359,7 @@ def test_torch_cma_es_is_evosax_cma_es():
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import torch
+    torch = pytest.importorskip("torch")
     from evosax.algorithms import CMA_ES
 
     td = torch_script("torch_dream")

@@ -7,7 +7,8 @@ framework's idle threads spin on the cores while the other one is timed), with a
 Each rate is the best block (the least disturbed); ``ratio_vs_torch`` divides the two best rates and
 ``ratio_vs_torch_median`` is the median of the per-round ratios (:func:`torch_figures`).
 
-The worker protocol (``benchmarks/torch_vae.py``, ``torch_mdnrnn.py``, ``torch_dream.py``): after its warm-up
+The worker protocol (``benchmarks/torch_vae.py``, ``torch_mdnrnn.py``, ``torch_dream.py``; their shared loop is
+``benchmarks/torch_serve.py``): after its warm-up
 the worker prints one JSON line (versions, ``threads``, ``params``, ``items_per_step``: the items one step
 counts, e.g. images of a batch), then for each line "<steps>" read from stdin runs that many steps and prints
 {"steps", "wall_s", "cpu_s"} (and "items" where a step's items are counted as they run); "quit" or end of input

@@ -205,16 +205,19 @@ def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Arra
 # ---------------------------------------------------------------- training-speed path: custom-VJP LSTM scan
 #
 # Time-major throughout: xp [T, B, 4H], keep [T, B] (0 = reset the state to zero *before* step t).
-# Forward scans the recurrence and saves the gate activations; the backward scan carries only (dh, dc) and
-# the [B, 4H] x [4H, H] product dgates_t @ W_hᵀ. The weight gradient dW_h = Σ_t h_{t-1}ᵀ dgates_t is ONE
-# [H, T·B] x [T·B, 4H] matmul after the scan, and dxp = dgates leaves the scan so dW_x, db are big matmuls too.
+# The forward scan also forms each step's local derivative factors (they fuse with the gate math there):
+#   p = (g·σ'(i), c_{t-1}·σ'(f), i·tanh'(g), tanh(c)·σ'(o)) [B, 4H],  q = o·tanh'(c),  fk = f·keep  [B, H],
+# so the backward scan carries only (dh, dc) and is one elementwise fusion plus the [B, 4H] x [4H, H] product
+# dgates_t @ W_hᵀ:  dc = dc' + dh·q,  dgates = (dc, dc, dc, dh)·p. The weight gradient dW_h = Σ_t h_{t-1}ᵀ dgates_t
+# is ONE [T·B, H]ᵀ x [T·B, 4H] matmul after the scan (contracting the flattened time-batch axis in place, no
+# transposed copy), and dxp = dgates leaves the scan so dW_x, db are big matmuls too.
 
 
 def _gate_consts(hidden: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-column constants of the fused activation act = tanh(s·x)·a + b over the 4H gate axis.
 
     σ(x) = ½·tanh(x/2) + ½ for i, f, o (s = a = ½, b = ½) and tanh for g (s = a = 1, b = 0): ONE tanh
-    over [B, 4H] instead of split / three sigmoids / tanh / concat. d act/dx = a·s·(1 - ((act - b)/a)²).
+    over [B, 4H] instead of split / three sigmoids / tanh / concat.
     """
     half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
     s = jnp.concatenate([half, half, one, half])
@@ -222,20 +225,25 @@ def _gate_consts(hidden: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _scan_forward(w_h, xp, keep, h0, c0, unroll):
+    """Forward recurrence. Returns (hs [T, B, H], p [T, B, 4H], q [T, B, H], fk [T, B, H], h_T, c_T)."""
     s, a, b = _gate_consts(h0.shape[-1], xp.dtype)
 
     def body(carry, inp):
         h, c = carry
         xp_t, k_t = inp
-        h, c = h * k_t[:, None], c * k_t[:, None]
+        k_t = k_t[:, None]
+        h, c = h * k_t, c * k_t
         act = jnp.tanh((xp_t + h @ w_h) * s) * a + b  # (σ(i), σ(f), tanh(g), σ(o)) [B, 4H]
         i, f, g, o = jnp.split(act, 4, axis=-1)
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
-        return (h, c), (h, c, act)
+        c_new = f * c + i * g
+        tc = jnp.tanh(c_new)
+        h = o * tc
+        sig = lambda y: y * (1.0 - y)  # noqa: E731  σ' from σ
+        p = jnp.concatenate([g * sig(i), c * sig(f), i * (1.0 - g * g), tc * sig(o)], -1)
+        return (h, c_new), (h, p, o * (1.0 - tc * tc), f * k_t)
 
-    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(body, (h0, c0), (xp, keep), unroll=unroll)
-    return hs, cs, acts, h_t, c_t
+    (h_t, c_t), (hs, p, q, fk) = jax.lax.scan(body, (h0, c0), (xp, keep), unroll=unroll)
+    return hs, p, q, fk, h_t, c_t
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -246,40 +254,33 @@ def lstm_scan(w_h: jax.Array, xp: jax.Array, keep: jax.Array, h0: jax.Array, c0:
     Returns (hs [T, B, H], h_T [B, H], c_T [B, H]). Gradients flow to w_h, xp, h0, c0; `keep` is data
     (its cotangent is returned as zeros). Equals :func:`lstm_scan_reference` and its autodiff gradient.
     """
-    hs, _, _, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    hs, _, _, _, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
     return hs, h_t, c_t
 
 
 def _lstm_scan_fwd(w_h, xp, keep, h0, c0, unroll):
-    hs, cs, acts, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
-    return (hs, h_t, c_t), (w_h, keep, h0, c0, hs, cs, acts)
+    hs, p, q, fk, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    return (hs, h_t, c_t), (w_h, keep, h0, hs, p, q, fk)
 
 
 def _lstm_scan_bwd(unroll, res, cot):
-    w_h, keep, h0, c0, hs, cs, acts = res
+    w_h, keep, h0, hs, p, q, fk = res
     d_hs, d_ht, d_ct = cot
-    k3 = keep[..., None]
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * k3  # the h_{t-1} each step actually used
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], 0) * k3
+    hidden = h0.shape[-1]
     w_ht = w_h.T
-    s, a, b = _gate_consts(h0.shape[-1], hs.dtype)
-    a_s, inv_a = a * s, 1.0 / a
+    is_o = (jnp.arange(4) == 3)[None, :, None]  # the output gate's factor takes dh, the others dc
 
     def body(carry, inp):
         dh_next, dc_next = carry
-        dh_out, act, c, cp, k = inp
-        i, f, g, o = jnp.split(act, 4, axis=-1)
+        dh_out, p_t, q_t, fk_t, k = inp
         dh = dh_out + dh_next
-        tc = jnp.tanh(c)
-        dc = dc_next + dh * o * (1.0 - tc * tc)
-        y = (act - b) * inv_a
-        dgates = jnp.concatenate([dc * g, dc * cp, dc * i, dh * tc], -1) * a_s * (1.0 - y * y)
-        k = k[:, None]
-        return ((dgates @ w_ht) * k, dc * f * k), dgates
+        dc = dc_next + dh * q_t
+        dgates = (jnp.where(is_o, dh[:, None], dc[:, None]) * p_t.reshape(-1, 4, hidden)).reshape(p_t.shape)
+        return ((dgates @ w_ht) * k[:, None], dc * fk_t), dgates
 
-    (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, acts, cs, c_prev, keep), reverse=True,
-                                      unroll=unroll)
-    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dgates)  # one big matmul after the scan (batch may be sharded)
+    (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, p, q, fk, keep), reverse=True, unroll=unroll)
+    h_prev = (jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]).reshape(-1, hidden)  # h_{t-1} used
+    dw_h = jax.lax.dot_general(h_prev, dgates.reshape(-1, 4 * hidden), (((0,), (0,)), ((), ())))
     return dw_h, dgates, jnp.zeros_like(keep), dh0, dc0
 
 
@@ -308,7 +309,7 @@ def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *,
     `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
     hidden, _ = sizes(params)
-    xp = jnp.einsum("bti,ig->tbg", x, params["lstm"]["w_x"]) + params["lstm"]["b"]  # one matmul, time-major
+    xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # transpose the narrow x, not the [T, B, 4H] product
     z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
     scan = lstm_scan if custom_grad else lstm_scan_reference
     hs, _, _ = scan(params["lstm"]["w_h"], xp, jnp.swapaxes(keep, 0, 1).astype(x.dtype), z0, z0, unroll)

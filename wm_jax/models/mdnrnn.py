@@ -224,13 +224,18 @@ def _gate_consts(hidden: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
     return s, s, jnp.concatenate([half, half, 0 * one, half])
 
 
-def _scan_forward(w_h, xp, keep, h0, c0, unroll):
-    """Forward recurrence. Returns (hs [T, B, H], p [T, B, 4H], q [T, B, H], fk [T, B, H], h_T, c_T)."""
-    s, a, b = _gate_consts(h0.shape[-1], xp.dtype)
+def _scan_forward(w_h, xp, keep, h0, c0, unroll, proj=None):
+    """Forward recurrence. Returns (hs [T, B, H], p [T, B, 4H], q [T, B, H], fk [T, B, H], h_T, c_T).
+
+    proj = (w_x [I, 4H], b [4H]): xp holds raw inputs [T, B, I], projected step by step inside the scan.
+    """
+    s, a, b = _gate_consts(h0.shape[-1], h0.dtype)
 
     def body(carry, inp):
         h, c = carry
         xp_t, k_t = inp
+        if proj is not None:
+            xp_t = xp_t @ proj[0] + proj[1]
         k_t = k_t[:, None]
         h, c = h * k_t, c * k_t
         act = jnp.tanh((xp_t + h @ w_h) * s) * a + b  # (σ(i), σ(f), tanh(g), σ(o)) [B, 4H]
@@ -264,6 +269,12 @@ def _lstm_scan_fwd(w_h, xp, keep, h0, c0, unroll):
 
 
 def _lstm_scan_bwd(unroll, res, cot):
+    dw_h, dgates, dh0, dc0 = _scan_backward(unroll, res, cot)
+    return dw_h, dgates, jnp.zeros_like(res[1]), dh0, dc0
+
+
+def _scan_backward(unroll, res, cot):
+    """Backward recurrence from the forward's residuals -> (dW_h, dgates [T, B, 4H], dh0, dc0)."""
     w_h, keep, h0, hs, p, q, fk = res
     d_hs, d_ht, d_ct = cot
     hidden = h0.shape[-1]
@@ -279,12 +290,43 @@ def _lstm_scan_bwd(unroll, res, cot):
         return ((dgates @ w_ht) * k[:, None], dc * fk_t), dgates
 
     (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, p, q, fk, keep), reverse=True, unroll=unroll)
-    h_prev = (jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]).reshape(-1, hidden)  # h_{t-1} used
-    dw_h = jax.lax.dot_general(h_prev, dgates.reshape(-1, 4 * hidden), (((0,), (0,)), ((), ())))
-    return dw_h, dgates, jnp.zeros_like(keep), dh0, dc0
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]  # the h_{t-1} each step used
+    dw_h = _flat_t(h_prev, dgates)
+    return dw_h, dgates, dh0, dc0
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def _flat_t(a: jax.Array, b: jax.Array) -> jax.Array:
+    """aᵀ b over the flattened leading axes: a [..., M], b [..., N] -> [M, N] (no transposed copy)."""
+    return jax.lax.dot_general(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def lstm_scan_inputs(w_x: jax.Array, b: jax.Array, w_h: jax.Array, x: jax.Array, keep: jax.Array, h0: jax.Array,
+                     c0: jax.Array, unroll: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`lstm_scan` of xp = x @ w_x + b from raw inputs x [T, B, I], projected inside the scan.
+
+    The [T, B, 4H] projection is never stored (one small matmul per step instead); the backward returns
+    dW_x = Σ xᵀ dgates and db = Σ dgates from the dgates the recurrence needs anyway. Same outputs and gradients.
+    """
+    hs, _, _, _, h_t, c_t = _scan_forward(w_h, x, keep, h0, c0, unroll, (w_x, b))
+    return hs, h_t, c_t
+
+
+def _inputs_fwd(w_x, b, w_h, x, keep, h0, c0, unroll):
+    hs, p, q, fk, h_t, c_t = _scan_forward(w_h, x, keep, h0, c0, unroll, (w_x, b))
+    return (hs, h_t, c_t), ((w_h, keep, h0, hs, p, q, fk), w_x, x)
+
+
+def _inputs_bwd(unroll, res, cot):
+    res, w_x, x = res
+    dw_h, dgates, dh0, dc0 = _scan_backward(unroll, res, cot)
+    return (_flat_t(x, dgates), dgates.sum((0, 1)), dw_h, dgates @ w_x.T, jnp.zeros_like(res[1]), dh0, dc0)
+
+
+lstm_scan_inputs.defvjp(_inputs_fwd, _inputs_bwd)
 
 
 def lstm_scan_reference(w_h, xp, keep, h0, c0, unroll: int = 1):
@@ -309,10 +351,13 @@ def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *,
     `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
     hidden, _ = sizes(params)
-    xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # transpose the narrow x, not the [T, B, 4H] product
+    lp, x_tm = params["lstm"], jnp.swapaxes(x, 0, 1)  # transpose the narrow x, never a [.., 4H] product
     z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
-    scan = lstm_scan if custom_grad else lstm_scan_reference
-    hs, _, _ = scan(params["lstm"]["w_h"], xp, jnp.swapaxes(keep, 0, 1).astype(x.dtype), z0, z0, unroll)
+    keep = jnp.swapaxes(keep, 0, 1).astype(x.dtype)
+    if custom_grad:  # input projection inside the scan: no [T, B, 4H] array
+        hs, _, _ = lstm_scan_inputs(lp["w_x"], lp["b"], lp["w_h"], x_tm, keep, z0, z0, unroll)
+    else:
+        hs, _, _ = lstm_scan_reference(lp["w_h"], project_inputs(params, x_tm), keep, z0, z0, unroll)
     if head_mask is not None:
         hs = hs * head_mask[None]
     return (head_raw if raw else mdn_head)(params, hs, z_dim)

@@ -275,6 +275,14 @@ def _lstm_scan_bwd(unroll, res, cot):
 
 def _scan_backward(unroll, res, cot):
     """Backward recurrence from the forward's residuals -> (dW_h, dgates [T, B, 4H], dh0, dc0)."""
+    w_h, keep, h0, hs = res[:4]
+    dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]  # the h_{t-1} each step used
+    return _flat_t(h_prev, dgates), dgates, dh0, dc0
+
+
+def _scan_backward_carry(unroll, res, cot):
+    """The reverse scan alone: carries (dh, dc), returns (dh0, dc0, dgates [T, B, 4H])."""
     w_h, keep, h0, hs, p, q, fk = res
     d_hs, d_ht, d_ct = cot
     hidden = h0.shape[-1]
@@ -290,9 +298,7 @@ def _scan_backward(unroll, res, cot):
         return ((dgates @ w_ht) * k[:, None], dc * fk_t), dgates
 
     (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, p, q, fk, keep), reverse=True, unroll=unroll)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]  # the h_{t-1} each step used
-    dw_h = _flat_t(h_prev, dgates)
-    return dw_h, dgates, dh0, dc0
+    return dh0, dc0, dgates
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
@@ -322,8 +328,12 @@ def _inputs_fwd(w_x, b, w_h, x, keep, h0, c0, unroll):
 
 def _inputs_bwd(unroll, res, cot):
     res, w_x, x = res
-    dw_h, dgates, dh0, dc0 = _scan_backward(unroll, res, cot)
-    return (_flat_t(x, dgates), dgates.sum((0, 1)), dw_h, dgates @ w_x.T, jnp.zeros_like(res[1]), dh0, dc0)
+    (w_h, keep, h0, hs), n_in = res[:4], x.shape[-1]
+    dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
+    # one GEMM reads dgates once for all three weight gradients: [x_t, 1, h_{t-1}]ᵀ dgates -> [I + 1 + H, 4H]
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]
+    dw = _flat_t(jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1), dgates)
+    return dw[:n_in], dw[n_in], dw[n_in + 1:], dgates @ w_x.T, jnp.zeros_like(keep), dh0, dc0
 
 
 lstm_scan_inputs.defvjp(_inputs_fwd, _inputs_bwd)

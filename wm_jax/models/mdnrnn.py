@@ -11,10 +11,11 @@ Input at step t is x_t = [z_t, a_t (, restart_t)]; the head on h_t predicts z_{t
 Gate order in the 4H axis: input, forget, cell candidate, output. Head columns: mixture logits, μ, log σ
 (each a component-major [K, Z] block), reward, done logit; ``mdn_head`` returns them per dimension [Z, K].
 
-Training speed (``sequence_loss``): time-major throughout; the input projection and the head are single
-big matmuls outside the scan; :func:`lstm_scan` has a custom VJP whose backward scan carries only (dh, dc)
-and whose weight gradient is one matmul after the scan; :func:`mdn_nll_raw` forms the NLL's closed-form
-gradient in its forward pass. Both are tested equal to plain autodiff (tests/test_mdnrnn.py).
+Training speed (``sequence_loss``): time-major throughout; :func:`lstm_scan_inputs` forms the input
+projection step by step inside a custom-VJP scan (no [T, B, 4H] array), its forward stores each step's local
+derivative factors, its backward scan carries only (dh, dc), and dW_x, db, dW_h are ONE matmul after the scan;
+the head is one big matmul; :func:`mdn_nll_raw` forms the NLL's closed-form gradient in its forward pass. All
+are tested equal to plain autodiff (tests/test_mdnrnn.py). Profile and history: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def _scan_backward(unroll, res, cot):
     w_h, keep, h0, hs = res[:4]
     dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]  # the h_{t-1} each step used
-    return _flat_t(h_prev, dgates), dgates, dh0, dc0
+    return matmul_flat_t(h_prev, dgates), dgates, dh0, dc0
 
 
 def _scan_backward_carry(unroll, res, cot):
@@ -304,7 +305,7 @@ def _scan_backward_carry(unroll, res, cot):
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 
 
-def _flat_t(a: jax.Array, b: jax.Array) -> jax.Array:
+def matmul_flat_t(a: jax.Array, b: jax.Array) -> jax.Array:
     """aᵀ b over the flattened leading axes: a [..., M], b [..., N] -> [M, N] (no transposed copy)."""
     return jax.lax.dot_general(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ())))
 
@@ -332,7 +333,7 @@ def _inputs_bwd(unroll, res, cot):
     dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
     # one GEMM reads dgates once for all three weight gradients: [x_t, 1, h_{t-1}]ᵀ dgates -> [I + 1 + H, 4H]
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]
-    dw = _flat_t(jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1), dgates)
+    dw = matmul_flat_t(jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1), dgates)
     return dw[:n_in], dw[n_in], dw[n_in + 1:], dgates @ w_x.T, jnp.zeros_like(keep), dh0, dc0
 
 

@@ -153,15 +153,16 @@ def test_custom_vjp_equals_autodiff(params):
     assert float(jnp.abs(ga["lstm"]["w_h"]).max()) > 0
 
 
-def test_scan_with_projection_inside_equals_projected_scan_and_its_autodiff(params):
-    """lstm_scan_inputs (x @ W_x + b formed step by step in the scan) == lstm_scan_reference of the projected
-    inputs, in outputs and in the gradients of W_x, b, W_h, x, h0, c0 (resets included)."""
+@pytest.mark.parametrize("t", [T, 70])  # one backward chunk; five chunks of 14 steps
+def test_scan_with_projection_inside_equals_projected_scan_and_its_autodiff(params, t):
+    """lstm_scan_inputs (x @ W_x + b formed step by step in the scan, weight gradients per backward chunk) ==
+    lstm_scan_reference of the projected inputs, in outputs and in the gradients of W_x, b, W_h, x, h0, c0."""
     ks = jax.random.split(jax.random.key(9), 6)
     lp = params["lstm"]
-    x = jax.random.normal(ks[0], (T, B, Z + A + 1))
-    keep = jnp.ones((T, B)).at[3, 1].set(0.0).at[5, 0].set(0.0)
+    x = jax.random.normal(ks[0], (t, B, Z + A + 1))
+    keep = jnp.ones((t, B)).at[3, 1].set(0.0).at[5, 0].set(0.0).at[t // 2, 2].set(0.0)
     h0, c0 = jax.random.normal(ks[1], (B, H)), jax.random.normal(ks[2], (B, H))
-    cot = (jax.random.normal(ks[3], (T, B, H)), jax.random.normal(ks[4], (B, H)), jax.random.normal(ks[5], (B, H)))
+    cot = (jax.random.normal(ks[3], (t, B, H)), jax.random.normal(ks[4], (B, H)), jax.random.normal(ks[5], (B, H)))
 
     def obj(fused):
         def f(w_x, b, w_h, x, h, c):

@@ -13,7 +13,7 @@ Gate order in the 4H axis: input, forget, cell candidate, output. Head columns: 
 
 Training speed (``sequence_loss``): time-major throughout; :func:`lstm_scan_inputs` forms the input
 projection step by step inside a custom-VJP scan (no [T, B, 4H] array), its forward stores each step's local
-derivative factors, its backward scan carries only (dh, dc), and dW_x, db, dW_h are ONE matmul after the scan;
+derivative factors, its backward scan carries only (dh, dc), and dW_x, db, dW_h are one GEMM per chunk of steps;
 the head is one big matmul; :func:`mdn_nll_raw` forms the NLL's closed-form gradient in its forward pass. All
 are tested equal to plain autodiff (tests/test_mdnrnn.py). Profile and history: docs/performance.md.
 """
@@ -315,8 +315,10 @@ def lstm_scan_inputs(w_x: jax.Array, b: jax.Array, w_h: jax.Array, x: jax.Array,
                      c0: jax.Array, unroll: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:func:`lstm_scan` of xp = x @ w_x + b from raw inputs x [T, B, I], projected inside the scan.
 
-    The [T, B, 4H] projection is never stored (one small matmul per step instead); the backward returns
-    dW_x = Σ xᵀ dgates and db = Σ dgates from the dgates the recurrence needs anyway. Same outputs and gradients.
+    The [T, B, 4H] projection is never stored (one small matmul per step instead). The backward runs in chunks
+    of ≤ 32 steps (the largest divisor of T): each chunk's dgates [n, B, 4H] stay small and feed one GEMM
+    [x_t, 1, h_{t-1}]ᵀ dgates accumulating dW_x, db, dW_h, so no [T, B, 4H] array is stacked either.
+    Same outputs and gradients as :func:`lstm_scan` of x @ w_x + b.
     """
     hs, _, _, _, h_t, c_t = _scan_forward(w_h, x, keep, h0, c0, unroll, (w_x, b))
     return hs, h_t, c_t
@@ -328,13 +330,23 @@ def _inputs_fwd(w_x, b, w_h, x, keep, h0, c0, unroll):
 
 
 def _inputs_bwd(unroll, res, cot):
-    res, w_x, x = res
-    (w_h, keep, h0, hs), n_in = res[:4], x.shape[-1]
-    dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
-    # one GEMM reads dgates once for all three weight gradients: [x_t, 1, h_{t-1}]ᵀ dgates -> [I + 1 + H, 4H]
+    (w_h, keep, h0, hs, p, q, fk), w_x, x = res
+    t, n_in = x.shape[0], x.shape[-1]
+    n = max(d for d in range(1, 33) if t % d == 0)  # steps per chunk
+    # [x_t, 1, h_{t-1}]: one GEMM per chunk gives dW_x, db and dW_h from that chunk's dgates (no [T, B, 4H] stack)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]
-    dw = matmul_flat_t(jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1), dgates)
-    return dw[:n_in], dw[n_in], dw[n_in + 1:], dgates @ w_x.T, jnp.zeros_like(keep), dh0, dc0
+    lhs = jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1)
+    chunks = [a.reshape(t // n, n, *a.shape[1:]) for a in (lhs, cot[0], p, q, fk, keep)]
+
+    def outer(carry, inp):
+        dh, dc, dw = carry
+        lhs_c, d_hs_c, p_c, q_c, fk_c, k_c = inp
+        dh, dc, dg = _scan_backward_carry(unroll, (w_h, k_c, h0, None, p_c, q_c, fk_c), (d_hs_c, dh, dc))
+        return (dh, dc, dw + matmul_flat_t(lhs_c, dg)), dg @ w_x.T
+
+    dw0 = jnp.zeros((lhs.shape[-1], w_h.shape[-1]), w_h.dtype)
+    (dh0, dc0, dw), dx = jax.lax.scan(outer, (cot[1], cot[2], dw0), chunks, reverse=True)
+    return dw[:n_in], dw[n_in], dw[n_in + 1:], dx.reshape(x.shape), jnp.zeros_like(keep), dh0, dc0
 
 
 lstm_scan_inputs.defvjp(_inputs_fwd, _inputs_bwd)

@@ -153,6 +153,32 @@ def test_custom_vjp_equals_autodiff(params):
     assert float(jnp.abs(ga["lstm"]["w_h"]).max()) > 0
 
 
+@pytest.mark.parametrize("t", [T, 70])  # one backward chunk; five chunks of 14 steps
+def test_scan_with_projection_inside_equals_projected_scan_and_its_autodiff(params, t):
+    """lstm_scan_inputs (x @ W_x + b formed step by step in the scan, weight gradients per backward chunk) ==
+    lstm_scan_reference of the projected inputs, in outputs and in the gradients of W_x, b, W_h, x, h0, c0."""
+    ks = jax.random.split(jax.random.key(9), 6)
+    lp = params["lstm"]
+    x = jax.random.normal(ks[0], (t, B, Z + A + 1))
+    keep = jnp.ones((t, B)).at[3, 1].set(0.0).at[5, 0].set(0.0).at[t // 2, 2].set(0.0)
+    h0, c0 = jax.random.normal(ks[1], (B, H)), jax.random.normal(ks[2], (B, H))
+    cot = (jax.random.normal(ks[3], (t, B, H)), jax.random.normal(ks[4], (B, H)), jax.random.normal(ks[5], (B, H)))
+
+    def obj(fused):
+        def f(w_x, b, w_h, x, h, c):
+            out = (M.lstm_scan_inputs(w_x, b, w_h, x, keep, h, c) if fused else
+                   M.lstm_scan_reference(w_h, x @ w_x + b, keep, h, c))
+            return sum((o * ct).sum() for o, ct in zip(out, cot)), out
+        return f
+
+    args = (lp["w_x"], lp["b"], lp["w_h"], x, h0, c0)
+    run = jax.jit(lambda *a: [jax.grad(obj(fu), tuple(range(6)), has_aux=True)(*a) for fu in (True, False)])
+    (g_fused, out_fused), (g_ref, out_ref) = run(*args)
+    for a, b in zip((*out_fused, *g_fused), (*out_ref, *g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(g_fused[0]).max()) > 0
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 def test_loss_pairs_input_t_with_targets_of_step_t(params, dropout):
     """sequence_loss == a hand-written loop: state after input [z_t, a_t, restart_t] scores z_{t+1}, r_t, done_t;

@@ -173,6 +173,7 @@ def _breakdown(args) -> dict:
     keep, h0 = jnp.ones((t, b)), jnp.zeros((b, h))
     hs = jax.random.normal(ks[1], (t, b, h)) * 0.3
     target = jax.random.normal(ks[2], (t, b, z))
+    x_raw = jax.random.normal(ks[3], (t, b, M.sizes(p)[1]))
     w_h = p["lstm"]["w_h"]
     rec = 2 * b * h * 4 * h * t  # one pass of h @ W_h over the window
     head = 2 * b * h * M.head_dim(z, args.mixtures) * t
@@ -186,7 +187,10 @@ def _breakdown(args) -> dict:
         "lstm_scan_fwd": (lambda w, x: M.lstm_scan(w, x, keep, h0, h0, args.unroll)[0], (w_h, xp), rec),
         "lstm_scan_fwd_bwd": (jax.grad(lambda w, x: (M.lstm_scan(w, x, keep, h0, h0, args.unroll)[0] * hs).sum(),
                                        (0, 1)), (w_h, xp), 3 * rec),
-        "dW_h_matmul_after_scan": (lambda a, g: jnp.einsum("tbh,tbg->hg", a, g), (hs, xp), rec),
+        "lstm_inputs_fwd_bwd": (jax.grad(lambda w, x: (M.lstm_scan_inputs(w["w_x"], w["b"], w["w_h"], x, keep, h0, h0,
+                                                                           args.unroll)[0] * hs).sum()),
+                                (p["lstm"], x_raw), 3 * (rec + 2 * b * x_raw.shape[-1] * 4 * h * t)),
+        "dW_h_matmul_after_scan": (M.matmul_flat_t, (hs, xp), rec),
         "head_and_nll_fwd_bwd": (jax.grad(head_loss, (0, 1)), (p, hs), 3 * head),
     }
     out = {}

@@ -11,10 +11,11 @@ Input at step t is x_t = [z_t, a_t (, restart_t)]; the head on h_t predicts z_{t
 Gate order in the 4H axis: input, forget, cell candidate, output. Head columns: mixture logits, μ, log σ
 (each a component-major [K, Z] block), reward, done logit; ``mdn_head`` returns them per dimension [Z, K].
 
-Training speed (``sequence_loss``): time-major throughout; the input projection and the head are single
-big matmuls outside the scan; :func:`lstm_scan` has a custom VJP whose backward scan carries only (dh, dc)
-and whose weight gradient is one matmul after the scan; :func:`mdn_nll_raw` forms the NLL's closed-form
-gradient in its forward pass. Both are tested equal to plain autodiff (tests/test_mdnrnn.py).
+Training speed (``sequence_loss``): time-major throughout; :func:`lstm_scan_inputs` forms the input
+projection step by step inside a custom-VJP scan (no [T, B, 4H] array), its forward stores each step's local
+derivative factors, its backward scan carries only (dh, dc), and dW_x, db, dW_h are one GEMM per chunk of steps;
+the head is one big matmul; :func:`mdn_nll_raw` forms the NLL's closed-form gradient in its forward pass. All
+are tested equal to plain autodiff (tests/test_mdnrnn.py). Profile and history: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -205,37 +206,50 @@ def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Arra
 # ---------------------------------------------------------------- training-speed path: custom-VJP LSTM scan
 #
 # Time-major throughout: xp [T, B, 4H], keep [T, B] (0 = reset the state to zero *before* step t).
-# Forward scans the recurrence and saves the gate activations; the backward scan carries only (dh, dc) and
-# the [B, 4H] x [4H, H] product dgates_t @ W_hᵀ. The weight gradient dW_h = Σ_t h_{t-1}ᵀ dgates_t is ONE
-# [H, T·B] x [T·B, 4H] matmul after the scan, and dxp = dgates leaves the scan so dW_x, db are big matmuls too.
+# The forward scan also forms each step's local derivative factors (they fuse with the gate math there):
+#   p = (g·σ'(i), c_{t-1}·σ'(f), i·tanh'(g), tanh(c)·σ'(o)) [B, 4H],  q = o·tanh'(c),  fk = f·keep  [B, H],
+# so the backward scan carries only (dh, dc) and is one elementwise fusion plus the [B, 4H] x [4H, H] product
+# dgates_t @ W_hᵀ:  dc = dc' + dh·q,  dgates = (dc, dc, dc, dh)·p. The weight gradient dW_h = Σ_t h_{t-1}ᵀ dgates_t
+# is ONE [T·B, H]ᵀ x [T·B, 4H] matmul after the scan (contracting the flattened time-batch axis in place, no
+# transposed copy), and dxp = dgates leaves the scan so dW_x, db are big matmuls too.
 
 
 def _gate_consts(hidden: int, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-column constants of the fused activation act = tanh(s·x)·a + b over the 4H gate axis.
 
     σ(x) = ½·tanh(x/2) + ½ for i, f, o (s = a = ½, b = ½) and tanh for g (s = a = 1, b = 0): ONE tanh
-    over [B, 4H] instead of split / three sigmoids / tanh / concat. d act/dx = a·s·(1 - ((act - b)/a)²).
+    over [B, 4H] instead of split / three sigmoids / tanh / concat.
     """
     half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
     s = jnp.concatenate([half, half, one, half])
     return s, s, jnp.concatenate([half, half, 0 * one, half])
 
 
-def _scan_forward(w_h, xp, keep, h0, c0, unroll):
-    s, a, b = _gate_consts(h0.shape[-1], xp.dtype)
+def _scan_forward(w_h, xp, keep, h0, c0, unroll, proj=None):
+    """Forward recurrence. Returns (hs [T, B, H], p [T, B, 4H], q [T, B, H], fk [T, B, H], h_T, c_T).
+
+    proj = (w_x [I, 4H], b [4H]): xp holds raw inputs [T, B, I], projected step by step inside the scan.
+    """
+    s, a, b = _gate_consts(h0.shape[-1], h0.dtype)
 
     def body(carry, inp):
         h, c = carry
         xp_t, k_t = inp
-        h, c = h * k_t[:, None], c * k_t[:, None]
+        if proj is not None:
+            xp_t = xp_t @ proj[0] + proj[1]
+        k_t = k_t[:, None]
+        h, c = h * k_t, c * k_t
         act = jnp.tanh((xp_t + h @ w_h) * s) * a + b  # (σ(i), σ(f), tanh(g), σ(o)) [B, 4H]
         i, f, g, o = jnp.split(act, 4, axis=-1)
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
-        return (h, c), (h, c, act)
+        c_new = f * c + i * g
+        tc = jnp.tanh(c_new)
+        h = o * tc
+        sig = lambda y: y * (1.0 - y)  # noqa: E731  σ' from σ
+        p = jnp.concatenate([g * sig(i), c * sig(f), i * (1.0 - g * g), tc * sig(o)], -1)
+        return (h, c_new), (h, p, o * (1.0 - tc * tc), f * k_t)
 
-    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(body, (h0, c0), (xp, keep), unroll=unroll)
-    return hs, cs, acts, h_t, c_t
+    (h_t, c_t), (hs, p, q, fk) = jax.lax.scan(body, (h0, c0), (xp, keep), unroll=unroll)
+    return hs, p, q, fk, h_t, c_t
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -246,44 +260,96 @@ def lstm_scan(w_h: jax.Array, xp: jax.Array, keep: jax.Array, h0: jax.Array, c0:
     Returns (hs [T, B, H], h_T [B, H], c_T [B, H]). Gradients flow to w_h, xp, h0, c0; `keep` is data
     (its cotangent is returned as zeros). Equals :func:`lstm_scan_reference` and its autodiff gradient.
     """
-    hs, _, _, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    hs, _, _, _, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
     return hs, h_t, c_t
 
 
 def _lstm_scan_fwd(w_h, xp, keep, h0, c0, unroll):
-    hs, cs, acts, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
-    return (hs, h_t, c_t), (w_h, keep, h0, c0, hs, cs, acts)
+    hs, p, q, fk, h_t, c_t = _scan_forward(w_h, xp, keep, h0, c0, unroll)
+    return (hs, h_t, c_t), (w_h, keep, h0, hs, p, q, fk)
 
 
 def _lstm_scan_bwd(unroll, res, cot):
-    w_h, keep, h0, c0, hs, cs, acts = res
+    dw_h, dgates, dh0, dc0 = _scan_backward(unroll, res, cot)
+    return dw_h, dgates, jnp.zeros_like(res[1]), dh0, dc0
+
+
+def _scan_backward(unroll, res, cot):
+    """Backward recurrence from the forward's residuals -> (dW_h, dgates [T, B, 4H], dh0, dc0)."""
+    w_h, keep, h0, hs = res[:4]
+    dh0, dc0, dgates = _scan_backward_carry(unroll, res, cot)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]  # the h_{t-1} each step used
+    return matmul_flat_t(h_prev, dgates), dgates, dh0, dc0
+
+
+def _scan_backward_carry(unroll, res, cot):
+    """The reverse scan alone: carries (dh, dc), returns (dh0, dc0, dgates [T, B, 4H])."""
+    w_h, keep, h0, hs, p, q, fk = res
     d_hs, d_ht, d_ct = cot
-    k3 = keep[..., None]
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * k3  # the h_{t-1} each step actually used
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], 0) * k3
+    hidden = h0.shape[-1]
     w_ht = w_h.T
-    s, a, b = _gate_consts(h0.shape[-1], hs.dtype)
-    a_s, inv_a = a * s, 1.0 / a
+    is_o = (jnp.arange(4) == 3)[None, :, None]  # the output gate's factor takes dh, the others dc
 
     def body(carry, inp):
         dh_next, dc_next = carry
-        dh_out, act, c, cp, k = inp
-        i, f, g, o = jnp.split(act, 4, axis=-1)
+        dh_out, p_t, q_t, fk_t, k = inp
         dh = dh_out + dh_next
-        tc = jnp.tanh(c)
-        dc = dc_next + dh * o * (1.0 - tc * tc)
-        y = (act - b) * inv_a
-        dgates = jnp.concatenate([dc * g, dc * cp, dc * i, dh * tc], -1) * a_s * (1.0 - y * y)
-        k = k[:, None]
-        return ((dgates @ w_ht) * k, dc * f * k), dgates
+        dc = dc_next + dh * q_t
+        dgates = (jnp.where(is_o, dh[:, None], dc[:, None]) * p_t.reshape(-1, 4, hidden)).reshape(p_t.shape)
+        return ((dgates @ w_ht) * k[:, None], dc * fk_t), dgates
 
-    (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, acts, cs, c_prev, keep), reverse=True,
-                                      unroll=unroll)
-    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dgates)  # one big matmul after the scan (batch may be sharded)
-    return dw_h, dgates, jnp.zeros_like(keep), dh0, dc0
+    (dh0, dc0), dgates = jax.lax.scan(body, (d_ht, d_ct), (d_hs, p, q, fk, keep), reverse=True, unroll=unroll)
+    return dh0, dc0, dgates
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def matmul_flat_t(a: jax.Array, b: jax.Array) -> jax.Array:
+    """aᵀ b over the flattened leading axes: a [..., M], b [..., N] -> [M, N] (no transposed copy)."""
+    return jax.lax.dot_general(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def lstm_scan_inputs(w_x: jax.Array, b: jax.Array, w_h: jax.Array, x: jax.Array, keep: jax.Array, h0: jax.Array,
+                     c0: jax.Array, unroll: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`lstm_scan` of xp = x @ w_x + b from raw inputs x [T, B, I], projected inside the scan.
+
+    The [T, B, 4H] projection is never stored (one small matmul per step instead). The backward runs in chunks
+    of ≤ 32 steps (the largest divisor of T): each chunk's dgates [n, B, 4H] stay small and feed one GEMM
+    [x_t, 1, h_{t-1}]ᵀ dgates accumulating dW_x, db, dW_h, so no [T, B, 4H] array is stacked either.
+    Same outputs and gradients as :func:`lstm_scan` of x @ w_x + b.
+    """
+    hs, _, _, _, h_t, c_t = _scan_forward(w_h, x, keep, h0, c0, unroll, (w_x, b))
+    return hs, h_t, c_t
+
+
+def _inputs_fwd(w_x, b, w_h, x, keep, h0, c0, unroll):
+    hs, p, q, fk, h_t, c_t = _scan_forward(w_h, x, keep, h0, c0, unroll, (w_x, b))
+    return (hs, h_t, c_t), ((w_h, keep, h0, hs, p, q, fk), w_x, x)
+
+
+def _inputs_bwd(unroll, res, cot):
+    (w_h, keep, h0, hs, p, q, fk), w_x, x = res
+    t, n_in = x.shape[0], x.shape[-1]
+    n = max(d for d in range(1, 33) if t % d == 0)  # steps per chunk
+    # [x_t, 1, h_{t-1}]: one GEMM per chunk gives dW_x, db and dW_h from that chunk's dgates (no [T, B, 4H] stack)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0) * keep[..., None]
+    lhs = jnp.concatenate([x, jnp.ones_like(x[..., :1]), h_prev], -1)
+    chunks = [a.reshape(t // n, n, *a.shape[1:]) for a in (lhs, cot[0], p, q, fk, keep)]
+
+    def outer(carry, inp):
+        dh, dc, dw = carry
+        lhs_c, d_hs_c, p_c, q_c, fk_c, k_c = inp
+        dh, dc, dg = _scan_backward_carry(unroll, (w_h, k_c, h0, None, p_c, q_c, fk_c), (d_hs_c, dh, dc))
+        return (dh, dc, dw + matmul_flat_t(lhs_c, dg)), dg @ w_x.T
+
+    dw0 = jnp.zeros((lhs.shape[-1], w_h.shape[-1]), w_h.dtype)
+    (dh0, dc0, dw), dx = jax.lax.scan(outer, (cot[1], cot[2], dw0), chunks, reverse=True)
+    return dw[:n_in], dw[n_in], dw[n_in + 1:], dx.reshape(x.shape), jnp.zeros_like(keep), dh0, dc0
+
+
+lstm_scan_inputs.defvjp(_inputs_fwd, _inputs_bwd)
 
 
 def lstm_scan_reference(w_h, xp, keep, h0, c0, unroll: int = 1):
@@ -308,10 +374,13 @@ def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *,
     `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
     hidden, _ = sizes(params)
-    xp = jnp.einsum("bti,ig->tbg", x, params["lstm"]["w_x"]) + params["lstm"]["b"]  # one matmul, time-major
+    lp, x_tm = params["lstm"], jnp.swapaxes(x, 0, 1)  # transpose the narrow x, never a [.., 4H] product
     z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
-    scan = lstm_scan if custom_grad else lstm_scan_reference
-    hs, _, _ = scan(params["lstm"]["w_h"], xp, jnp.swapaxes(keep, 0, 1).astype(x.dtype), z0, z0, unroll)
+    keep = jnp.swapaxes(keep, 0, 1).astype(x.dtype)
+    if custom_grad:  # input projection inside the scan: no [T, B, 4H] array
+        hs, _, _ = lstm_scan_inputs(lp["w_x"], lp["b"], lp["w_h"], x_tm, keep, z0, z0, unroll)
+    else:
+        hs, _, _ = lstm_scan_reference(lp["w_h"], project_inputs(params, x_tm), keep, z0, z0, unroll)
     if head_mask is not None:
         hs = hs * head_mask[None]
     return (head_raw if raw else mdn_head)(params, hs, z_dim)

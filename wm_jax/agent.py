@@ -50,7 +50,7 @@ class AgentParams(NamedTuple):
 
 
 def spec_from_config(cfg) -> AgentSpec:
-    return AgentSpec(cfg.env.name, cfg.vae.z_dim, cfg.mdnrnn.hidden, cfg.controller.inputs, cfg.mdnrnn.restart_flag,
+    return AgentSpec(cfg.env.id, cfg.vae.z_dim, cfg.mdnrnn.hidden, cfg.controller.inputs, cfg.mdnrnn.restart_flag,
                      cfg.eval.z_sample)
 
 

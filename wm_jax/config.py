@@ -29,7 +29,7 @@ from wm_jax.config_checks import ConfigError, validate
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    name: str = "takecover"  # "carracing" (gymnasium CarRacing-v3) or "takecover" (VizDoom).
+    name: str = "takecover"  # "carracing" (gymnasium CarRacing-v3), "takecover" (VizDoom) or "atari" (ALE).
     frame_size: int = 64  # Frames are area-resized to frame_size x frame_size x 3 (paper: 64).
     max_steps: int = 2100  # Episode cap; TakeCover has no timeout of its own (paper: 2100).
     carracing_policy: str = "brownian"  # Collection policy for CarRacing: "brownian" or "random_linear".
@@ -48,6 +48,18 @@ class EnvConfig:
     doom_skill: int = 0  # ViZDoom's set_doom_skill 1..5; 0 keeps take_cover.cfg's 4. 1-4 play the same game (the
     # monsters are scripted); 5 is Nightmare (fast monsters): random play lives 71 steps there, 227 at 1-4 (paper: 210).
     carracing_fast_render: bool = True  # Same pixels as gymnasium's renderer, ~2x faster (wm_jax/envs/carracing.py).
+    # Atari (env.name=atari; the 100k protocol of IRIS/DIAMOND, wm_jax/envs/atari.py):
+    atari_game: str = "pong"  # pong, freeway, boxing or breakout (wm_jax.envs.spec.ATARI_GAMES).
+    atari_frameskip: int = 4  # Emulator frames per agent step (the observation: max of the last two).
+    atari_noop_max: int = 30  # Reset plays 1..noop_max NOOP frames (drawn from the episode's seed); 0 = none.
+    atari_sticky: float = 0.0  # ALE repeat_action_probability (0 as NoFrameskip-v4 in IRIS/DIAMOND; v5's own: 0.25).
+
+    @property
+    def id(self) -> str:
+        """The environment's id in wm_jax.envs.spec: the name, or ``atari/<game>``."""
+        from wm_jax.envs.spec import env_id
+
+        return env_id(self.name, self.atari_game)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +80,11 @@ class DataConfig:
     skip_corrupt: bool = False  # Skip unreadable shards (with a warning) instead of raising.
     min_length: int = 1  # Episodes shorter than this many steps are discarded at collection.
     compress_level: int = 1  # Deflate level of episode shards (1: fastest; np.savez_compressed uses 6).
+    # Real agent steps a run may spend (Atari 100k: 100,000): random collection, every iterate round's agent
+    # episodes; 0 = no limit. Checked when the config loads (worst case: every collected episode at its cap) and
+    # again before each collection starts (the steps on disk + the round's worst case); evaluation is not counted.
+    interaction_budget: int = 0
+    episode_steps: int = 0  # Cap of a collected episode (random and agent rounds); 0 = env.max_steps.
 
     @property
     def collected(self) -> int:
@@ -113,6 +130,7 @@ class MDNRNNConfig:
     steps: int = 4000  # Training steps.
     done_pos_weight: float = 10.0  # Weight of the positive (episode end) class in the done BCE (original Doom).
     reward_weight: float = 1.0  # Weight of the reward MSE in the loss.
+    reward_sign: bool = False  # Learn sign(reward) (Atari: the clipped reward of DQN and SimPLe); false: the reward.
     done_weight: float = 1.0  # Weight of the done BCE in the loss.
     # The done target of step t is 1 when the episode ends by death within the next `done_horizon` steps (the
     # last `done_horizon` steps of a terminated episode); 1 = the original's (the death step only). The dream
@@ -252,7 +270,12 @@ class Config:
         """Action size as stored on disk and fed to M (CarRacing: steer, gas, brake; Doom: one value)."""
         from wm_jax.envs.spec import env_spec
 
-        return env_spec(self.env.name).action_dim
+        return env_spec(self.env.id).action_dim
+
+    @property
+    def collect_steps(self) -> int:
+        """Cap of one collected episode: data.episode_steps, or env.max_steps."""
+        return min(self.data.episode_steps or self.env.max_steps, self.env.max_steps)
 
     @property
     def mdnrnn_members(self) -> tuple[int, ...]:

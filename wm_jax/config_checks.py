@@ -3,7 +3,8 @@
 :mod:`wm_jax.config` checks each value's type while it builds a Config, then calls :func:`validate` on the
 whole: a range (``es.population >= 2``) or a rule across sections (``es.done_scale`` needs
 ``es.done_mode=bernoulli``). The rules live here so the dataclasses stay readable; this module imports
-nothing from wm_jax, so both can use :class:`ConfigError`.
+nothing from wm_jax at import time (the env table, ``wm_jax.envs.spec``, inside a check), so both can use
+:class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class ConfigError(ValueError):
     """A config key is unknown, or its value has the wrong type or range."""
 
 
-ENVS = ("carracing", "takecover")
+ENVS = ("carracing", "takecover", "atari")
 
 
 def validate(cfg: Config) -> None:
@@ -49,6 +50,13 @@ def check_env(cfg: Config) -> None:
     _need(0.0 <= cfg.env.doom_sweep_random_leg <= 1.0, "env.doom_sweep_random_leg", "must be in [0, 1]")
     _need(0 <= cfg.env.doom_skill <= 5, "env.doom_skill", "must be 0 (take_cover.cfg's) or ViZDoom's 1..5")
     _need(cfg.env.max_steps >= 1, "env.max_steps", "must be >= 1")
+    from wm_jax.envs.spec import ATARI_GAMES
+
+    _need(cfg.env.name != "atari" or cfg.env.atari_game in ATARI_GAMES, "env.atari_game",
+          f"must be one of {sorted(ATARI_GAMES)}, got {cfg.env.atari_game!r}")
+    _need(cfg.env.atari_frameskip >= 1, "env.atari_frameskip", "must be >= 1")
+    _need(cfg.env.atari_noop_max >= 0, "env.atari_noop_max", "must be >= 0 (0: no no-op starts)")
+    _need(0.0 <= cfg.env.atari_sticky <= 1.0, "env.atari_sticky", "must be in [0, 1]")
 
 
 def check_data(cfg: Config) -> None:
@@ -66,6 +74,26 @@ def check_data(cfg: Config) -> None:
     _need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     _need(cfg.data.min_length >= 1, "data.min_length", "must be >= 1")
     _need(0 <= cfg.data.compress_level <= 9, "data.compress_level", "must be in 0..9")
+    _need(cfg.data.episode_steps >= 0, "data.episode_steps", "must be >= 0 (0: env.max_steps)")
+    _need(cfg.data.interaction_budget >= 0, "data.interaction_budget", "must be >= 0 (0: no limit)")
+    if cfg.data.interaction_budget:
+        worst = worst_case_steps(cfg)
+        _need(sum(worst.values()) <= cfg.data.interaction_budget, "data.interaction_budget",
+              f"the collections this config plans may take up to {sum(worst.values()):,} real steps "
+              f"({', '.join(f'{k} {v:,}' for k, v in worst.items())}: episodes x data.episode_steps "
+              f"{cfg.collect_steps:,}), over the budget of {cfg.data.interaction_budget:,}; collect fewer or "
+              f"shorter episodes")
+        _need(cfg.es.mode == "dream", "es.mode",
+              "ES in the real environment spends real interactions; with data.interaction_budget set, train C "
+              "in the dream (es.mode=dream)")
+
+
+def worst_case_steps(cfg: Config) -> dict[str, int]:
+    """Most real steps each planned collection can take: every episode played to its cap (cfg.collect_steps)."""
+    cap = cfg.collect_steps
+    out = {"random": cfg.data.collected * cap}
+    out.update({f"round {r}": cfg.iterate.episodes * cap for r in range(cfg.iterate.rounds)})
+    return out
 
 
 def check_models(cfg: Config) -> None:
@@ -79,6 +107,8 @@ def check_models(cfg: Config) -> None:
     _need(cfg.mdnrnn.done_horizon >= 1, "mdnrnn.done_horizon", "must be >= 1 (1: the death step only, original)")
     _need(0.0 <= cfg.mdnrnn.head_dropout < 1.0, "mdnrnn.head_dropout", "must be in [0, 1) (0: no dropout, original)")
     _need(cfg.controller.inputs in ("z", "zh", "zch"), "controller.inputs", "must be 'z', 'zh' or 'zch'")
+    _need(not cfg.mdnrnn.reward_sign or cfg.env.name != "takecover", "mdnrnn.reward_sign",
+          "takecover's dream counts steps alive, not M's reward")
 
 
 def check_es(cfg: Config) -> None:

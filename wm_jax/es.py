@@ -94,7 +94,7 @@ class ESProgram:
         # es.scale_inputs: the ES searches θ = w · RMS (per input row of w); None: θ = w
         self.row_scale = None if input_rms is None else input_row_scale(template, input_rms)
         self.strategy, self.es_params = make_strategy(cfg.es, template)
-        self.inputs, self.env_name = cfg.controller.inputs, cfg.env.name
+        self.inputs, self.env_name = cfg.controller.inputs, cfg.env.id
         self.chunk, self.early_exit = chunk or cfg.es.dream_chunk, early_exit
         self.compact = cfg.es.dream_compact if early_exit else 0
         if cfg.es.unroll < 1:
@@ -305,7 +305,7 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
     key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           es.dream_compact, es.dream_compact_ratio, es.unroll, cfg.controller, cfg.env.name, shapes, devs, early_exit,
+           es.dream_compact, es.dream_compact_ratio, es.unroll, cfg.controller, cfg.env.id, shapes, devs, early_exit,
            None if rms is None else rms.tobytes())
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit, input_rms=rms)

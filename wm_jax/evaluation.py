@@ -63,9 +63,9 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
     out = Path(out) if out else default_out(run, policy_kind)
     workers, slots = slot_layout(cfg, episodes)
     if policy_kind == "random":
-        policy = RandomPolicy(cfg.env.name, slots)
+        policy = RandomPolicy(cfg.env.id, slots)
     elif policy_kind != "agent":
-        policy = ReferencePolicy(cfg.env.name, policy_kind, slots)
+        policy = ReferencePolicy(cfg.env.id, policy_kind, slots)
     else:
         policy, cfg = make_agent_policy(cfg, run, controller)
     specs = [EpisodeSpec(seed + i) for i in range(episodes)]
@@ -73,12 +73,12 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
     with VectorEnv(cfg.env, slots, workers) as venv:
         t1 = time.perf_counter()
         results, clips = run_episodes(venv, policy, specs, groups=cfg.eval.groups, record=cfg.eval.gifs,
-                                      progress=progress, desc=f"evaluate {cfg.env.name} ({policy_kind})")
+                                      progress=progress, desc=f"evaluate {cfg.env.id} ({policy_kind})")
     t2 = time.perf_counter()
     returns = np.asarray([r.ret for r in results])
     frames = int(sum(r.length for r in results))
     summary = {
-        "env": cfg.env.name, "policy": policy_kind, "run": str(run), "controller": controller,
+        "env": cfg.env.id, "policy": policy_kind, "run": str(run), "controller": controller,
         "episodes": episodes, "seed": seed, "max_steps": cfg.env.max_steps,
         "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
         "max": float(returns.max()), "median": float(np.median(returns)),
@@ -90,7 +90,7 @@ def evaluate(cfg: Config, run: Path, episodes: int, seed: int, policy_kind: str 
         "wall_s": t2 - t0, "startup_s": t1 - t0, "frames": frames, "frames_per_s": frames / max(t2 - t1, 1e-9),
         "provenance": _provenance(), "config": cfg.to_dict(),
     }
-    if cfg.env.name == "takecover":  # the real game's hazard by time, to set beside dream-check's dream hazard
+    if cfg.env.id == "takecover":  # the real game's hazard by time, to set beside dream-check's dream hazard
         summary["hazard_edges"] = list(HAZARD_EDGES)
         summary["hazard"] = episode_hazard(summary["lengths"], summary["terminated"])
     write_json_atomic(out / "results.json", summary)

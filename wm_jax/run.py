@@ -34,7 +34,7 @@ def dream_params(cfg: Config, mdn: MDNParams, bank: tuple[np.ndarray, np.ndarray
     """The dream of M (`mdn`) started from the initial-state `bank` (mu, logvar [N, Z]) with the config's rules;
     `dyn`: dynamics-ensemble models 1.. (None: M alone); `tau` (default es.temperature)."""
     return dream.make_params(mdn, bank[0], bank[1], tau=cfg.es.temperature if tau is None else tau,
-                             max_steps=cfg.es.dream_max_steps, kind=cfg.env.name, done_mode=cfg.es.done_mode,
+                             max_steps=cfg.es.dream_max_steps, kind=cfg.env.id, done_mode=cfg.es.done_mode,
                              done_pos_weight=cfg.mdnrnn.done_pos_weight, done_horizon=cfg.mdnrnn.done_horizon,
                              done_scale=cfg.es.done_scale, dyn=dyn, head_dropout=cfg.mdnrnn.head_dropout)
 
@@ -104,14 +104,14 @@ class Run:
         single = _is_single(controllers)
         pop = jax.tree.map(lambda x: jnp.asarray(x)[None], controllers) if single else controllers
         res = dream_rollout(pop, key, self.dream_params(tau), trials, inputs=self.config.controller.inputs,
-                            env_name=self.config.env.name, chunk=self.config.es.dream_chunk)
+                            env_name=self.config.env.id, chunk=self.config.es.dream_chunk)
         return res._replace(returns=res.returns[0], lengths=res.lengths[0]) if single else res
 
     def sweep_tau(self, controller: CtrlParams, taus: Sequence[float] | jax.Array, key: jax.Array, *,
                   trials: int = 16) -> jax.Array:
         """Returns [n_tau, trials] of `controller` in the dream at each τ, vmapped over τ in one program."""
         return dream_sweep_tau(controller, jnp.asarray(taus, jnp.float32), key, self.dream_params(), trials,
-                               inputs=self.config.controller.inputs, env_name=self.config.env.name,
+                               inputs=self.config.controller.inputs, env_name=self.config.env.id,
                                chunk=self.config.es.dream_chunk)
 
     def decode(self, z: jax.Array) -> jax.Array:

@@ -178,7 +178,7 @@ def dream_check(cfg: Config, taus: Sequence[float] | None = None, *, episodes: i
 
     taus = check_taus((cfg.es.temperature,) if taus is None else taus)
     res, hazard = check(cfg, taus, episodes, seed, with_hazard=True)
-    record = {"env": cfg.env.name, "done_mode": cfg.es.done_mode, "episodes": episodes,
+    record = {"env": cfg.env.id, "done_mode": cfg.es.done_mode, "episodes": episodes,
               "max_steps": cfg.es.dream_max_steps, "scores": res, "hazard_edges": list(HAZARD_EDGES),
               "hazard": hazard}
     path = cfg.run_dir / "dream_check.json"
@@ -202,7 +202,7 @@ def dream_score(cfg: Config, controllers: Sequence[str | os.PathLike], *, member
     held = load_mdnrnn(cfg.run_dir, member=member)
     res = score(cfg, {str(c): load_controller(c) for c in controllers}, taus, trials, seed, mdn, bank, held)
     path = Path(out) if out else cfg.run_dir / "dream_score.json"
-    record = {"env": cfg.env.name, "member": member, "trials": trials, "seed": seed, "scores": res}
+    record = {"env": cfg.env.id, "member": member, "trials": trials, "seed": seed, "scores": res}
     write_json_atomic(path, record)
     return StageResult("dream-score", path, record)
 
@@ -228,7 +228,7 @@ def evaluate(cfg: Config, run: str | os.PathLike | None = None, *, episodes: int
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     seed = cfg.eval.seed if seed is None else seed
-    check_policy(cfg.env.name, policy)
+    check_policy(cfg.env.id, policy)
     out = Path(out) if out else default_out(run_dir, policy)
     summary = play(cfg, run_dir, episodes, seed, policy, None if controller is None else str(controller), out,
                    progress=show_progress(progress))

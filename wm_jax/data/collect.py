@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wm_jax.data.budget import check_budget, write_ledger
 from wm_jax.data.shards import (
     CorruptShardError,
     Episode,
@@ -97,6 +98,8 @@ def policy_label(env_cfg, kind: str) -> str:
         lo, hi = ((env_cfg.doom_long_repeat_min, env_cfg.doom_long_repeat_max) if kind == "long_hold"
                   else (env_cfg.doom_repeat_min, env_cfg.doom_repeat_max))
         return f"repeat{lo}-{hi}"
+    if env_cfg.name == "atari":
+        return "uniform"
     if kind == "follow":
         return (f"follow_x{env_cfg.carracing_excursion:g}_{env_cfg.carracing_excursion_min}-"
                 f"{env_cfg.carracing_excursion_max}")
@@ -195,7 +198,7 @@ def collect(cfg, progress: bool = True) -> list[dict]:
     ep_dir = data_dir / "episodes"
     ep_dir.mkdir(parents=True, exist_ok=True)
     with data_lock(data_dir):
-        env, adim, seed = cfg.env.name, cfg.action_dim, cfg.data.seed
+        env, adim, seed = cfg.env.id, cfg.action_dim, cfg.data.seed
         n_total = cfg.data.collected
         records = reconcile(data_dir, env, adim, seed,
                             lambda i: policy_label(cfg.env, cfg.data.policy_kind(i)) if i < n_total else None)
@@ -203,6 +206,7 @@ def collect(cfg, progress: bool = True) -> list[dict]:
         todo = [i for i in range(n_total) if i not in records]
         if not todo:
             return sorted(records.values(), key=lambda r: r["index"])
+        check_budget(cfg, records.values(), len(todo), "random collection")
         n_workers = min(cfg.data.workers or os.cpu_count() or 1, len(todo))
         ctx = mp.get_context("spawn")
         tasks, results = ctx.Queue(), ctx.Queue()
@@ -210,7 +214,8 @@ def collect(cfg, progress: bool = True) -> list[dict]:
             tasks.put(i)
         for _ in range(n_workers):
             tasks.put(None)
-        args = (dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.data), seed, cfg.data.min_length,
+        env_fields = {**dataclasses.asdict(cfg.env), "max_steps": cfg.collect_steps}  # data.episode_steps
+        args = (env_fields, dataclasses.asdict(cfg.data), seed, cfg.data.min_length,
                 cfg.data.compress_level, str(ep_dir))
         saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
         os.environ.update(WORKER_ENV)
@@ -243,6 +248,7 @@ def collect(cfg, progress: bool = True) -> list[dict]:
         finally:
             bar.close()
             write_manifest(data_dir, env, adim, list(records.values()))
+            write_ledger(cfg, records.values())
             _stop_workers(procs, tasks, results)
         return sorted(records.values(), key=lambda r: r["index"])
 

@@ -12,6 +12,7 @@ Resume: shards on disk are the truth (as for ``collect``); a rerun plays only th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def round_indices(cfg: Config, rnd: int) -> range:
 def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool = True) -> dict:
     """Play the missing episodes of round `rnd` with `controller` (+ exploration) into ``cfg.data_dir``."""
     from wm_jax.runner import EpisodeSpec, ExplorePolicy, run_episodes
+    from wm_jax.data.budget import check_budget, write_ledger
     from wm_jax.data.collect import data_lock, reconcile
     from wm_jax.data.shards import episode_record, shard_name, write_episode, write_manifest
     from wm_jax.envs.vector import VectorEnv
@@ -42,14 +44,15 @@ def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool 
     label = f"agent_round{rnd}"
     with data_lock(data_dir):
         indices = round_indices(cfg, rnd)
-        records = reconcile(data_dir, cfg.env.name, cfg.action_dim, cfg.data.seed,
+        records = reconcile(data_dir, cfg.env.id, cfg.action_dim, cfg.data.seed,
                             lambda i: label if i in indices else None)
         todo = [i for i in indices if i not in records]
         summary = {"round": rnd, "controller": str(controller), "episodes": len(indices), "played": len(todo)}
         if todo:
+            check_budget(cfg, records.values(), len(todo), f"iterate round {rnd}")
             policy, cfg = make_agent_policy(cfg, cfg.run_dir, str(controller))
             workers, slots = slot_layout(cfg, len(todo))
-            explore = ExplorePolicy(policy, cfg.env.name, cfg.iterate.epsilon)
+            explore = ExplorePolicy(policy, cfg.env.id, cfg.iterate.epsilon)
             specs = [EpisodeSpec(cfg.data.seed + i) for i in todo]
             last_write = [time.perf_counter()]
 
@@ -58,17 +61,18 @@ def collect_agent(cfg: Config, controller: str | Path, rnd: int, progress: bool 
                 write_episode(data_dir / "episodes" / shard_name(index), ep, cfg.data.compress_level)
                 records[index] = {**episode_record(index, ep), "policy": label}
                 if time.perf_counter() - last_write[0] > 1.0:
-                    write_manifest(data_dir, cfg.env.name, cfg.action_dim, list(records.values()))
+                    write_manifest(data_dir, cfg.env.id, cfg.action_dim, list(records.values()))
                     last_write[0] = time.perf_counter()
 
             t0 = time.perf_counter()
             try:
-                with VectorEnv(cfg.env, slots, workers) as venv:
+                with VectorEnv(dataclasses.replace(cfg.env, max_steps=cfg.collect_steps), slots, workers) as venv:
                     run_episodes(venv, explore, specs, groups=cfg.eval.groups, progress=progress,
-                                 desc=f"collect {cfg.env.name} ({label}, epsilon {cfg.iterate.epsilon:g})",
+                                 desc=f"collect {cfg.env.id} ({label}, epsilon {cfg.iterate.epsilon:g})",
                                  on_episode=save)
             finally:
-                write_manifest(data_dir, cfg.env.name, cfg.action_dim, list(records.values()))
+                write_manifest(data_dir, cfg.env.id, cfg.action_dim, list(records.values()))
+                write_ledger(cfg, records.values())
             summary["wall_s"] = time.perf_counter() - t0
         mine = [records[i] for i in indices]
         summary.update(frames=int(sum(r["length"] + 1 for r in mine)),

@@ -23,13 +23,19 @@ def make_env(env_cfg):
 
         return TakeCoverEnv(env_cfg.max_steps, env_cfg.frame_size, screen_flashes=env_cfg.doom_screen_flashes,
                             skill=env_cfg.doom_skill)
+    if env_cfg.name == "atari":
+        from wm_jax.envs.atari import AtariEnv
+
+        return AtariEnv(env_cfg.atari_game, env_cfg.max_steps, env_cfg.frame_size, frameskip=env_cfg.atari_frameskip,
+                        noop_max=env_cfg.atari_noop_max, sticky=env_cfg.atari_sticky)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 
 def make_policy(env_cfg, kind: str = "random"):
     """The collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
     `kind`: 'random' (the original's, or for CarRacing ``env.carracing_policy``); TakeCover 'long_hold'
-    (``data.long_hold_episodes``) or 'sweep' (``data.sweep_episodes``); CarRacing 'follow' (``data.follow_episodes``)."""
+    (``data.long_hold_episodes``) or 'sweep' (``data.sweep_episodes``); CarRacing 'follow' (``data.follow_episodes``);
+    Atari 'random' only (a uniform action each step)."""
     if env_cfg.name == "carracing":
         from wm_jax.envs.carracing import BrownianPolicy, FollowPolicy, RandomLinearPolicy
 
@@ -49,6 +55,13 @@ def make_policy(env_cfg, kind: str = "random"):
         if kind != "random":
             raise ValueError(f"unknown TakeCover collection policy {kind!r}: 'random', 'long_hold' or 'sweep'")
         return RepeatPolicy(env_cfg.doom_repeat_min, env_cfg.doom_repeat_max)
+    if env_cfg.name == "atari":
+        from wm_jax.envs.atari import UniformPolicy
+        from wm_jax.envs.spec import env_spec
+
+        if kind != "random":
+            raise ValueError(f"unknown Atari collection policy {kind!r}: 'random'")
+        return UniformPolicy(env_spec(env_cfg.id).action_dim)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 

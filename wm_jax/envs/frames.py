@@ -90,6 +90,12 @@ def doom_frame(screen: np.ndarray, size: int = 64) -> np.ndarray:
     return area_resize(screen, size, size)
 
 
+def atari_frame(screen: np.ndarray, size: int = 64) -> np.ndarray:
+    """ALE RGB screen uint8 [210, 160, 3] -> uint8 [size, size, 3]: the whole screen, area-resized (each output
+    pixel averages a 3.3 x 2.5 block, so Pong's 2 x 4 ball stays a faint blob of about 1 x 2 pixels)."""
+    return area_resize(screen, size, size)
+
+
 def fireball_mask(frames, xp=np):
     """TakeCover's fireballs: the bright orange/yellow pixels of uint8 [..., 64, 64, 3] frames -> bool [..., 64, 64].
 

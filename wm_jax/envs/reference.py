@@ -9,6 +9,8 @@ for N steps, and so on. Sweeping is the best blind policy we measured: the monst
 so a player that keeps moving is missed by most fireballs until it stops against a wall. The best sweep period
 sets the bar a controller must clear to show it reacts to what it sees (measured real scores in
 ``wm_jax.train.dream_check``). CarRacing: ``coast`` (no input) and ``gas`` (straight ahead, full gas).
+Atari: one policy per action of the game's minimal set, that action every step (``noop``, ``up``, ``fire``, ...;
+Freeway's ``up`` crosses the road blindly, about 21 points a game).
 The uniform random policy is not here: it needs a generator (``wm_jax.runner.RandomPolicy``, and
 ``dream_check`` draws its own).
 """
@@ -18,11 +20,15 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from wm_jax.envs.spec import ATARI_GAMES, one_hot
+
 Policy = Callable[[object, object], object]
 
 _FIXED = {
     "takecover": {"stay": (0.0,), "left": (-1.0,), "right": (1.0,)},
     "carracing": {"coast": (0.0, 0.0, 0.0), "gas": (0.0, 1.0, 0.0)},
+    **{f"atari/{game}": {m.lower(): tuple(one_hot(i, len(meanings))) for i, m in enumerate(meanings)}
+       for game, (_, meanings) in ATARI_GAMES.items()},
 }
 SWEEPS = (50, 100, 120)  # the sweep periods dream-check scores (any sweepN works with ``evaluate``)
 

@@ -124,7 +124,7 @@ class VectorEnv:
         workers = workers or os.cpu_count() or 1
         self.num_envs = num_envs
         self.num_workers = min(workers, num_envs)
-        self.action_dim = action_dim or env_spec(env_cfg.name).action_dim
+        self.action_dim = action_dim or env_spec(env_cfg.id).action_dim
         self.frame_size = env_cfg.frame_size
         specs = _buffer_specs(num_envs, self.frame_size, self.action_dim)
         self._shms = [shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(s)) * np.dtype(d).itemsize))
@@ -275,7 +275,7 @@ class ToyEnv:
     """
 
     def __init__(self, env_cfg):
-        self.action_dim = env_spec(env_cfg.name).action_dim
+        self.action_dim = env_spec(env_cfg.id).action_dim
         self.size = env_cfg.frame_size
         self.cap = env_cfg.max_steps
         self.seed, self.t, self.length = 0, 0, 1

@@ -411,7 +411,8 @@ def dropout_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Arr
 
 def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bool, done_pos_weight: float,
                   reward_weight: float = 1.0, done_weight: float = 1.0, unroll: int = 1,
-                  custom_grad: bool = True, head_dropout: float = 0.0) -> tuple[jax.Array, dict]:
+                  custom_grad: bool = True, head_dropout: float = 0.0,
+                  reward_sign: bool = False) -> tuple[jax.Array, dict]:
     """M's training loss on one batch of `sequence_batches` (see wm_jax.data.sequences).
 
     batch: mu, logvar [B, L+1, Z]; actions [B, L, A]; rewards, dones, mask, restart [B, L].
@@ -419,6 +420,7 @@ def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bo
     (mixture NLL, mean over Z), r_t (squared error) and done_t (BCE, positives × done_pos_weight); steps
     with mask 0 count for nothing. Returns (loss, {"nll", "reward_mse", "done_bce"}), each a masked mean.
     `head_dropout` p > 0: the head reads h · mask, one inverted-dropout mask per window (key folded with 1).
+    `reward_sign`: the reward target is sign(r_t) (Atari's clipped reward).
     """
     z = sample_latents(key, batch["mu"], batch["logvar"])
     x = model_inputs(z, batch["actions"], batch["restart"], restart_flag)
@@ -438,7 +440,8 @@ def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bo
         nll_tbz = mdn_nll(MDNOutput(jax.nn.log_softmax(zk(out.logits), -1), zk(out.mu), zk(out.log_sigma),
                                     out.reward, out.done_logit), target)
     nll = (nll_tbz.mean(-1) * mask).sum() / n
-    r_mse = (((out.reward - tm(batch["rewards"])) ** 2) * mask).sum() / n
+    rewards = jnp.sign(batch["rewards"]) if reward_sign else batch["rewards"]
+    r_mse = (((out.reward - tm(rewards)) ** 2) * mask).sum() / n
     d_bce = (bce_with_logits(out.done_logit, tm(batch["dones"]), done_pos_weight) * mask).sum() / n
     loss = nll + reward_weight * r_mse + done_weight * d_bce
     return loss, {"nll": nll, "reward_mse": r_mse, "done_bce": d_bce}

@@ -212,7 +212,7 @@ def dream_run(cfg: Config, mdn: dict | None, bank, dyn: list[dict] | None, selec
                 raise ConfigError(f"config key 'es.select_model={cfg.es.select_model}': {e}") from None
         dp_select = dream.held_out(with_taus(dream_params(cfg, mdn, bank, [select]), taus))
     z_dim, hidden = dp.init_mu.shape[-1], mdn["lstm"]["w_h"].shape[0]
-    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, z_dim, hidden)
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.id, z_dim, hidden)
     return DreamRun(taus, ckpt_dir, out_dirs, mdn, dp, dp_select, template, z_dim, hidden)
 
 
@@ -370,7 +370,7 @@ def save_dream_outputs(cfg: Config, run: DreamRun, state: DreamES, gif: bool) ->
     curves = ["mean_return", "best_return", "eval_return", *(["select_return"] if held_out else []), "std"]
     if (ckpt_dir / "metrics.jsonl").exists():  # written by the default progress_fn
         plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / f"{stage}_curves.png", curves,
-                    title=f"ES in the dream ({cfg.env.name})",
+                    title=f"ES in the dream ({cfg.env.id})",
                     series=[f"tau_{t:g}" for t in run.taus] if n_tau > 1 else None)
     for i, tau in enumerate(run.taus if gif else ()):
         name = "dream_rollout.gif" if n_tau == 1 else f"dream_rollout_tau_{tau:g}.gif"
@@ -402,7 +402,7 @@ def dream_gif(cfg: Config, ctrl_params: dict, dp, path: Path, steps: int = 300) 
         print(f"dream GIF skipped: V is not available ({e})", file=sys.stderr)
         return None
     zs, _, alive = dream_batch.episode(ctrl_params, jax.random.PRNGKey(cfg.es.seed + 1), dp, steps,
-                                       inputs=cfg.controller.inputs, env_name=cfg.env.name)
+                                       inputs=cfg.controller.inputs, env_name=cfg.env.id)
     n = int(np.asarray(alive).sum()) + 1
     frames = np.asarray(decode_jit(vae_params, zs))[:n]  # every step decoded: one shape, one program
     from wm_jax.viz import save_gif

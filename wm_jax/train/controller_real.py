@@ -114,7 +114,7 @@ def run_real_es(cfg: Config, *, stop_after: int | None = None, progress: bool = 
             venv.close()
     es, gen = cfg.es, state.generation
     summary = {"generations": gen, "eval_return": float(state.best_eval[0]), "eval_trials": es.eval_trials,
-               "population": es.population, "trials": es.trials, "env": cfg.env.name,
+               "population": es.population, "trials": es.trials, "env": cfg.env.id,
                "dir": str(cfg.run_dir / "controller")}
     if selection is not None:
         summary["selection"] = selection
@@ -136,7 +136,7 @@ def real_run(cfg: Config) -> RealRun:
 
     spec = spec_from_config(cfg)
     vae, mdn = load_models(cfg, cfg.run_dir)
-    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, spec.z_dim,
+    template = ctrl.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.id, spec.z_dim,
                                            spec.hidden)
     prog = get_program(cfg, template, devices=jax.devices()[:1])
     strategy, es_params = prog.strategy, prog.es_params
@@ -298,7 +298,7 @@ class RealProgress:
         from wm_jax.metrics import MetricsWriter
 
         self.writer = MetricsWriter(cfg.run_dir / "controller", resume_step=start)
-        self.bar = tqdm(total=cfg.es.generations, initial=start, desc=f"ES real {cfg.env.name}", disable=not progress,
+        self.bar = tqdm(total=cfg.es.generations, initial=start, desc=f"ES real {cfg.env.id}", disable=not progress,
                         dynamic_ncols=True)
         self.last_eval = float("nan")
 
@@ -334,7 +334,7 @@ def save_real_outputs(cfg: Config, state: RealES, summary: dict) -> None:
                                         "params": ctrl.num_params(p0)})
     if (ckpt_dir / "metrics.jsonl").exists():  # written by the default progress_fn
         plot_curves(ckpt_dir / "metrics.jsonl", cfg.run_dir / "plots" / "controller_curves.png",
-                    ["mean_return", "best_return", "eval_return", "std"], title=f"ES in the real env ({cfg.env.name})")
+                    ["mean_return", "best_return", "eval_return", "std"], title=f"ES in the real env ({cfg.env.id})")
 
 
 def select_final(spec, vae, mdn, venv, cfg: Config, archive: dict, archive_eval: np.ndarray,

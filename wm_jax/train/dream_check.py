@@ -36,9 +36,13 @@ def policies(env_name: str) -> dict:
     import jax.numpy as jnp
 
     from wm_jax.envs import reference
+    from wm_jax.envs.spec import env_spec
 
     out = {name: functools.partial(_fixed, reference.get(env_name, name)) for name in reference.names(env_name)}
-    if env_name == "takecover":
+    spec = env_spec(env_name)
+    if spec.discrete:
+        out["random"] = lambda t, k: jax.nn.one_hot(jax.random.randint(k, (), 0, spec.action_dim), spec.action_dim)
+    elif env_name == "takecover":
         out["random"] = lambda t, k: jax.random.randint(k, (1,), -1, 2).astype(jnp.float32)
     else:
         out["random"] = lambda t, k: jax.random.uniform(k, (3,), minval=jnp.array([-1.0, 0, 0]), maxval=1.0)
@@ -112,8 +116,8 @@ def check(cfg, taus, episodes: int, seed: int, mdn=None, bank=None, dyn=None, wi
         dyn = load_dynamics(cfg)  # the dream ES trains in: M and the other dynamics models (es.dream_models)
     dp0 = dream_params(cfg, mdn, bank, dyn)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    names = list(policies(cfg.env.name))
-    f = returns_fn(cfg.env.name, cfg.es.dream_max_steps)
+    names = list(policies(cfg.env.id))
+    f = returns_fn(cfg.env.id, cfg.es.dream_max_steps)
     out, hazard = {}, {}
     for tau in taus:
         rets, hz, live = f(keys, dp0.replace(tau=jnp.float32(tau)))

@@ -28,7 +28,7 @@ def score(cfg, controllers: dict[str, dict], taus, trials: int, seed: int, mdn: 
         raise ValueError(f"--trials must be >= 1, got {trials}")
     dreams = {"own": dream_params(cfg, mdn, bank), "held_out": dream.held_out(dream_params(cfg, mdn, bank,
                                                                                                   [held]))}
-    roll = _mean_return(cfg.controller.inputs, cfg.env.name, cfg.es.dream_chunk, trials)
+    roll = _mean_return(cfg.controller.inputs, cfg.env.id, cfg.es.dream_chunk, trials)
     key = jax.random.PRNGKey(seed)
     return {name: {f"{t:g}": {which: float(roll(p, key, dp.replace(tau=jnp.float32(t))))
                              for which, dp in dreams.items()} for t in taus}

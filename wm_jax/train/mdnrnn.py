@@ -38,7 +38,8 @@ def make_optimizer(m: MDNRNNConfig) -> optax.GradientTransformation:
 
 def loss_kwargs(m: MDNRNNConfig) -> dict:
     return dict(restart_flag=m.restart_flag, done_pos_weight=m.done_pos_weight, reward_weight=m.reward_weight,
-                done_weight=m.done_weight, unroll=m.scan_unroll, head_dropout=m.head_dropout)
+                done_weight=m.done_weight, unroll=m.scan_unroll, head_dropout=m.head_dropout,
+                reward_sign=m.reward_sign)
 
 
 def make_train_step(m: MDNRNNConfig, optimizer: optax.GradientTransformation, mesh=None,
@@ -116,7 +117,7 @@ def _open_data(cfg: Config):
 
     data = open_dataset(cfg.data_dir, skip_corrupt=cfg.data.skip_corrupt)
     if data.action_dim != cfg.action_dim:
-        raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.name} expects "
+        raise ValueError(f"{cfg.data_dir}: action_dim {data.action_dim}, config env {cfg.env.id} expects "
                          f"{cfg.action_dim}")
     m = cfg.mdnrnn
     return data.split(m.holdout_episodes) if m.holdout_episodes else (data, None)

@@ -32,6 +32,6 @@ def sweep(cfg: Config, taus: tuple[float, ...], **kwargs) -> dict:
         held = summary["select_return"] or [None] * len(taus)
         scores = {f"{t:g}": {"dream_eval_return": r, "dir": d, **({"select_return": h} if h is not None else {})}
                   for t, r, h, d in zip(taus, summary["eval_return"], held, summary["dirs"])}
-        write_json_atomic(root / "scores.json", {"env": cfg.env.name, "generations": summary["generations"],
+        write_json_atomic(root / "scores.json", {"env": cfg.env.id, "generations": summary["generations"],
                                                  "eval_trials": cfg.es.eval_trials, "scores": scores})
     return summary

@@ -197,7 +197,7 @@ def _finish(cfg: Config, params: dict, hold_set, folder: Path, step: int, plots:
     """Held-out metrics (also logged at the last step) and, with `plots`, the PNG visuals."""
     from wm_jax.metrics import MetricsWriter
 
-    out = holdout_metrics(params, hold_set, env=cfg.env.name)
+    out = holdout_metrics(params, hold_set, env=cfg.env.id)
     with MetricsWriter(folder, resume_step=step) as mw:
         mw.write(step, holdout_mse=out["holdout_mse"])
     if plots:

@@ -51,10 +51,10 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     for step in steps or kept:
         t0 = time.perf_counter()
         params, _ = load_vae(cfg.run_dir, step)
-        m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.name)
+        m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.id)
         rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
     out = {"run_dir": str(cfg.run_dir), "data_dir": str(data_dir), "holdout_episodes": n,
-           "trained_on": sum(_fingerprint(r) in seen for r in hold.episodes), "env": cfg.env.name,
+           "trained_on": sum(_fingerprint(r) in seen for r in hold.episodes), "env": cfg.env.id,
            "device": device_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
     path = folder / ("eval.json" if own else f"eval_{data_dir.resolve().parent.name}.json")
     out["path"] = str(path)

@@ -38,7 +38,7 @@ PUBLISHED = {  # game: (random, human, SimPLe)
 }
 SCALES = {
     "cpu": [],
-    "smoke": ["data.episodes=3", "data.episode_steps=150", "iterate.rounds=1", "iterate.episodes=2",
+    "smoke": ["vae.z_dim=8", "mdnrnn.hidden=16", "data.episodes=3", "data.episode_steps=150", "iterate.rounds=1", "iterate.episodes=2",
               "iterate.mdnrnn_steps=5", "vae.max_steps=10", "vae.batch_size=32", "mdnrnn.steps=10",
               "mdnrnn.seq_len=40", "mdnrnn.batch_size=4", "es.population=8", "es.trials=2", "es.generations=2",
               "es.eval_every=1", "es.eval_trials=4", "es.dream_max_steps=40", "es.initial_states=4",

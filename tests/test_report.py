@@ -216,7 +216,7 @@ def test_overrides_diff_keeps_the_last_value_and_names_what_only_the_baseline_se
     assert report.overrides_diff(base, base) == ""
 
 
-MARKERS = ("headline", "takecover", "carracing", "dream", "bench", "cli")
+MARKERS = ("headline", "takecover", "carracing", "dream", "atari", "bench", "cli")
 
 
 def _readme(tmp_path, bodies):
@@ -307,3 +307,19 @@ def test_bench_table_names_the_pytorch_rate_of_any_stage(tmp_path):
     (tmp_path / "mdnrnn.json").write_text(json.dumps(rec))
     row = report.bench_table(tmp_path).splitlines()[2]
     assert "| 30,000 |" in row and "1.50× PyTorch (20,000/s)" in row
+
+
+def test_summary_table_has_one_row_per_atari_game_run(tmp_path):
+    """experiments/atari100k.py's results.json: a headline row per game it ran (Pong and Freeway against SimPLe's
+    score, Boxing and Breakout without a target), its wall time the sum of that game's seeds."""
+    res = tmp_path / "results"
+    (res / "atari100k_cpu").mkdir(parents=True)
+    (res / "atari100k_cpu" / "results.json").write_text(json.dumps({
+        "date": "2026-12-06", "machine": "m", "stage_seconds": {"pong s0 collect": 99999.0},
+        "per_game": {"pong": {"means": [14.0, 11.0], "mean": 12.5, "real_steps": [99000, 98000], "wall_h": [1.0, 1.5]},
+                     "boxing": {"means": [9.0], "mean": 9.0, "real_steps": [97000], "wall_h": [1.25]}}}))
+    lines = [x for x in report.summary_table(res).splitlines() if x.startswith("| [atari100k_cpu]")]
+    assert len(lines) == 2
+    assert "Pong" in lines[0] and "| 12.5 (seeds 14.0 / 11.0; ≤ 99,000 real steps, ≤ 1.50 h per seed) ✗ | 12.8 | 2.50 h |" \
+        in lines[0]
+    assert "Boxing" in lines[1] and "| 9.0 (seeds 9.0; ≤ 97,000 real steps, ≤ 1.25 h per seed) | – | 1.25 h |" in lines[1]

@@ -47,6 +47,7 @@ README_TABLES = {
     "takecover": ("takecover_tau_table_cpu",),
     "carracing": ("carracing_table_cpu", "carracing_table_cpu_v1"),
     "dream": ("carracing_dream_cpu",),
+    "atari": ("atari100k_cpu",),
 }
 FIGURE = Path("docs") / "takecover.png"
 TAKECOVER_PREFIX = "takecover_tau_table_"  # the runs the figure's right panel compares
@@ -180,7 +181,8 @@ class Headline(NamedTuple):
     read: Callable[[dict], tuple[float, str] | None]  # results.json -> (mean, "mean ± std")
     target: float | None  # score target
     hours: float | None  # wall-time target
-    row: str | tuple[str, ...] | None  # controller row(s) whose pipeline the wall time counts (None: all stages)
+    row: str | tuple[str, ...] | None  # controller row(s) whose pipeline the wall time counts (None: all stages;
+    # for atari100k: the game, whose seeds' runs are summed)
     optional: bool = False  # a row the experiment may be run without: no headline row when it is absent
 
 
@@ -200,6 +202,25 @@ EXPERIMENT_TARGETS = [
      lambda r: (r["best_real_mean"], f"{r['best_real_mean']:.0f} ± {r['best_real_std']:.0f} vs random "
                                      f"{r['random_mean']:.0f}"), None, 0.25, None),
 ]
+
+
+def _atari_game(game: str) -> Callable[[dict], tuple[float, str] | None]:
+    """results.json of experiments/atari100k.py -> one game's mean over seeds, its seeds and wall time per seed."""
+    def read(rec: dict) -> tuple[float, str] | None:
+        g = rec.get("per_game", {}).get(game)
+        if g is None:
+            return None
+        seeds = " / ".join(f"{m:.1f}" for m in g["means"])
+        return g["mean"], (f"{g['mean']:.1f} (seeds {seeds}; ≤ {max(g['real_steps']):,} real steps, "
+                           f"≤ {max(g['wall_h']):.2f} h per seed)")
+    return read
+
+
+# Atari 100k (issue 39): Pong and Freeway against SimPLe's score, Boxing and Breakout against random (no target).
+EXPERIMENT_TARGETS += [
+    ("atari100k_cpu", f"Atari 100k {game.capitalize()}, C trained only in the dream: mean over seeds of 100 real "
+     f"episodes each", _atari_game(game), target, None, game, True)
+    for game, target in (("pong", 12.8), ("freeway", 16.7), ("boxing", None), ("breakout", None))]
 EXPERIMENT_TARGETS = [Headline(*h) for h in EXPERIMENT_TARGETS]
 
 
@@ -220,7 +241,8 @@ def summary_table(folder: Path) -> str:
             continue
         result = got[1] if got else "–"
         met = "" if got is None or target is None else (" ✓" if got[0] >= target else " ✗")
-        wall = _pipeline_hours(rec, row)
+        per_game = rec.get("per_game", {})
+        wall = sum(per_game[row]["wall_h"]) if isinstance(row, str) and row in per_game else _pipeline_hours(rec, row)
         wall_s = f"{wall:.2f} h" + (f" (≤ {hours:g} h{' ✓' if wall <= hours else ' ✗'})" if hours else "")
         rows.append(f"| [{name}](results/{name}/) | {what} | {result}{met} | "
                     f"{'–' if target is None else f'{target:,}'} | {wall_s} | "

@@ -80,6 +80,20 @@ def test_pong_plays_to_game_over_with_noop_starts_from_the_seed():
         env.close()
 
 
+def test_random_collection_holds_actions_for_repeat_max_steps():
+    from wm_jax.envs.atari import UniformPolicy
+
+    def mean_run(repeat_max):
+        policy = UniformPolicy(3, repeat_max)
+        policy.reset(np.random.default_rng(0))
+        acts = np.array([np.argmax(policy(None)) for _ in range(6000)])
+        assert np.all(np.bincount(acts, minlength=3) > 1500)  # still uniform over the actions
+        return 6000 / (1 + np.count_nonzero(np.diff(acts)))
+
+    assert 1.3 < mean_run(1) < 1.7  # a new action each step: runs of 1 / (1 - 1/3) = 1.5 on average
+    assert mean_run(30) > 15  # held 1..30 steps (mean 15.5), longer where the next draw repeats the action
+
+
 def test_one_hot_actions_squash_and_reference_policies():
     raw = jnp.array([[0.1, 2.0, -1.0, 2.0, 0.0, 0.3], [-5.0, -4.0, -3.0, -2.0, -1.0, -0.5]])
     np.testing.assert_array_equal(squash_action(raw, "atari/pong"), np.eye(6)[[1, 5]])  # argmax, first on ties

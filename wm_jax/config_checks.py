@@ -57,6 +57,7 @@ def check_env(cfg: Config) -> None:
     _need(cfg.env.atari_frameskip >= 1, "env.atari_frameskip", "must be >= 1")
     _need(cfg.env.atari_noop_max >= 0, "env.atari_noop_max", "must be >= 0 (0: no no-op starts)")
     _need(0.0 <= cfg.env.atari_sticky <= 1.0, "env.atari_sticky", "must be in [0, 1]")
+    _need(cfg.env.atari_repeat_max >= 1, "env.atari_repeat_max", "must be >= 1 (1: a new random action every step)")
 
 
 def check_data(cfg: Config) -> None:

@@ -99,7 +99,7 @@ def policy_label(env_cfg, kind: str) -> str:
                   else (env_cfg.doom_repeat_min, env_cfg.doom_repeat_max))
         return f"repeat{lo}-{hi}"
     if env_cfg.name == "atari":
-        return "uniform"
+        return "uniform" if env_cfg.atari_repeat_max == 1 else f"uniform_hold1-{env_cfg.atari_repeat_max}"
     if kind == "follow":
         return (f"follow_x{env_cfg.carracing_excursion:g}_{env_cfg.carracing_excursion_min}-"
                 f"{env_cfg.carracing_excursion_max}")

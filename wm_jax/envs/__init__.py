@@ -35,7 +35,7 @@ def make_policy(env_cfg, kind: str = "random"):
     """The collection policy of `env_cfg`: ``reset(rng)``, then ``policy(frame) -> action float32 [A]``.
     `kind`: 'random' (the original's, or for CarRacing ``env.carracing_policy``); TakeCover 'long_hold'
     (``data.long_hold_episodes``) or 'sweep' (``data.sweep_episodes``); CarRacing 'follow' (``data.follow_episodes``);
-    Atari 'random' only (a uniform action each step)."""
+    Atari 'random' only (a uniform action, held 1..``env.atari_repeat_max`` steps)."""
     if env_cfg.name == "carracing":
         from wm_jax.envs.carracing import BrownianPolicy, FollowPolicy, RandomLinearPolicy
 
@@ -61,7 +61,7 @@ def make_policy(env_cfg, kind: str = "random"):
 
         if kind != "random":
             raise ValueError(f"unknown Atari collection policy {kind!r}: 'random'")
-        return UniformPolicy(env_spec(env_cfg.id).action_dim)
+        return UniformPolicy(env_spec(env_cfg.id).action_dim, env_cfg.atari_repeat_max)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 

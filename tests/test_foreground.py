@@ -82,10 +82,11 @@ def test_foreground_and_small_object_recall_by_hand():
     # per frame: ball 2 + paddle 12 + fixed blob 2 = 16 foreground pixels; small: the ball in frames 1..4
     perfect = foreground_recall(frames, frames, bg)
     assert perfect == {"foreground_recall": 1.0, "foreground_pixels": 80, "small_object_recall": 1.0,
-                       "small_object_pixels": 8}
-    blank = np.broadcast_to(bg, frames.shape)
-    assert foreground_recall(frames, blank, bg) == {"foreground_recall": 0.0, "foreground_pixels": 80,
-                                                     "small_object_recall": 0.0, "small_object_pixels": 8}
+                       "small_object_pixels": 8, "foreground_precision": 1.0, "painted_pixels": 80}
+    blank = foreground_recall(frames, np.broadcast_to(bg, frames.shape), bg)
+    assert np.isnan(blank.pop("foreground_precision"))  # nothing painted off the playfield
+    assert blank == {"foreground_recall": 0.0, "foreground_pixels": 80, "small_object_recall": 0.0,
+                     "small_object_pixels": 8, "painted_pixels": 0}
     # a V that keeps the paddle and the fixed blob and paints the ball's colour some way from the playfield's
     ball = np.zeros((5, 64, 64), bool)
     for i in range(5):
@@ -96,7 +97,13 @@ def test_foreground_and_small_object_recall_by_hand():
     assert foreground_recall(frames, recon, bg) == perfect
     recon[ball] = field + (white - field) // 2  # (190, 154, 126): 20,940 from the ball, 20,721 from the field
     assert foreground_recall(frames, recon, bg) == {"foreground_recall": 70 / 80, "foreground_pixels": 80,
-                                                     "small_object_recall": 0.0, "small_object_pixels": 8}
+                                                     "small_object_recall": 0.0, "small_object_pixels": 8,
+                                                     "foreground_precision": 1.0, "painted_pixels": 80}
+    # a V that smears the paddle down its column keeps every pixel but paints 10 x 2 more a frame off the paddle
+    recon = frames.copy()
+    recon[:, 30:40, 58:60] = PADDLE
+    smear = foreground_recall(frames, recon, bg)
+    assert (smear["foreground_recall"], smear["foreground_precision"], smear["painted_pixels"]) == (1.0, 80 / 180, 180)
 
 
 def test_recall_counts_episode_starts_and_chunks_alike():
@@ -196,7 +203,7 @@ def test_training_with_the_weight_writes_the_playfield_and_weighs_the_loss(weigh
     assert 5 * first["mse"] * 64 * 64 * 3 < first["recon"] <= 11 * first["mse"] * 64 * 64 * 3 * (1 + 1e-5)
     # the held-out episode: 20 frames of a ball (2 pixels) and a paddle (12); the ball moves in frames 1..19
     assert summary["foreground_pixels"] == 20 * 14 and summary["small_object_pixels"] == 19 * 2
-    for k in ("foreground_recall", "small_object_recall"):
+    for k in ("foreground_recall", "small_object_recall", "foreground_precision"):
         assert 0.0 <= summary[k] <= 1.0
 
 
@@ -207,6 +214,6 @@ def test_eval_vae_reports_the_same_recall_as_training(weighted_run):
     out = evaluate_vae(cfg)
     assert [r["step"] for r in out["rows"]] == [2, 4]
     last = out["rows"][-1]
-    for k in ("holdout_mse", "foreground_recall", "small_object_recall"):
+    for k in ("holdout_mse", "foreground_recall", "small_object_recall", "foreground_precision"):
         assert last[k] == pytest.approx(summary[k], rel=1e-6)
     assert last["foreground_pixels"] == summary["foreground_pixels"]

@@ -71,7 +71,8 @@ def _run_train_vae(args: argparse.Namespace) -> int:
     if "foreground_recall" in r.summary:
         print(f"held-out pixels off the playfield kept by the reconstructions: {_share(r['foreground_recall'])} "
               f"({r['foreground_pixels']} pixels); of small moving objects: {_share(r['small_object_recall'])} "
-              f"({r['small_object_pixels']} pixels)")
+              f"({r['small_object_pixels']} pixels); painted off the playfield where the frame is: "
+              f"{_share(r['foreground_precision'])} ({r['painted_pixels']} pixels)")
     print(f"V finished at step {r['step']}: {r.path}")
     return 0
 
@@ -101,8 +102,9 @@ def _run_eval_vae(args: argparse.Namespace) -> int:
     fire = "fireball_recall" in out["rows"][0]
     fg = "foreground_recall" in out["rows"][0]
     print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else "")
-          + (" foreground pixels kept | small moving objects' pixels kept |" if fg else ""))
-    print("|---:|---:|" + ("---:|" if fire else "") + ("---:|---:|" if fg else ""))
+          + (" foreground pixels kept | small moving objects' pixels kept | painted pixels on foreground |"
+             if fg else ""))
+    print("|---:|---:|" + ("---:|" if fire else "") + ("---:|---:|---:|" if fg else ""))
     for r in out["rows"]:
         line = f"| {r['step']} | {r['holdout_mse']:.5f} |"
         if fire:
@@ -110,7 +112,8 @@ def _run_eval_vae(args: argparse.Namespace) -> int:
                      if r["fireball_recall"] is not None else " – (no frame with a fireball on its way) |")
         if fg:
             line += (f" {_share(r['foreground_recall'])} ({r['foreground_pixels']} px) |"
-                     f" {_share(r['small_object_recall'])} ({r['small_object_pixels']} px) |")
+                     f" {_share(r['small_object_recall'])} ({r['small_object_pixels']} px) |"
+                     f" {_share(r['foreground_precision'])} ({r['painted_pixels']} px) |")
         print(line)
     print(f"written: {out['path']}")
     return 0

@@ -209,13 +209,17 @@ def foreground_recall(frames: np.ndarray, recon: np.ndarray, background: np.ndar
     frame's colour than the background's (squared RGB distance, strictly): a V that paints the playfield there
     scores 0, a perfect one 1. Returns ``foreground_recall`` over all foreground pixels and ``small_object_recall``
     over those of small moving objects (:func:`small_objects`; Pong's ball), each with its pixel count
-    (``foreground_pixels``, ``small_object_pixels``); a recall is nan when its count is 0. The dream can only
-    show the ball if z holds it, and a squared error over 4,096 pixels hardly notices a lost 2-pixel ball.
+    (``foreground_pixels``, ``small_object_pixels``), and ``foreground_precision``: the share of the pixels the
+    reconstruction paints off the playfield (:func:`foreground_mask` of `recon`; ``painted_pixels``) that are
+    foreground in the frame too. Recall alone rewards smearing (a paddle painted along its whole column keeps
+    every paddle pixel); precision drops with it. A share is nan when its count is 0. The dream can only show
+    the ball if z holds it, and a squared error over 4,096 pixels hardly notices a lost 2-pixel ball.
     Works through `chunk` frames at a time (each with the frame before it, for the motion test), so memory stays
     bounded whatever N.
     """
     first = np.zeros(len(frames), bool) if first is None else np.asarray(first, bool)
     counts = {"foreground": [0, 0], "small_object": [0, 0]}  # name -> [pixels kept, pixels]
+    painted = [0, 0]  # [painted pixels that are foreground in the frame, painted pixels]
     for s in range(0, len(frames), chunk):
         lo, hi = max(s - 1, 0), s + chunk
         f, r = frames[lo:hi], recon[lo:hi]
@@ -227,8 +231,13 @@ def foreground_recall(frames: np.ndarray, recon: np.ndarray, background: np.ndar
             mask = mask[s - lo:]  # the frame before the chunk was scored with the previous chunk
             counts[name][0] += int((kept[s - lo:] & mask).sum())
             counts[name][1] += int(mask.sum())
+        paint = foreground_mask(r[s - lo:], background, threshold)
+        painted[0] += int((paint & masks["foreground"][s - lo:]).sum())
+        painted[1] += int(paint.sum())
     out = {}
     for name, (k, n) in counts.items():
         out[f"{name}_recall"] = k / n if n else float("nan")
         out[f"{name}_pixels"] = n
+    out["foreground_precision"] = painted[0] / painted[1] if painted[1] else float("nan")
+    out["painted_pixels"] = painted[1]
     return out

@@ -297,8 +297,9 @@ def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int =
     """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames; for TakeCover also
     the share of approaching fireballs' pixels the reconstructions keep (``envs.frames.fireball_recall``;
     None when no frame has one); for Atari (env ``atari/<game>``, `background` its playfield uint8 [64,64,3],
-    :func:`playfield`) the share of foreground pixels and of small moving objects' pixels they keep
-    (``envs.frames.foreground_recall``: ``foreground_recall``, ``small_object_recall`` and their pixel counts)."""
+    :func:`playfield`) the share of foreground pixels and of small moving objects' pixels they keep, and the
+    share of the pixels they paint off the playfield that belong there (``envs.frames.foreground_recall``:
+    ``foreground_recall``, ``small_object_recall``, ``foreground_precision`` and their pixel counts)."""
     from wm_jax.envs.frames import fireball_recall, foreground_recall
 
     atari = env.startswith("atari/")

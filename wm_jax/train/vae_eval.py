@@ -4,7 +4,8 @@ For each V step kept in ``<run>/vae`` (or those named by ``--steps``): per-pixel
 from z = mu, and for TakeCover the share of approaching fireballs' pixels the reconstructions keep
 (``wm_jax.envs.frames.fireball_recall``) — the figure that tells whether a dream can contain the threat
 at all; for Atari the share of the pixels off the playfield, and of small moving objects' (Pong's ball), that
-they keep (``wm_jax.envs.frames.foreground_recall``, against V's playfield ``<run>/vae/background.png``). The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
+they keep, and the share of the pixels they paint off it that belong there (``wm_jax.envs.frames.foreground_recall``,
+against V's playfield ``<run>/vae/background.png``). The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
 ``vae.holdout_episodes``), or of another run's data with ``--data DIR`` (V's of different runs compared on the
 same frames). The output counts how many of the scored episodes V trained on: those whose (seed, length, return)
 match one of V's training episodes, i.e. the run's first ``data.collected`` episodes minus its

@@ -205,6 +205,9 @@ def test_training_with_the_weight_writes_the_playfield_and_weighs_the_loss(weigh
     assert summary["foreground_pixels"] == 20 * 14 and summary["small_object_pixels"] == 19 * 2
     for k in ("foreground_recall", "small_object_recall", "foreground_precision"):
         assert 0.0 <= summary[k] <= 1.0
+    held = pong_frames(20, seed=4).astype(np.float64) / 255.0  # the held-out episode
+    assert summary["frame_spread"] == pytest.approx(held.std(axis=0).mean(), rel=1e-6)
+    assert 0.0 <= summary["recon_spread"] < summary["frame_spread"]  # 4 steps: V paints nearly one image
 
 
 def test_eval_vae_reports_the_same_recall_as_training(weighted_run):

@@ -64,7 +64,8 @@ def _run_train_vae(args: argparse.Namespace) -> int:
     r = train_vae(_config(args), plots=not args.no_plots, progress=progress_flag(args),
                   allow_config_change=args.allow_config_change)
     if "holdout_mse" in r.summary:
-        print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames")
+        print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames; per-pixel spread "
+              f"over the frames: reconstructions {r['recon_spread']:.5f}, frames {r['frame_spread']:.5f}")
     if r.get("fireball_recall") is not None:
         print(f"held-out fireball pixels kept by the reconstructions: {r['fireball_recall']:.1%} "
               f"({r['fireball_frames']} frames with a fireball on its way)")
@@ -101,12 +102,12 @@ def _run_eval_vae(args: argparse.Namespace) -> int:
           f"({out['trained_on']} of them in V's training set), {out['rows'][0]['holdout_frames']} frames:")
     fire = "fireball_recall" in out["rows"][0]
     fg = "foreground_recall" in out["rows"][0]
-    print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else "")
+    print("| step | held-out MSE | spread: reconstructions / frames |" + (" fireball pixels kept |" if fire else "")
           + (" foreground pixels kept | small moving objects' pixels kept | painted pixels on foreground |"
              if fg else ""))
-    print("|---:|---:|" + ("---:|" if fire else "") + ("---:|---:|---:|" if fg else ""))
+    print("|---:|---:|---:|" + ("---:|" if fire else "") + ("---:|---:|---:|" if fg else ""))
     for r in out["rows"]:
-        line = f"| {r['step']} | {r['holdout_mse']:.5f} |"
+        line = f"| {r['step']} | {r['holdout_mse']:.5f} | {r['recon_spread']:.5f} / {r['frame_spread']:.5f} |"
         if fire:
             line += (f" {r['fireball_recall']:.1%} ({r['fireball_frames']} frames) |"
                      if r["fireball_recall"] is not None else " – (no frame with a fireball on its way) |")

@@ -64,8 +64,10 @@ def _run_train_vae(args: argparse.Namespace) -> int:
     r = train_vae(_config(args), plots=not args.no_plots, progress=progress_flag(args),
                   allow_config_change=args.allow_config_change)
     if "holdout_mse" in r.summary:
-        print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames; per-pixel spread "
-              f"over the frames: reconstructions {r['recon_spread']:.5f}, frames {r['frame_spread']:.5f}")
+        print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames")
+    if "recon_spread" in r.summary:  # a V finished before the spread was recorded has none in its DONE
+        print(f"per-pixel spread over the held-out frames: reconstructions {r['recon_spread']:.5f}, frames "
+              f"{r['frame_spread']:.5f} (near 0 for the reconstructions: the decoder ignores z)")
     if r.get("fireball_recall") is not None:
         print(f"held-out fireball pixels kept by the reconstructions: {r['fireball_recall']:.1%} "
               f"({r['fireball_frames']} frames with a fireball on its way)")

@@ -53,6 +53,8 @@ def test_wrong_type_is_named(override, key):
     ("iterate.rounds=-1", "iterate.rounds"),
     ("iterate.episodes=0", "iterate.episodes"),
     ("vae.fireball_weight=-1", "vae.fireball_weight"),
+    ("vae.foreground_weight=-1", "vae.foreground_weight"),
+    ("vae.foreground_weight=10", "vae.foreground_weight"),  # the default env is not atari
     ("mdnrnn.done_horizon=0", "mdnrnn.done_horizon"),
     ("mdnrnn.head_dropout=1.0", "mdnrnn.head_dropout"),
     ("mdnrnn.head_dropout=-0.1", "mdnrnn.head_dropout"),

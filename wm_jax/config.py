@@ -119,6 +119,10 @@ class VAEConfig:
     # TakeCover only: fireball pixels (of the frame or the reconstruction) weigh 1 + this in the squared error;
     # 0 = the original's loss. Tells V what the dream must show (beyond the paper; README, "fireball_weight").
     fireball_weight: float = 0.0
+    # Atari only: pixels off the static playfield (in the frame or the reconstruction; the playfield is the median
+    # of a sample of V's training frames, saved as <run>/vae/background.png) weigh 1 + this in the squared error;
+    # 0 = the original's loss. Keeps small objects such as Pong's ball in z (beyond the paper; docs/findings.md).
+    foreground_weight: float = 0.0
     plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/vae.resolve_plan).
 
 

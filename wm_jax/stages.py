@@ -84,7 +84,8 @@ def collect(cfg: Config, *, progress: bool | None = None) -> StageResult:
 
 def train_vae(cfg: Config, *, plots: bool = True, progress: bool | None = None,
               allow_config_change: bool = False) -> StageResult:
-    """Train (or resume) V on the collected frames; summary: step, held-out MSE (+ TakeCover fireball recall).
+    """Train (or resume) V on the collected frames; summary: step, held-out MSE (+ TakeCover fireball recall,
+    Atari foreground and small-object recall).
     A resume with other V settings is refused unless `allow_config_change`."""
     from wm_jax.io import VAE_DIR
     from wm_jax.train.vae import train

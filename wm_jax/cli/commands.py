@@ -65,11 +65,24 @@ def _run_train_vae(args: argparse.Namespace) -> int:
                   allow_config_change=args.allow_config_change)
     if "holdout_mse" in r.summary:
         print(f"held-out per-pixel MSE {r['holdout_mse']:.5f} on {r['holdout_frames']} frames")
+    if "recon_spread" in r.summary:  # a V finished before the spread was recorded has none in its DONE
+        print(f"per-pixel spread over the held-out frames: reconstructions {r['recon_spread']:.5f}, frames "
+              f"{r['frame_spread']:.5f} (near 0 for the reconstructions: the decoder ignores z)")
     if r.get("fireball_recall") is not None:
         print(f"held-out fireball pixels kept by the reconstructions: {r['fireball_recall']:.1%} "
               f"({r['fireball_frames']} frames with a fireball on its way)")
+    if "foreground_recall" in r.summary:
+        print(f"held-out pixels off the playfield kept by the reconstructions: {_share(r['foreground_recall'])} "
+              f"({r['foreground_pixels']} pixels); of small moving objects: {_share(r['small_object_recall'])} "
+              f"({r['small_object_pixels']} pixels); painted off the playfield where the frame is: "
+              f"{_share(r['foreground_precision'])} ({r['painted_pixels']} pixels)")
     print(f"V finished at step {r['step']}: {r.path}")
     return 0
+
+
+def _share(x: float | None) -> str:
+    """A recall as a percentage, or '–' when no pixel counted (None)."""
+    return "–" if x is None else f"{x:.1%}"
 
 
 def _flags_eval_vae(p: argparse.ArgumentParser) -> None:
@@ -90,13 +103,20 @@ def _run_eval_vae(args: argparse.Namespace) -> int:
     print(f"V checkpoints of {out['run_dir']} on the last {out['holdout_episodes']} episodes of {out['data_dir']} "
           f"({out['trained_on']} of them in V's training set), {out['rows'][0]['holdout_frames']} frames:")
     fire = "fireball_recall" in out["rows"][0]
-    print("| step | held-out MSE |" + (" fireball pixels kept |" if fire else ""))
-    print("|---:|---:|" + ("---:|" if fire else ""))
+    fg = "foreground_recall" in out["rows"][0]
+    print("| step | held-out MSE | spread: reconstructions / frames |" + (" fireball pixels kept |" if fire else "")
+          + (" foreground pixels kept | small moving objects' pixels kept | painted pixels on foreground |"
+             if fg else ""))
+    print("|---:|---:|---:|" + ("---:|" if fire else "") + ("---:|---:|---:|" if fg else ""))
     for r in out["rows"]:
-        line = f"| {r['step']} | {r['holdout_mse']:.5f} |"
+        line = f"| {r['step']} | {r['holdout_mse']:.5f} | {r['recon_spread']:.5f} / {r['frame_spread']:.5f} |"
         if fire:
             line += (f" {r['fireball_recall']:.1%} ({r['fireball_frames']} frames) |"
                      if r["fireball_recall"] is not None else " – (no frame with a fireball on its way) |")
+        if fg:
+            line += (f" {_share(r['foreground_recall'])} ({r['foreground_pixels']} px) |"
+                     f" {_share(r['small_object_recall'])} ({r['small_object_pixels']} px) |"
+                     f" {_share(r['foreground_precision'])} ({r['painted_pixels']} px) |")
         print(line)
     print(f"written: {out['path']}")
     return 0
@@ -337,7 +357,8 @@ def _run_estimate(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "collect": Command("random-policy rollouts from the real environment into shards", _no_flags, _run_collect),
     "train-vae": Command("train V on the collected frames", _no_flags, _run_train_vae),
-    "eval-vae": Command("V checkpoints' held-out reconstruction error (TakeCover: fireball recall)",
+    "eval-vae": Command("V checkpoints' held-out reconstruction error (TakeCover: fireball recall; Atari: "
+                        "foreground and small-object recall)",
                         _flags_eval_vae, _run_eval_vae),
     "encode": Command("write V's (mu, logvar) for every frame beside the data", _no_flags, _run_encode),
     "train-mdnrnn": Command("train M on encoded sequences", _flags_train_mdnrnn, _run_train_mdnrnn),

@@ -1,7 +1,8 @@
 """``wm-jax train-vae``: train V on the collected frames, data-parallel over local devices, resumable.
 
 Folder ``<run_dir>/vae``: orbax step folders {params, opt_state, step, key, data_seed, epoch, epoch_batch},
-config.json, metrics.jsonl + tb/, DONE (summary incl. held-out per-pixel MSE). Plots: ``<run_dir>/plots``.
+config.json, metrics.jsonl + tb/, DONE (summary incl. held-out per-pixel MSE), and for Atari background.png (the
+playfield of ``vae.foreground_weight`` and the foreground recall, written at the start). Plots: ``<run_dir>/plots``.
 
 Determinism: the step's sampling key is ``fold_in(key, step)``; epoch e reads
 ``frame_batches(train_set, B, seed=data_seed + e, epochs=1)``. A checkpoint stores (epoch, batches read in
@@ -28,6 +29,8 @@ from wm_jax.io import read_done
 from wm_jax.models.vae import decode_jit, encode_jit, reconstruct
 
 STAGE = "vae"
+BACKGROUND_FILE = "background.png"  # <run>/vae/background.png: the Atari playfield, uint8 [64,64,3] (lossless)
+BACKGROUND_FRAMES = 2000  # training frames sampled for the playfield's median
 
 
 class NonFiniteError(FloatingPointError):
@@ -59,32 +62,40 @@ def init_state(cfg: Config, optimizer: optax.GradientTransformation) -> dict:
             "epoch": jnp.asarray(0, jnp.int32), "epoch_batch": jnp.asarray(0, jnp.int32)}
 
 
-def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None) -> Callable:
+def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None,
+                    background: np.ndarray | None = None) -> Callable:
     """Jitted ``step(params, opt_state, frames, key_data, step) -> (params, opt_state, metrics)``.
 
     frames: uint8 [B,64,64,3] (converted to [0,1] inside). The sample key is ``fold_in(key, step)``.
     With a mesh: params/opt state replicated, frames split along axis "data" (B must divide).
-    Cached per (kl_tolerance, fireball_weight, mesh, plan), so reruns in one process reuse the compiled step
-    (the learning rate is read from opt_state).
+    `background`: the Atari playfield uint8 [64,64,3] that ``vae.foreground_weight`` > 0 needs; it is fixed for
+    a run, so the step holds it as a constant.
+    Cached per (kl_tolerance, fireball_weight, foreground_weight, background, mesh, plan), so reruns in one
+    process reuse the compiled step (the learning rate is read from opt_state).
     """
     from wm_jax.models.vae import resolve_plan
 
     plan = resolve_plan(v.plan) if plan is None else tuple(plan)
-    return _make_train_step(v.kl_tolerance, v.fireball_weight, mesh, plan)
+    if v.foreground_weight > 0 and background is None:
+        raise ValueError("vae.foreground_weight > 0 needs the playfield background (uint8 [64,64,3])")
+    bg = np.asarray(background, np.uint8).tobytes() if v.foreground_weight > 0 else None
+    return _make_train_step(v.kl_tolerance, v.fireball_weight, v.foreground_weight, bg, mesh, plan)
 
 
 @functools.lru_cache(maxsize=16)
-def _make_train_step(kl_tolerance: float, fireball_weight: float, mesh, plan: tuple[str, ...]) -> Callable:
+def _make_train_step(kl_tolerance: float, fireball_weight: float, foreground_weight: float,
+                     background: bytes | None, mesh, plan: tuple[str, ...]) -> Callable:
     from wm_jax.models.vae import compiler_options
     from wm_jax.train.vae_loss import loss_fn
 
-    v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight)
+    v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight, foreground_weight=foreground_weight)
     optimizer = make_optimizer(v)
+    bg = None if background is None else np.frombuffer(background, np.uint8).reshape(64, 64, 3)
 
     def step(params, opt_state, frames, key_data, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frames, key, v.kl_tolerance, plan,
-                                                                       v.fireball_weight)
+                                                                       v.fireball_weight, v.foreground_weight, bg)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 
@@ -180,24 +191,26 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
         raise ValueError(f"config key 'vae.batch_size' = {v.batch_size} must be divisible by the "
                          f"{mesh.devices.size} devices")
     ck = Checkpointer(folder, cfg)
+    background = playfield(cfg, train_set, write=True) if cfg.env.name == "atari" else None
     st = _restore_or_init(cfg, ck, folder)
     st = st._replace(params=replicate(st.params, mesh), opt_state=replicate(st.opt_state, mesh))
     goal = total_steps(v, train_set.num_frames)
     stop = goal if stop_after is None else min(goal, st.step + stop_after)
-    st = _loop(cfg, st, train_set, mesh, ck, folder, goal, stop, progress)
+    st = _loop(cfg, st, train_set, mesh, ck, folder, goal, stop, progress, background)
     summary: dict = {"step": st.step}
     if st.step >= goal:
-        summary.update(_finish(cfg, jax.device_get(st.params), hold_set, folder, st.step, plots))
+        summary.update(_finish(cfg, jax.device_get(st.params), hold_set, folder, st.step, plots, background))
         ck.mark_done(summary)
     ck.close()
     return summary
 
 
-def _finish(cfg: Config, params: dict, hold_set, folder: Path, step: int, plots: bool) -> dict:
+def _finish(cfg: Config, params: dict, hold_set, folder: Path, step: int, plots: bool,
+            background: np.ndarray | None) -> dict:
     """Held-out metrics (also logged at the last step) and, with `plots`, the PNG visuals."""
     from wm_jax.metrics import MetricsWriter
 
-    out = holdout_metrics(params, hold_set, env=cfg.env.id)
+    out = holdout_metrics(params, hold_set, env=cfg.env.id, background=background)
     with MetricsWriter(folder, resume_step=step) as mw:
         mw.write(step, holdout_mse=out["holdout_mse"])
     if plots:
@@ -206,9 +219,10 @@ def _finish(cfg: Config, params: dict, hold_set, folder: Path, step: int, plots:
 
 
 def _loop(cfg: Config, st: VState, train_set, mesh, ck, folder: Path, goal: int, stop: int,
-          progress: bool) -> VState:
+          progress: bool, background: np.ndarray | None) -> VState:
     """Steps st.step+1..stop; each step's metrics are checked (finite) and reported after the next one is
-    dispatched; a checkpoint every vae.checkpoint_every steps and at `stop`, written only after checking."""
+    dispatched; a checkpoint every vae.checkpoint_every steps and at `stop`, written only after checking.
+    `background`: the Atari playfield (``vae.foreground_weight``), None for the other games."""
     from tqdm import tqdm
 
     from wm_jax.metrics import MetricsWriter
@@ -216,7 +230,7 @@ def _loop(cfg: Config, st: VState, train_set, mesh, ck, folder: Path, goal: int,
 
     v, step, pos = cfg.vae, st.step, st.pos
     params, opt_state = st.params, st.opt_state
-    train_step = make_train_step(v, mesh)
+    train_step = make_train_step(v, mesh, background=background)
     batches = epoch_batches(train_set, v.batch_size, st.data_seed, *pos)
     bar = tqdm(total=goal, initial=step, unit="step", desc="V", disable=not progress, dynamic_ncols=True)
     report = _Reporter(v, MetricsWriter(folder, resume_step=step), bar, ck, folder, step)
@@ -278,42 +292,111 @@ def _save(ck, folder: Path, st: VState) -> None:
                       "epoch": np.int32(st.pos[0]), "epoch_batch": np.int32(st.pos[1])})
 
 
-def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "") -> dict:
-    """Per-pixel MSE of reconstructions from z = mu on (up to `max_frames`) held-out frames; for TakeCover also
-    the share of approaching fireballs' pixels the reconstructions keep (``envs.frames.fireball_recall``;
-    None when no frame has one)."""
-    from wm_jax.envs.frames import fireball_recall
+def holdout_metrics(params: dict, hold_set, max_frames: int = 2000, batch: int = 100, env: str = "",
+                    background: np.ndarray | None = None) -> dict:
+    """Figures of V's reconstructions from z = mu on (up to `max_frames`) held-out frames.
 
-    frames = holdout_frames(hold_set, max_frames)
+    Always: per-pixel MSE, and how much the reconstructions and the frames vary (``recon_spread``,
+    ``frame_spread``: each pixel's standard deviation over the frames, averaged over the pixels, in [0, 1] units; a
+    decoder that ignores z has a recon_spread near 0). TakeCover: the share of approaching fireballs' pixels the
+    reconstructions keep (``envs.frames.fireball_recall``; None when no frame has one). Atari (env
+    ``atari/<game>``, `background` its playfield uint8 [64,64,3] from :func:`playfield`): the share of foreground
+    pixels and of small moving objects' pixels they keep, and the share of the pixels they paint off the playfield
+    that belong there (``envs.frames.foreground_recall``: ``foreground_recall``, ``small_object_recall``,
+    ``foreground_precision`` and their pixel counts).
+    """
+    from wm_jax.envs.frames import fireball_recall, foreground_recall
+
+    atari = env.startswith("atari/")
+    if atari and background is None:
+        raise ValueError(f"holdout_metrics for {env} needs the playfield background (train.vae.playfield)")
+    frames, first = _holdout_episodes(hold_set, max_frames)
     if len(frames) == 0:
         return {}
     sse, n, recons = 0.0, 0, []
+    moments = np.zeros((2, 2, *frames.shape[1:]))  # [recon, frame] x [sum, sum of squares] over the frames
     for s in range(0, len(frames), batch):
         chunk = frames[s:s + batch]
         pad = batch - len(chunk)
         x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)]) if pad else chunk
         r = np.asarray(reconstruct(params, x))[:len(chunk)]
-        sse += float(np.sum((r - chunk.astype(np.float32) / 255.0) ** 2))
+        x01 = chunk.astype(np.float32) / 255.0
+        sse += float(np.sum((r - x01) ** 2))
         n += chunk.size
-        if env == "takecover":
+        for i, a in enumerate((r, x01)):
+            moments[i] += (a.sum(0, dtype=np.float64), np.square(a, dtype=np.float64).sum(0))
+        if env == "takecover" or atari:
             recons.append(np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8))
-    out = {"holdout_mse": sse / n, "holdout_frames": int(len(frames))}
+    mean, sq = moments[:, 0] / len(frames), moments[:, 1] / len(frames)
+    spread = np.sqrt(np.maximum(sq - mean**2, 0.0)).mean(axis=(1, 2, 3))
+    out = {"holdout_mse": sse / n, "holdout_frames": int(len(frames)),
+           "recon_spread": float(spread[0]), "frame_spread": float(spread[1])}
     if env == "takecover":
         recall, counted = fireball_recall(frames, np.concatenate(recons))
         # None when no held-out frame has a fireball on its way: summaries are JSON, which has no NaN
         out["fireball_recall"], out["fireball_frames"] = (recall if counted else None), counted
+    if atari:
+        fg = foreground_recall(frames, np.concatenate(recons), background, first)
+        # a recall is None when no held-out pixel counts (JSON has no NaN)
+        out.update({k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in fg.items()})
     return out
 
 
 def holdout_frames(hold_set, max_frames: int) -> np.ndarray:
+    """The held-out episodes' frames uint8 [<= max_frames, 64, 64, 3], episode after episode."""
+    return _holdout_episodes(hold_set, max_frames)[0]
+
+
+def _holdout_episodes(hold_set, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames uint8 [N,64,64,3] of the held-out episodes in order, N <= max_frames; bool [N], True at each
+    episode's first frame)."""
     out = []
     for i in range(len(hold_set)):
         ep = hold_set.try_load(i)
         if ep is not None:
             out.append(ep.frames)
     if not out:
-        return np.zeros((0, 64, 64, 3), np.uint8)
-    return np.concatenate(out)[:max_frames]
+        return np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, bool)
+    first = np.concatenate([np.arange(len(f)) == 0 for f in out])
+    return np.concatenate(out)[:max_frames], first[:max_frames]
+
+
+def sample_frames(dataset, n: int) -> np.ndarray:
+    """About `n` frames uint8 [~n,64,64,3] spread over `dataset`'s episodes: ceil(n / episodes) from each, at
+    evenly spaced steps (the same frames on every call)."""
+    per = -(-n // max(len(dataset), 1))
+    out = []
+    for i in range(len(dataset)):
+        ep = dataset.try_load(i)
+        if ep is not None:
+            out.append(ep.frames[np.unique(np.linspace(0, len(ep.frames) - 1, per).round().astype(int))])
+    if not out:
+        raise ValueError(f"{dataset.data_dir}: no readable episode to sample frames from")
+    return np.concatenate(out)
+
+
+def playfield(cfg: Config, train_set=None, write: bool = False) -> np.ndarray:
+    """The Atari playfield uint8 [64,64,3] of cfg's run: ``<run>/vae/background.png`` when it exists, else the
+    lower median (``envs.frames.background_image``) of BACKGROUND_FRAMES frames sampled from V's training
+    episodes (`train_set`, default: the run's data minus ``vae.holdout_episodes``) — the image V's training
+    wrote, since the sample is fixed. `write`: save it there (V's training does, so ``vae.foreground_weight``
+    and ``eval-vae`` read one image even if episodes are added to the data later)."""
+    from wm_jax.envs.frames import background_image
+
+    path = Path(cfg.run_dir) / STAGE / BACKGROUND_FILE
+    if path.exists():
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), np.uint8)
+    if train_set is None:
+        train_set, _ = _open_data(cfg)
+    bg = background_image(sample_frames(train_set, BACKGROUND_FRAMES))
+    if write:
+        from wm_jax.viz import save_png
+
+        save_png(bg, path, scale=1)
+    return bg
 
 
 def write_plots(cfg: Config, params: dict, hold_set, n: int = 10) -> list[Path]:

@@ -3,7 +3,9 @@
 For each V step kept in ``<run>/vae`` (or those named by ``--steps``): per-pixel MSE of the reconstructions
 from z = mu, and for TakeCover the share of approaching fireballs' pixels the reconstructions keep
 (``wm_jax.envs.frames.fireball_recall``) — the figure that tells whether a dream can contain the threat
-at all. The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
+at all; for Atari the share of the pixels off the playfield, and of small moving objects' (Pong's ball), that
+they keep, and the share of the pixels they paint off it that belong there (``wm_jax.envs.frames.foreground_recall``,
+against V's playfield ``<run>/vae/background.png``). The held-out set is the last ``--holdout-episodes`` episodes of the run's data (default: V's own
 ``vae.holdout_episodes``), or of another run's data with ``--data DIR`` (V's of different runs compared on the
 same frames). The output counts how many of the scored episodes V trained on: those whose (seed, length, return)
 match one of V's training episodes, i.e. the run's first ``data.collected`` episodes minus its
@@ -29,7 +31,7 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     from wm_jax.data.dataset import open_dataset
     from wm_jax.sysinfo import device_info
     from wm_jax.io import load_vae
-    from wm_jax.train.vae import STAGE, holdout_metrics
+    from wm_jax.train.vae import STAGE, holdout_metrics, playfield
 
     folder = Path(cfg.run_dir) / STAGE
     if not folder.is_dir():
@@ -47,11 +49,12 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     run_data = scored if own else open_dataset(cfg.data_dir)
     collected = run_data.episodes[:cfg.data.collected]
     seen = {_fingerprint(r) for r in collected[:max(0, len(collected) - cfg.vae.holdout_episodes)]}
+    background = playfield(cfg) if cfg.env.name == "atari" else None  # V's, also on another run's frames
     rows = []
     for step in steps or kept:
         t0 = time.perf_counter()
         params, _ = load_vae(cfg.run_dir, step)
-        m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.id)
+        m = holdout_metrics(params, hold, max_frames=max_frames, env=cfg.env.id, background=background)
         rows.append({"step": step, **m, "seconds": time.perf_counter() - t0})
     out = {"run_dir": str(cfg.run_dir), "data_dir": str(data_dir), "holdout_episodes": n,
            "trained_on": sum(_fingerprint(r) in seen for r in hold.episodes), "env": cfg.env.id,

@@ -1,4 +1,6 @@
-"""V's training loss: the original's per-image squared error + floored KL, and the TakeCover fireball weighting.
+"""V's training loss: the original's per-image squared error + floored KL, and two small-object weightings:
+TakeCover's fireballs (``vae.fireball_weight``) and Atari's foreground against the playfield
+(``vae.foreground_weight``).
 
 Kept out of ``wm_jax.models`` so the model module holds the network alone (no data-preprocessing imports).
 """
@@ -10,7 +12,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from wm_jax.envs.frames import fireball_mask
+from wm_jax.envs.frames import fireball_mask, foreground_mask
 from wm_jax.models.vae import FAST, VAE, z_dim_of
 
 
@@ -19,7 +21,7 @@ def loss_terms(x: jax.Array, recon: jax.Array, mu: jax.Array, logvar: jax.Array,
     """Per-batch loss of the original: mean over images of sum-squared-error + max(KL, kl_tolerance * Z).
 
     x: float [N,64,64,3] in [0,1]; recon like x; mu, logvar [N,Z]; weight: optional per-pixel weight of the
-    squared error [N,64,64] (``vae.fireball_weight``; the original: none). Returns scalars ``loss``, ``recon``
+    squared error [N,64,64] (``vae.fireball_weight``, ``vae.foreground_weight``; the original: none). Returns scalars ``loss``, ``recon``
     (summed, weighted squared error per image), ``kl`` (before the floor) and ``mse`` (per pixel, unweighted).
     """
     z_dim = mu.shape[-1]
@@ -39,13 +41,32 @@ def fireball_weights(frames: jax.Array, recon: jax.Array, extra: float) -> jax.A
     return 1.0 + extra * (fireball_mask(frames, jnp) | fireball_mask(painted, jnp)).astype(jnp.float32)
 
 
+def foreground_weights(frames: jax.Array, recon: jax.Array, background: jax.Array, extra: float) -> jax.Array:
+    """Per-pixel weights [N,64,64]: 1, plus `extra` where the frame or its reconstruction differs from the Atari
+    playfield `background` uint8 [64,64,3] (``wm_jax.envs.frames.foreground_mask``: ball, paddles, score). As
+    with the fireballs, the reconstruction's foreground counts too, so a ghost ball costs as much as a lost one
+    (early in training, when V paints no playfield yet, that is nearly every pixel). No gradient."""
+    painted = jnp.round(jax.lax.stop_gradient(recon) * 255.0)
+    fg = foreground_mask(frames, background, xp=jnp) | foreground_mask(painted, background, xp=jnp)
+    return 1.0 + extra * fg.astype(jnp.float32)
+
+
 def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float,
-            plan: Sequence[str] = FAST, fireball_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+            plan: Sequence[str] = FAST, fireball_weight: float = 0.0, foreground_weight: float = 0.0,
+            background: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms).
-    `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`)."""
+    `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`);
+    `foreground_weight` > 0 weighs the pixels off the playfield `background` uint8 [64,64,3] 1 + foreground_weight
+    times (:func:`foreground_weights`). The two are exclusive (one game each)."""
     model = VAE(z_dim_of(params), tuple(plan))
     recon, mu, logvar = model.apply({"params": params}, frames, key)
     x = frames.astype(jnp.float32) / 255.0
-    weight = fireball_weights(frames, recon, fireball_weight) if fireball_weight > 0 else None
+    weight = None
+    if fireball_weight > 0:
+        weight = fireball_weights(frames, recon, fireball_weight)
+    elif foreground_weight > 0:
+        if background is None:
+            raise ValueError("vae.foreground_weight > 0 needs the playfield background (uint8 [64,64,3])")
+        weight = foreground_weights(frames, recon, background, foreground_weight)
     terms = loss_terms(x, recon, mu, logvar, kl_tolerance, weight)
     return terms["loss"], terms

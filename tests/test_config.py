@@ -55,6 +55,7 @@ def test_wrong_type_is_named(override, key):
     ("vae.fireball_weight=-1", "vae.fireball_weight"),
     ("vae.foreground_weight=-1", "vae.foreground_weight"),
     ("vae.foreground_weight=10", "vae.foreground_weight"),  # the default env is not atari
+    ("vae.logvar_init=-30", "vae.logvar_init"),
     ("mdnrnn.done_horizon=0", "mdnrnn.done_horizon"),
     ("mdnrnn.head_dropout=1.0", "mdnrnn.head_dropout"),
     ("mdnrnn.head_dropout=-0.1", "mdnrnn.head_dropout"),

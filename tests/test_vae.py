@@ -358,3 +358,18 @@ def test_eval_vae_scores_kept_steps_and_names_missing_ones(trained):
     assert alien["rows"][0]["holdout_mse"] != out["rows"][-1]["holdout_mse"]
     with pytest.raises(ValueError, match=r"no V checkpoint at step\(s\) \[7\].*kept steps: \[2, 4\]"):
         evaluate_vae(full, [7])
+
+
+def test_logvar_init_sets_the_starting_posterior_noise():
+    """vae.logvar_init is the encoder's log-variance bias at step 0: sigma = exp(logvar_init / 2) on any frame
+    (the log-variance kernel's part stays small at init), and 0 leaves the original's zero bias (sigma ~1)."""
+    from wm_jax.train.vae import init_state, make_optimizer
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    sig = {}
+    for lv in (0.0, -6.0):
+        cfg = load_config(None, ["vae.z_dim=8", f"vae.logvar_init={lv}"])
+        params = init_state(cfg, make_optimizer(cfg.vae))["params"]
+        np.testing.assert_array_equal(np.asarray(params["enc_logvar"]["bias"]), np.full(8, lv, np.float32))
+        sig[lv] = float(np.exp(0.5 * np.asarray(V.encode(params, frames, V.REFERENCE)[1])).mean())
+    assert 0.5 < sig[0.0] < 2.0 and 0.02 < sig[-6.0] < 0.1, sig

@@ -123,6 +123,10 @@ class VAEConfig:
     # of a sample of V's training frames, saved as <run>/vae/background.png) weigh 1 + this in the squared error;
     # 0 = the original's loss. Keeps small objects such as Pong's ball in z (beyond the paper; docs/findings.md).
     foreground_weight: float = 0.0
+    # Initial bias of the encoder's log-variance head: the posterior noise V starts with is exp(logvar_init / 2);
+    # 0 = flax's zero bias (the original: sigma 1). Where frames differ in a few pixels (Atari), mu varies ~0.004
+    # across frames at initialisation, ~250x below sigma 1, and the decoder learns to ignore z (docs/findings.md).
+    logvar_init: float = 0.0
     plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/vae.resolve_plan).
 
 

@@ -107,6 +107,8 @@ def check_models(cfg: Config) -> None:
     _need(cfg.vae.foreground_weight >= 0, "vae.foreground_weight", "must be >= 0 (0: the original's loss)")
     _need(cfg.vae.foreground_weight == 0 or cfg.env.name == "atari", "vae.foreground_weight",
           "weighs pixels off a static playfield, which atari has only")
+    _need(-20.0 <= cfg.vae.logvar_init <= 5.0, "vae.logvar_init",
+          "must be in [-20, 5] (the initial log-variance of V's posterior; 0: sigma 1, the original)")
     _need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")
     _need(cfg.mdnrnn.done_horizon >= 1, "mdnrnn.done_horizon", "must be >= 1 (1: the death step only, original)")
     _need(0.0 <= cfg.mdnrnn.head_dropout < 1.0, "mdnrnn.head_dropout", "must be in [0, 1) (0: no dropout, original)")

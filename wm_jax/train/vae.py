@@ -57,6 +57,8 @@ def init_state(cfg: Config, optimizer: optax.GradientTransformation) -> dict:
 
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     params = init_params(k_init, cfg.vae.z_dim)
+    if cfg.vae.logvar_init != 0:  # the posterior noise V starts with (vae.logvar_init)
+        params["enc_logvar"]["bias"] = jnp.full_like(params["enc_logvar"]["bias"], cfg.vae.logvar_init)
     return {"params": params, "opt_state": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
             "key": jax.random.key_data(k_train), "data_seed": jnp.asarray(cfg.seed, jnp.int32),
             "epoch": jnp.asarray(0, jnp.int32), "epoch_batch": jnp.asarray(0, jnp.int32)}

@@ -7,7 +7,14 @@ Architecture (NHWC, every conv stride 2, VALID padding)::
     decoder  z [N,Z] -> dense 1024 -> [N,1,1,1024] -> deconv 128 k5 -> 5 -> deconv 64 k5 -> 13
              -> deconv 32 k6 -> 30 -> deconv 3 k6 -> 64 -> sigmoid                       (ReLU between)
 
-4,348,547 parameters at Z = 32. The parameter tree is the same whatever the implementation ``plan``:
+4,348,547 parameters at Z = 32.
+
+Residual V (``vae.residual``, Atari): the parameters hold one more entry, ``params["playfield"] = {"image": float32
+[64,64,3] in [0,1]}``, the game's static screen (``make_residual``; ``residual_of`` detects it). The encoder then sees
+``(frame - playfield) * RESIDUAL_GAIN`` and the decoder outputs ``sigmoid(logits + logit(playfield))``, so V's whole
+capacity goes to what differs from the static screen. The playfield is data, not a weight: it sits under
+``stop_gradient`` (zero gradient, so Adam leaves it exactly as it is), travels in every checkpoint with the weights,
+and every function below that takes ``params`` handles it. The parameter tree is the same whatever the implementation ``plan``:
 conv kernels are ``[k, k, in, out]`` exactly as ``flax.linen.Conv`` / ``flax.linen.ConvTranspose`` store
 them, so a checkpoint trained with one plan loads into another.
 
@@ -67,6 +74,12 @@ CPU_INFER: tuple[str, ...] = ("s2d", "xla", "xla", "xla", "dense", "xla", "phase
 # The CPU plan of 2026-11 (before per-direction plans), kept for comparisons: ``wm-jax bench vae --plan v1``.
 V1: tuple[str, ...] = ("im2col", "im2col", "im2col", "im2col", "dense", "scatter", "phase_mm", "scatter")
 FAST, INFER = CPU_TRAIN, CPU_INFER
+# Residual V: the encoder's input is (frame - playfield) * RESIDUAL_GAIN, frame and playfield in [0, 1]. Pong's
+# residual has an RMS of 0.021 over held-out frames (a few pixels off a static screen), so 50 brings it to ~1, the
+# scale a network's input is usually given; the encoder is nearly linear at initialisation (zero biases), so mu's
+# spread across Pong frames grows from ~0.003 to ~0.15 (docs/findings.md, "A residual V").
+RESIDUAL_GAIN = 50.0
+PLAYFIELD_EPS = 1e-3  # the playfield is clipped to [eps, 1 - eps] before its logit (black/white pixels: logit +-6.9)
 ENCODE_CHUNK_CPU = 50  # frames per encoder pass on XLA:CPU (``encode``; 50-100 measured best at N = 1000)  # the CPU plans under their older names
 PLANS: dict[str, tuple[str, ...]] = {"xla": REFERENCE, "reference": REFERENCE, "cpu": CPU_TRAIN,
                                      "cpu_infer": CPU_INFER, "v1": V1}
@@ -275,11 +288,22 @@ class _Conv(nn.Module):
 # ---------------------------------------------------------------- the model
 
 
+class _Playfield(nn.Module):
+    """A residual V's static screen: parameter ``image`` float32 [64,64,3] in [0,1], set by ``make_residual`` and
+    never trained (returned under ``stop_gradient``)."""
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return lax.stop_gradient(self.param("image", nn.initializers.zeros_init(), (64, 64, 3), jnp.float32))
+
+
 class VAE(nn.Module):
-    """The World Models VAE. ``plan``: 8 formulations (4 encoder convs, 4 decoder deconvs); see module doc."""
+    """The World Models VAE. ``plan``: 8 formulations (4 encoder convs, 4 decoder deconvs); see module doc.
+    ``residual``: encode the frame minus the playfield, decode the playfield plus a residual (module doc)."""
 
     z_dim: int = 32
     plan: Sequence[str] = FAST
+    residual: bool = False
 
     def setup(self) -> None:
         check_plan(self.plan)
@@ -289,24 +313,31 @@ class VAE(nn.Module):
         self.dec_in = nn.Dense(1024, name="dec_dense")
         self.dec = [_Conv(f, k, self.plan[4 + i], transpose=True, name=f"dec_deconv{i}")
                     for i, (f, k) in enumerate(DEC_LAYERS)]
+        self.playfield = _Playfield(name="playfield") if self.residual else None
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x: uint8 [N,64,64,3] (or float in [0,1]) -> mu, logvar [N,Z]."""
         if x.shape[1:] != (64, 64, 3):
             raise ValueError(f"VAE expects frames [N,64,64,3], got {x.shape}")
         h = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+        if self.residual:
+            h = (h - self.playfield()) * RESIDUAL_GAIN
         for conv in self.enc:
             h = nn.relu(conv(h))
         h = h.reshape(h.shape[0], -1)
         return self.mu(h), self.logvar(h)
 
     def decode(self, z: jax.Array) -> jax.Array:
-        """z: [N,Z] -> images float [N,64,64,3] in (0, 1)."""
+        """z: [N,Z] -> images float [N,64,64,3] in (0, 1); a residual V: sigmoid(logits + logit(playfield))."""
         h = self.dec_in(z).reshape(z.shape[0], 1, 1, 1024)
         for i, deconv in enumerate(self.dec):
             h = deconv(h)
-            h = nn.relu(h) if i < len(self.dec) - 1 else nn.sigmoid(h)
-        return h
+            if i < len(self.dec) - 1:
+                h = nn.relu(h)
+        if self.residual:
+            pf = jnp.clip(self.playfield(), PLAYFIELD_EPS, 1.0 - PLAYFIELD_EPS)
+            h = h + (jnp.log(pf) - jnp.log1p(-pf))
+        return nn.sigmoid(h)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """x: uint8 [N,64,64,3]; key: PRNG key for the reparameterised sample -> (recon, mu, logvar)."""
@@ -347,6 +378,26 @@ def z_dim_of(params: dict) -> int:
     return int(params["enc_mu"]["kernel"].shape[-1])
 
 
+def residual_of(params: dict) -> bool:
+    """Whether `params` are a residual V's (they hold the ``playfield`` entry; module doc)."""
+    return "playfield" in params
+
+
+def make_residual(params: dict, playfield: np.ndarray) -> dict:
+    """A residual V's starting parameters from a plain V's: `params` plus ``{"playfield": {"image": playfield /
+    255}}`` (`playfield` uint8 [64,64,3], e.g. ``train.vae.playfield``), with the last deconv's kernel zeroed, so
+    the untrained decoder outputs the playfield (to ``PLAYFIELD_EPS``) whatever z; its gradient is not zero, so it
+    learns from the first step. `params` is not changed."""
+    playfield = np.asarray(playfield)
+    if playfield.shape != (64, 64, 3) or playfield.dtype != np.uint8:
+        raise ValueError(f"playfield must be uint8 [64,64,3], got {playfield.dtype} {playfield.shape}")
+    last = f"dec_deconv{len(DEC_LAYERS) - 1}"
+    out = dict(params)
+    out[last] = {**params[last], "kernel": jnp.zeros_like(params[last]["kernel"])}
+    out["playfield"] = {"image": jnp.asarray(playfield.astype(np.float32) / np.float32(255.0))}  # numpy: exact
+    return out
+
+
 def count_params(params: dict) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
@@ -363,7 +414,7 @@ def encode(params: dict, frames: jax.Array, plan: Sequence[str] | None = None,
     plan = resolve_plan("auto", training=False) if plan is None else tuple(plan)
     if chunk is None:
         chunk = ENCODE_CHUNK_CPU if jax.default_backend() == "cpu" else 0
-    model = VAE(z_dim_of(params), plan)
+    model = VAE(z_dim_of(params), plan, residual_of(params))
 
     def run(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return model.apply({"params": params}, x, method=VAE.encode)
@@ -383,7 +434,7 @@ def encode(params: dict, frames: jax.Array, plan: Sequence[str] | None = None,
 def decode(params: dict, z: jax.Array, plan: Sequence[str] | None = None) -> jax.Array:
     """z [N,Z] -> float [N,64,64,3] in [0, 1]. `plan` as in :func:`encode`."""
     plan = resolve_plan("auto", training=False) if plan is None else tuple(plan)
-    return VAE(z_dim_of(params), plan).apply({"params": params}, z, method=VAE.decode)
+    return VAE(z_dim_of(params), plan, residual_of(params)).apply({"params": params}, z, method=VAE.decode)
 
 
 @functools.partial(jax.jit, static_argnames="plan")

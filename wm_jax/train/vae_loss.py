@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from wm_jax.envs.frames import fireball_mask, foreground_mask
-from wm_jax.models.vae import FAST, VAE, z_dim_of
+from wm_jax.models.vae import FAST, VAE, residual_of, z_dim_of
 
 
 def loss_terms(x: jax.Array, recon: jax.Array, mu: jax.Array, logvar: jax.Array,
@@ -57,8 +57,9 @@ def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float
     """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms).
     `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`);
     `foreground_weight` > 0 weighs the pixels off the playfield `background` uint8 [64,64,3] 1 + foreground_weight
-    times (:func:`foreground_weights`). The two are exclusive (one game each)."""
-    model = VAE(z_dim_of(params), tuple(plan))
+    times (:func:`foreground_weights`). The two are exclusive (one game each). A residual V (``params["playfield"]``,
+    ``models.vae.make_residual``) is detected from `params`; its playfield gets a zero gradient."""
+    model = VAE(z_dim_of(params), tuple(plan), residual_of(params))
     recon, mu, logvar = model.apply({"params": params}, frames, key)
     x = frames.astype(jnp.float32) / 255.0
     weight = None

@@ -127,6 +127,10 @@ class VAEConfig:
     # 0 = flax's zero bias (the original: sigma 1). Where frames differ in a few pixels (Atari), mu varies ~0.004
     # across frames at initialisation, ~250x below sigma 1, and the decoder learns to ignore z (docs/findings.md).
     logvar_init: float = 0.0
+    # Atari only: a residual V. The encoder sees (frame - playfield) * 50, the decoder outputs sigmoid(logits +
+    # logit(playfield)); the playfield (<run>/vae/background.png) travels in V's params as params["playfield"] and is
+    # never trained. False = the original V (beyond the paper; models/vae.py, docs/findings.md "A residual V").
+    residual: bool = False
     plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/vae.resolve_plan).
 
 

@@ -107,6 +107,8 @@ def check_models(cfg: Config) -> None:
     _need(cfg.vae.foreground_weight >= 0, "vae.foreground_weight", "must be >= 0 (0: the original's loss)")
     _need(cfg.vae.foreground_weight == 0 or cfg.env.name == "atari", "vae.foreground_weight",
           "weighs pixels off a static playfield, which atari has only")
+    _need(not cfg.vae.residual or cfg.env.name == "atari", "vae.residual",
+          "encodes the frame minus a static playfield, which atari has only")
     _need(-20.0 <= cfg.vae.logvar_init <= 5.0, "vae.logvar_init",
           "must be in [-20, 5] (the initial log-variance of V's posterior; 0: sigma 1, the original)")
     _need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")

@@ -2,7 +2,8 @@
 
 Folder ``<run_dir>/vae``: orbax step folders {params, opt_state, step, key, data_seed, epoch, epoch_batch},
 config.json, metrics.jsonl + tb/, DONE (summary incl. held-out per-pixel MSE), and for Atari background.png (the
-playfield of ``vae.foreground_weight`` and the foreground recall, written at the start). Plots: ``<run_dir>/plots``.
+playfield of ``vae.foreground_weight``, ``vae.residual`` and the foreground recall, written at the start; a residual
+V's checkpoints also hold it, as params["playfield"]). Plots: ``<run_dir>/plots``.
 
 Determinism: the step's sampling key is ``fold_in(key, step)``; epoch e reads
 ``frame_batches(train_set, B, seed=data_seed + e, epochs=1)``. A checkpoint stores (epoch, batches read in
@@ -51,14 +52,19 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
     return opt_state
 
 
-def init_state(cfg: Config, optimizer: optax.GradientTransformation) -> dict:
-    """Fresh training state: params, opt_state, step, key (uint32 key data), data position."""
-    from wm_jax.models.vae import init_params
+def init_state(cfg: Config, optimizer: optax.GradientTransformation, background: np.ndarray | None = None) -> dict:
+    """Fresh training state: params, opt_state, step, key (uint32 key data), data position.
+    `background`: the Atari playfield uint8 [64,64,3] a residual V (``vae.residual``) carries in its params."""
+    from wm_jax.models.vae import init_params, make_residual
 
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     params = init_params(k_init, cfg.vae.z_dim)
     if cfg.vae.logvar_init != 0:  # the posterior noise V starts with (vae.logvar_init)
         params["enc_logvar"]["bias"] = jnp.full_like(params["enc_logvar"]["bias"], cfg.vae.logvar_init)
+    if cfg.vae.residual:
+        if background is None:
+            raise ValueError("vae.residual needs the playfield background (uint8 [64,64,3])")
+        params = make_residual(params, background)
     return {"params": params, "opt_state": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
             "key": jax.random.key_data(k_train), "data_seed": jnp.asarray(cfg.seed, jnp.int32),
             "epoch": jnp.asarray(0, jnp.int32), "epoch_batch": jnp.asarray(0, jnp.int32)}
@@ -161,9 +167,10 @@ def _open_data(cfg: Config):
     return dataset.split(cfg.vae.holdout_episodes)
 
 
-def _restore_or_init(cfg: Config, ck, folder: Path) -> VState:
-    """The latest checkpoint of `ck` (with the config's learning rate), or a fresh V."""
-    state = init_state(cfg, make_optimizer(cfg.vae))
+def _restore_or_init(cfg: Config, ck, folder: Path, background: np.ndarray | None = None) -> VState:
+    """The latest checkpoint of `ck` (with the config's learning rate), or a fresh V (`background`: the playfield
+    of a residual V, which its checkpoints hold in params["playfield"])."""
+    state = init_state(cfg, make_optimizer(cfg.vae), background)
     if ck.latest_step() is not None:
         state = ck.restore(state)
         state["opt_state"] = set_learning_rate(state["opt_state"], cfg.vae.learning_rate)
@@ -194,7 +201,7 @@ def train(cfg: Config, plots: bool = True, progress: bool = True, stop_after: in
                          f"{mesh.devices.size} devices")
     ck = Checkpointer(folder, cfg)
     background = playfield(cfg, train_set, write=True) if cfg.env.name == "atari" else None
-    st = _restore_or_init(cfg, ck, folder)
+    st = _restore_or_init(cfg, ck, folder, background)
     st = st._replace(params=replicate(st.params, mesh), opt_state=replicate(st.opt_state, mesh))
     goal = total_steps(v, train_set.num_frames)
     stop = goal if stop_after is None else min(goal, st.step + stop_after)

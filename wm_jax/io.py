@@ -61,7 +61,8 @@ def latest_vae_step(run_dir: str | os.PathLike) -> int | None:
 
 
 def load_vae(run_dir: str | os.PathLike, step: int | None = None) -> tuple[dict, int]:
-    """(params, z_dim) of the latest (or given) V checkpoint in ``<run_dir>/vae``; params as jax arrays."""
+    """(params, z_dim) of the latest (or given) V checkpoint in ``<run_dir>/vae``; params as jax arrays. Restored
+    without a template, so a residual V's ``params["playfield"]`` (``vae.residual``) comes back with the weights."""
     import jax
     import jax.numpy as jnp
 

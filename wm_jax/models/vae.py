@@ -7,16 +7,16 @@ Architecture (NHWC, every conv stride 2, VALID padding)::
     decoder  z [N,Z] -> dense 1024 -> [N,1,1,1024] -> deconv 128 k5 -> 5 -> deconv 64 k5 -> 13
              -> deconv 32 k6 -> 30 -> deconv 3 k6 -> 64 -> sigmoid                       (ReLU between)
 
-4,348,547 parameters at Z = 32.
+4,348,547 parameters at Z = 32. The parameter tree is the same whatever the implementation ``plan``:
+conv kernels are ``[k, k, in, out]`` exactly as ``flax.linen.Conv`` / ``flax.linen.ConvTranspose`` store
+them, so a checkpoint trained with one plan loads into another.
 
 Residual V (``vae.residual``, Atari): the parameters hold one more entry, ``params["playfield"] = {"image": float32
 [64,64,3] in [0,1]}``, the game's static screen (``make_residual``; ``residual_of`` detects it). The encoder then sees
 ``(frame - playfield) * RESIDUAL_GAIN`` and the decoder outputs ``sigmoid(logits + logit(playfield))``, so V's whole
 capacity goes to what differs from the static screen. The playfield is data, not a weight: it sits under
 ``stop_gradient`` (zero gradient, so Adam leaves it exactly as it is), travels in every checkpoint with the weights,
-and every function below that takes ``params`` handles it. The parameter tree is the same whatever the implementation ``plan``:
-conv kernels are ``[k, k, in, out]`` exactly as ``flax.linen.Conv`` / ``flax.linen.ConvTranspose`` store
-them, so a checkpoint trained with one plan loads into another.
+and every function below that takes ``params`` handles it.
 
 Plans (``resolve_plan``): one entry per layer (4 convs, then 4 deconvs). An entry is one formulation, used
 for the forward pass and differentiated by JAX, or ``"fwd/dx/dw"``: three formulations of the same linear

@@ -2,7 +2,7 @@
 in M's dream, scored over 100 real episodes.
 
     python experiments/atari100k.py --games pong,freeway,boxing,breakout --seeds 0,1,2 --scale cpu [--record]
-        [key=value ...]
+        [--variant NAME] [key=value ...]
 
 Per game and seed (run folder ``atari100k_<scale>_<game>_s<seed>``, resumable: rerun the same command):
 random collection, V, M, then ``iterate.rounds`` rounds of (C in the dream -> real episodes with C and exploration
@@ -51,9 +51,9 @@ FIXED_REAL_EPISODES = 10  # the dream's favourite fixed action, played for real
 GAME_OVERRIDES = {"freeway": ["env.atari_repeat_max=30"]}
 
 
-def run_one(game: str, seed: int, scale: str, overrides: list[str]) -> dict:
+def run_one(game: str, seed: int, scale: str, overrides: list[str], suffix: str = "") -> dict:
     """One seed of one game: the whole loop; returns its scores and diagnostics (and writes its own results)."""
-    name = f"atari100k_{scale}_{game}_s{seed}"
+    name = f"atari100k_{scale}_{game}_s{seed}{suffix}"
     exp = Experiment(name, CONFIG, scale=scale,
                      overrides=[*SCALES[scale], *GAME_OVERRIDES.get(game, []), f"env.atari_game={game}", f"seed={seed}",
                                 f"data.seed={seed * 1_000_000}", f"es.seed={seed}", *overrides, f"name={name}"])
@@ -118,6 +118,8 @@ def main() -> None:
                     + ", ".join(PUBLISHED))
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one whole run each)")
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    ap.add_argument("--variant", default="", help="suffix of the table's folder (atari100k_<scale>_<variant>) and of "
+                    "the run folders, for a run with overrides (e.g. --variant plainv vae.residual=false)")
     ap.add_argument("--record", action="store_true",
                     help="write the table into results/atari100k_<scale>/ (default: checkpoints/.../results)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
@@ -127,12 +129,13 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown games {unknown}; known: {', '.join(PUBLISHED)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    name = f"atari100k_{args.scale}"
+    suffix = f"_{args.variant}" if args.variant else ""
+    name = f"atari100k_{args.scale}{suffix}"
     agg = Experiment(name, CONFIG, scale=args.scale, record=args.record,
                      overrides=[*SCALES[args.scale], *args.overrides, f"name={name}"])
     rows, per_game = [], {}
     for game in games:
-        runs = [run_one(game, s, args.scale, args.overrides) for s in seeds]
+        runs = [run_one(game, s, args.scale, args.overrides, suffix) for s in seeds]
         for s, r in zip(seeds, runs):
             agg.times.update({f"{game} s{s} {k}": v for k, v in r["exp"].times.items()})
         means = [r["agent"]["mean"] for r in runs]

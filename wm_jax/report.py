@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from fnmatch import fnmatch
@@ -47,7 +48,7 @@ README_TABLES = {
     "takecover": ("takecover_tau_table_cpu",),
     "carracing": ("carracing_table_cpu", "carracing_table_cpu_v1"),
     "dream": ("carracing_dream_cpu",),
-    "atari": ("atari100k_cpu",),
+    "atari": ("atari100k_cpu", "atari100k_cpu_plainv"),
 }
 FIGURE = Path("docs") / "takecover.png"
 TAKECOVER_PREFIX = "takecover_tau_table_"  # the runs the figure's right panel compares
@@ -314,6 +315,11 @@ def _parse_score(text: str) -> tuple[float, float] | None:
 
 def best_real(rec: dict) -> tuple[float, float, str] | None:
     """The run's best real score: (mean, std, which row), from best_real_* (τ tables) or the rows' 'real' cells."""
+    games = rec.get("per_game", {})
+    if len(games) == 1:  # an Atari table of one game: its mean over seeds (std: one seed's, or across the seeds')
+        (name, g), = games.items()
+        std = g["stds"][0] if len(g["means"]) == 1 else statistics.pstdev(g["means"])
+        return g["mean"], std, name
     if "best_real_mean" in rec:
         tau = rec.get("best_tau")
         return rec["best_real_mean"], rec.get("best_real_std", float("nan")), "τ ?" if tau is None else f"τ {tau:g}"

@@ -164,15 +164,12 @@ def test_foreground_weight_is_atari_only_and_needs_a_background():
 # ---------------------------------------------------------------- a tiny V trained with the weight
 
 
-@pytest.fixture(scope="module")
-def weighted_run(tmp_path_factory):
-    """A 4-step V (z 8, batch 8) with vae.foreground_weight=10 on 5 Pong-like episodes of 20 frames."""
+def train_on_pong_frames(root, name: str, *overrides: str):
+    """A tiny V trained on 5 synthetic Pong episodes (``pong_frames``) in run folder root/name -> (cfg, summary)."""
     from wm_jax.train.vae import train
 
-    root = tmp_path_factory.mktemp("fg")
-    cfg = load_config(None, [f"root={root}", "name=fg", "env.name=atari", "vae.foreground_weight=10",
-                             "vae.z_dim=8", "vae.batch_size=8", "vae.max_steps=4", "vae.checkpoint_every=2",
-                             "vae.log_every=1", "vae.holdout_episodes=1"])
+    cfg = load_config(None, [f"root={root}", f"name={name}", "env.name=atari", "vae.batch_size=8", "vae.max_steps=4",
+                             "vae.checkpoint_every=2", "vae.log_every=1", "vae.holdout_episodes=1", *overrides])
     (cfg.data_dir / "episodes").mkdir(parents=True)
     recs = []
     for i in range(5):
@@ -182,6 +179,11 @@ def weighted_run(tmp_path_factory):
         recs.append(episode_record(i, ep))
     write_manifest(cfg.data_dir, "atari/pong", 6, recs)
     return cfg, train(cfg, plots=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def weighted_run(tmp_path_factory):
+    return train_on_pong_frames(tmp_path_factory.mktemp("fg"), "fg", "vae.foreground_weight=10", "vae.z_dim=8")
 
 
 def test_training_with_the_weight_writes_the_playfield_and_weighs_the_loss(weighted_run):

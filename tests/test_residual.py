@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_foreground import BALL, FIELD, pong_frames
+from test_foreground import BALL, FIELD, pong_frames, train_on_pong_frames
 
 from wm_jax.config import ConfigError, load_config
 from wm_jax.models import vae as V
@@ -118,22 +118,8 @@ def test_checkpoint_and_load_vae_keep_the_playfield(plain_and_residual, tmp_path
 @pytest.fixture(scope="module")
 def residual_run(tmp_path_factory):
     """A 4-step residual V (z 8, batch 8) on 5 Pong-like episodes of 20 frames."""
-    from wm_jax.data.shards import Episode, episode_record, write_episode, write_manifest
-    from wm_jax.train.vae import train
-
-    root = tmp_path_factory.mktemp("res")
-    cfg = load_config(None, [f"root={root}", "name=res", "env.name=atari", "vae.residual=true",
-                             f"vae.z_dim={Z}", "vae.batch_size=8", "vae.max_steps=4", "vae.checkpoint_every=2",
-                             "vae.log_every=1", "vae.holdout_episodes=1", "vae.plan=xla"])
-    (cfg.data_dir / "episodes").mkdir(parents=True)
-    recs = []
-    for i in range(5):
-        ep = Episode(pong_frames(20, seed=i), np.eye(6, dtype=np.float32)[np.arange(19) % 6],
-                     np.zeros(19, np.float32), np.eye(19, dtype=bool)[-1], np.zeros(19, bool), 100 + i)
-        write_episode(cfg.data_dir / "episodes" / f"ep_{i:06d}.npz", ep)
-        recs.append(episode_record(i, ep))
-    write_manifest(cfg.data_dir, "atari/pong", 6, recs)
-    return cfg, train(cfg, plots=False, progress=False)
+    return train_on_pong_frames(tmp_path_factory.mktemp("res"), "res", "vae.residual=true", f"vae.z_dim={Z}",
+                                "vae.plan=xla")
 
 
 def test_trained_residual_v_carries_its_run_playfield(residual_run):

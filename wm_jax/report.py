@@ -48,7 +48,7 @@ README_TABLES = {
     "takecover": ("takecover_tau_table_cpu",),
     "carracing": ("carracing_table_cpu", "carracing_table_cpu_v1"),
     "dream": ("carracing_dream_cpu",),
-    "atari": ("atari100k_cpu", "atari100k_cpu_plainv"),
+    "atari": ("atari100k_cpu",),
 }
 FIGURE = Path("docs") / "takecover.png"
 TAKECOVER_PREFIX = "takecover_tau_table_"  # the runs the figure's right panel compares

@@ -37,6 +37,8 @@ def test_config_residual_is_atari_only():
     assert load_config(None, ["env.name=atari", "vae.residual=true"]).vae.residual is True
     with pytest.raises(ConfigError, match="'vae.residual': encodes the frame minus a static playfield"):
         load_config(None, ["env.name=takecover", "vae.residual=true"])
+    with pytest.raises(ConfigError, match="'eval.vae_untrained': builds a plain V"):
+        load_config(None, ["env.name=atari", "vae.residual=true", "eval.vae_untrained=true"])
 
 
 def test_make_residual_adds_the_playfield_and_leaves_the_plain_params_alone(plain_and_residual):

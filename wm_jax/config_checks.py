@@ -109,6 +109,8 @@ def check_models(cfg: Config) -> None:
           "weighs pixels off a static playfield, which atari has only")
     _need(not cfg.vae.residual or cfg.env.name == "atari", "vae.residual",
           "encodes the frame minus a static playfield, which atari has only")
+    _need(not (cfg.vae.residual and cfg.eval.vae_untrained), "eval.vae_untrained",
+          "builds a plain V with random weights; a residual V (vae.residual) needs its trained playfield")
     _need(-20.0 <= cfg.vae.logvar_init <= 5.0, "vae.logvar_init",
           "must be in [-20, 5] (the initial log-variance of V's posterior; 0: sigma 1, the original)")
     _need(cfg.mdnrnn.seq_len > 0, "mdnrnn.seq_len", "must be > 0")

@@ -14,12 +14,11 @@ After each collection ``<run>/data/budget.json`` records the steps spent, by col
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from wm_jax.checkpoint import write_json_atomic
 from wm_jax.config_checks import ConfigError
 
 
@@ -60,8 +59,5 @@ def ledger(cfg, records: Iterable[dict]) -> dict:
 def write_ledger(cfg, records: Iterable[dict]) -> dict:
     """Write :func:`ledger` to ``<data>/budget.json`` (atomically) and return it."""
     out = ledger(cfg, records)
-    path = Path(cfg.data_dir) / "budget.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(cfg.data_dir) / "budget.json", out)
     return out

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from wm_jax import report
+from wm_jax import report, report_figure
 from wm_jax.pipeline_carracing import FINETUNE_TITLE
 
 
@@ -268,7 +268,7 @@ def test_takecover_figure_is_drawn_once_and_not_rewritten_when_unchanged(tmp_pat
     _run(tmp_path, "takecover_tau_table_cpu", {"episodes": 100, "rows": rows, "random_mean": 219.0,
                                                "blind_mean": 764.0, "best_real_mean": 871.0, "best_real_std": 579.0,
                                                "best_tau": 1.0})
-    assert report._tau_rows({"rows": rows}) == [(1.0, 1135.0, 871.0, 579.0), (1.15, 1162.0, 800.0, 466.0)]
+    assert report_figure._tau_rows({"rows": rows}) == [(1.0, 1135.0, 871.0, 579.0), (1.15, 1162.0, 800.0, 466.0)]
     assert report.plot_takecover(results, tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not report.plot_takecover(results, tmp_path / "fig.png")  # same bytes: the file is left alone

@@ -99,12 +99,19 @@ def _with_earlier_games(agg: Experiment, rows: list[dict], per_game: dict) -> tu
     if not path.exists():
         return rows, per_game
     prev = json.loads(path.read_text())
-    keep = [r for r in prev.get("rows", []) if r.get("game") not in per_game]
+    keep = [r for r in prev.get("rows", []) if r.get("game") in PUBLISHED and r["game"] not in per_game]
     for r in keep:
         per_game[r["game"]] = prev["per_game"][r["game"]]
         agg.times.update({k: v for k, v in prev.get("stage_seconds", {}).items() if k.startswith(f"{r['game']} ")})
     order = list(PUBLISHED)
     return sorted([*rows, *keep], key=lambda r: order.index(r["game"])), per_game
+
+
+def with_mean_row(rows: list[dict]) -> list[dict]:
+    """The benchmark's summary under two or more games: a row with the mean of their human-normalised scores."""
+    if len(rows) < 2:
+        return rows
+    return [*rows, {"game": f"mean of {len(rows)} games", "hns": round(statistics.fmean(r["hns"] for r in rows), 3)}]
 
 
 def human_normalised(game: str, mean: float) -> float:
@@ -159,18 +166,19 @@ def main() -> None:
                           "real_steps": [r["budget"]["used"] for r in runs],
                           "wall_h": [sum(r["exp"].times.values()) / 3600 for r in runs],
                           "overrides": GAME_OVERRIDES.get(game, [])}
-        for tag in ("best", "worst"):  # seed 0's real episodes and its C's dream
+        for tag in ("best", "worst"):  # the first seed's real episodes and its C's dream
             src = r0["exp"].results_dir / "plots" / f"real_agent_{tag}.gif"
             if src.exists():
                 agg.keep(src.parent, {src.name: f"real_{game}_{tag}.gif"})
         agg.keep(r0["exp"].results_dir / "plots", {"dream_rollout.gif": f"dream_{game}.gif"})
     rows, per_game = _with_earlier_games(agg, rows, per_game)
     mean_hns = statistics.fmean(r["hns"] for r in rows) if rows else None
+    rows = with_mean_row(rows)
     columns = [("game", "game"), ("random", "random"), ("human", "human"), ("simple", "SimPLe"),
                ("per_seed", f"wm-jax per seed (mean ± std, {agg.cfg.eval.episodes} episodes)"),
                ("mean", "wm-jax mean over seeds"), ("beats_simple", "> SimPLe"), ("hns", "human-normalised"),
-               ("random_measured", "random, measured (seed 0)"),
-               ("dream_favourite", "dream-check: best fixed actions in the dream (seed 0)"),
+               ("random_measured", f"random, measured (seed {seeds[0]})"),
+               ("dream_favourite", f"dream-check: best fixed actions in the dream (seed {seeds[0]})"),
                ("favourite_real", f"that action for real ({FIXED_REAL_EPISODES} episodes)"),
                ("steps", "real steps used (max over seeds)")]
     agg.finish(rows, columns, {"per_game": per_game, "mean_human_normalised": mean_hns, "games": games,

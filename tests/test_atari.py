@@ -225,3 +225,29 @@ def test_atari100k_experiment_end_to_end_on_pong(tmp_path):
     assert one["favourite"] in reference.names("atari/pong") and one["budget"] == budget
     assert (tmp_path / "atari100k_smoke" / "results" / "plots" / "real_pong_best.gif").exists()
     assert (tmp_path / "atari100k_smoke" / "results" / "plots" / "dream_pong.gif").exists()
+
+
+def test_atari100k_table_keeps_earlier_games_and_ends_with_the_mean_human_normalised_score(tmp_path):
+    """A game recorded by an earlier invocation stays in the table (in the published order), the old summary row
+    does not, and a table of two or more games ends with the mean of their human-normalised scores."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("atari100k", ROOT / "experiments" / "atari100k.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pong = {"game": "pong", "hns": round(mod.human_normalised("pong", -20.2), 3)}
+    boxing = {"game": "boxing", "hns": 0.5}
+    (tmp_path / "results.json").write_text(json.dumps({
+        "rows": mod.with_mean_row([pong, boxing]), "per_game": {"pong": {"mean": -20.2}, "boxing": {"mean": 6.1}},
+        "stage_seconds": {"pong s0 collect": 30.0, "boxing s0 collect": 20.0}}))
+    agg = SimpleNamespace(results_dir=tmp_path, times={})
+    freeway = {"game": "freeway", "hns": round(mod.human_normalised("freeway", 21.4), 3)}
+    rows, per_game = mod._with_earlier_games(agg, [freeway], {"freeway": {"mean": 21.4}})
+    assert [r["game"] for r in rows] == ["pong", "freeway", "boxing"]
+    assert set(per_game) == {"pong", "freeway", "boxing"} and agg.times == {"pong s0 collect": 30.0,
+                                                                            "boxing s0 collect": 20.0}
+    assert freeway["hns"] == round(21.4 / 29.6, 3) and pong["hns"] == round(0.5 / 35.3, 3)
+    *_, mean = mod.with_mean_row(rows)
+    assert mean == {"game": "mean of 3 games", "hns": round((pong["hns"] + freeway["hns"] + 0.5) / 3, 3)}
+    assert mod.with_mean_row([freeway]) == [freeway]

@@ -2,10 +2,11 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from wm_jax import report, report_figure
+from wm_jax import report, report_figure, results_index
 from wm_jax.pipeline_carracing import FINETUNE_TITLE
 
 
@@ -277,7 +278,6 @@ def test_takecover_figure_is_drawn_once_and_not_rewritten_when_unchanged(tmp_pat
 def test_the_committed_readme_and_results_index_are_up_to_date():
     """`python -m wm_jax.report --check` on this checkout: fails when a results.json, benchmark JSON, index.yaml or
     the CLI's COMMANDS changed without rerunning `python -m wm_jax.report`."""
-    from pathlib import Path
 
     assert report.main(["--root", str(Path(__file__).resolve().parents[1]), "--check"]) == 0
 
@@ -287,7 +287,6 @@ def test_report_imports_no_jax(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     _fake_tree(tmp_path)
     (tmp_path / "benchmarks").mkdir()
@@ -323,3 +322,18 @@ def test_summary_table_has_one_row_per_atari_game_run(tmp_path):
     assert "Pong" in lines[0] and "| 12.5 (seeds 14.0 / 11.0; ≤ 99,000 real steps, ≤ 1.50 h per seed) ✗ | 12.8 | 2.50 h |" \
         in lines[0]
     assert "Boxing" in lines[1] and "| 9.0 (seeds 9.0; ≤ 97,000 real steps, ≤ 1.25 h per seed) | – | 1.25 h |" in lines[1]
+
+
+def test_best_real_of_an_atari_table_is_its_game_or_its_best_human_normalised_game():
+    """The index's "best real" of atari100k_*: one game's mean over seeds (std across seeds), of several games the
+    one with the best human-normalised score, and a baseline's game of the same name for the Δ column."""
+    pong = {"means": [-20.2], "stds": [1.1], "mean": -20.2, "human_normalised": 0.014}
+    freeway = {"means": [21.7, 21.4], "stds": [1.5, 1.6], "mean": 21.55, "human_normalised": 0.728}
+    assert report.best_real({"per_game": {"pong": pong}}) == (-20.2, 1.1, "pong")
+    both = {"per_game": {"pong": pong, "freeway": freeway}}
+    mean, std, label = report.best_real(both)
+    assert (mean, label) == (21.55, "freeway, best of 2 games") and std == pytest.approx(0.15)
+    plainv = report.Run("plainv", Path("x"), {"per_game": {"pong": {**pong, "means": [-20.8], "mean": -20.8}},
+                                              "episodes": 100}, {})
+    base = report.Run("atari", Path("y"), {**both, "episodes": 100}, {})
+    assert results_index._delta(plainv, base) == "-1 ± 0"  # Pong against Pong, not against Freeway's 21.55

@@ -103,10 +103,10 @@ def parse_score(text: str) -> tuple[float, float] | None:
 def best_real(rec: dict) -> tuple[float, float, str] | None:
     """The run's best real score: (mean, std, which row), from best_real_* (τ tables) or the rows' 'real' cells."""
     games = rec.get("per_game", {})
-    if len(games) == 1:  # an Atari table of one game: its mean over seeds (std: one seed's, or across the seeds')
-        (name, g), = games.items()
-        std = g["stds"][0] if len(g["means"]) == 1 else statistics.pstdev(g["means"])
-        return g["mean"], std, name
+    if games:  # an Atari table: its game's mean over seeds; of several games, the best human-normalised one's
+        name = max(games, key=lambda k: games[k].get("human_normalised", 0.0))
+        return _game_score(games, name) if len(games) == 1 else (*_game_score(games, name)[:2],
+                                                                   f"{name}, best of {len(games)} games")
     if "best_real_mean" in rec:
         tau = rec.get("best_tau")
         return rec["best_real_mean"], rec.get("best_real_std", float("nan")), "τ ?" if tau is None else f"τ {tau:g}"
@@ -147,8 +147,18 @@ def machine_cell(rec: dict, entry: dict, defaults: dict) -> str:
     return " · ".join(str(p) for p in parts if p) or "–"
 
 
+def _game_score(games: dict, name: str) -> tuple[float, float, str]:
+    """An Atari game's (mean over seeds, std: one seed's or across the seeds', name) from results.json's per_game."""
+    g = games[name]
+    return g["mean"], g["stds"][0] if len(g["means"]) == 1 else statistics.pstdev(g["means"]), name
+
+
 def _row_score(rec: dict, agent: str) -> tuple[float, float, str] | None:
-    """(mean, std, agent) of the row whose agent title, cut as best_real cuts it, is `agent`."""
+    """(mean, std, agent) of the row whose agent title, cut as best_real cuts it, is `agent` (an Atari table: the
+    game of that name)."""
+    game = agent.split(",")[0]  # best_real's label of an Atari table: "<game>[, best of N games]"
+    if game in rec.get("per_game", {}):
+        return _game_score(rec["per_game"], game)
     for r in rec.get("rows", []):
         score = parse_score(r.get("real", ""))
         if score and re.split(r" \(|: ", r.get("agent", ""))[0] == agent:

@@ -14,11 +14,12 @@ After each collection ``<run>/data/budget.json`` records the steps spent, by col
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from wm_jax.checkpoint import write_json_atomic
 from wm_jax.config_checks import ConfigError
 
 
@@ -57,7 +58,11 @@ def ledger(cfg, records: Iterable[dict]) -> dict:
 
 
 def write_ledger(cfg, records: Iterable[dict]) -> dict:
-    """Write :func:`ledger` to ``<data>/budget.json`` (atomically) and return it."""
+    """Write :func:`ledger` to ``<data>/budget.json`` (atomically) and return it. Not through
+    ``checkpoint.write_json_atomic``: the collection's import path stays free of JAX (tests/test_envs.py)."""
     out = ledger(cfg, records)
-    write_json_atomic(Path(cfg.data_dir) / "budget.json", out)
+    path = Path(cfg.data_dir) / "budget.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    os.replace(tmp, path)
     return out

@@ -80,6 +80,30 @@ def test_pong_plays_to_game_over_with_noop_starts_from_the_seed():
         env.close()
 
 
+def test_breakout_serves_for_a_c_that_never_fires():
+    # Breakout's ball waits for FIRE. With env.atari_fire_reset (default) the adapter serves at reset and after
+    # each lost life, so a C that only ever plays NOOP loses its 5 lives and the game ends; without it the same C
+    # plays until env.max_steps with nothing happening.
+    noop = np.eye(4, dtype=np.float32)[0]
+    for fire, ends in ((True, True), (False, False)):
+        env = make_env(_cfg("env.atari_game=breakout", "env.max_steps=600", f"env.atari_fire_reset={fire}").env)
+        try:
+            env.reset(1)
+            lives, t, term, trunc = [env.ale.lives()], 0, False, False
+            while not (term or trunc):
+                _, r, term, trunc = env.step(noop)
+                lives.append(env.ale.lives())
+                t += 1
+                assert r == 0.0  # a paddle that never moves hits nothing here
+            if ends:
+                assert term and t < 600 and lives[0] == 5 and lives[-1] == 0
+                assert env.t == t  # the served frames are not agent steps
+            else:
+                assert trunc and t == 600 and lives[-1] == 5
+        finally:
+            env.close()
+
+
 def test_random_collection_holds_actions_for_repeat_max_steps():
     from wm_jax.envs.atari import UniformPolicy
 

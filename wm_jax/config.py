@@ -53,6 +53,8 @@ class EnvConfig:
     atari_frameskip: int = 4  # Emulator frames per agent step (the observation: max of the last two).
     atari_noop_max: int = 30  # Reset plays 1..noop_max NOOP frames (drawn from the episode's seed); 0 = none.
     atari_sticky: float = 0.0  # ALE repeat_action_probability (0 as NoFrameskip-v4 in IRIS/DIAMOND; v5's own: 0.25).
+    # Breakout stands still until FIRE: pressed for the agent at reset and after each lost life (FireResetEnv).
+    atari_fire_reset: bool = True
     # Random collection holds each uniform action for 1..atari_repeat_max steps (1: a new one every step, as SimPLe).
     # Freeway pays only after ~100 steps of UP: with 1, random play never crosses the road (envs/atari.UniformPolicy).
     atari_repeat_max: int = 1

@@ -27,7 +27,8 @@ def make_env(env_cfg):
         from wm_jax.envs.atari import AtariEnv
 
         return AtariEnv(env_cfg.atari_game, env_cfg.max_steps, env_cfg.frame_size, frameskip=env_cfg.atari_frameskip,
-                        noop_max=env_cfg.atari_noop_max, sticky=env_cfg.atari_sticky)
+                        noop_max=env_cfg.atari_noop_max, sticky=env_cfg.atari_sticky,
+                        fire_reset=env_cfg.atari_fire_reset)
     raise ValueError(f"unknown env.name {env_cfg.name!r}")
 
 

@@ -10,6 +10,10 @@ The protocol of the 100k benchmark as IRIS and DIAMOND run it (their NoFrameskip
   the reset, not agent steps, and are not counted in the interaction budget (as in the benchmark's wrappers);
 - no life-loss signal: an episode ends at game over (``terminated``) or after ``env.max_steps`` agent steps
   (``truncated``; the benchmark's 108,000 frames = 27,000 steps);
+- games that stand still until FIRE is pressed (``FIRE_TO_START``: Breakout) get it pressed for them, as the
+  DQN-era ``FireResetEnv`` does: one agent step's frames of FIRE at reset and again after every lost life
+  (``env.atari_fire_reset``, default on; off, a C that never fires plays 27,000 steps of nothing). Like the no-ops
+  these frames belong to the reset (or to the step that lost the life), not to the agent's step count;
 - the whole 210x160 screen area-averaged to 64x64x3 (``wm_jax.envs.frames.atari_frame``); rewards are the game's
   own (M's reward head may learn their sign: ``mdnrnn.reward_sign``).
 
@@ -24,6 +28,9 @@ import numpy as np
 from wm_jax.envs.frames import atari_frame
 from wm_jax.envs.spec import ATARI_GAMES, one_hot
 
+# Games whose ball stays put until FIRE is pressed, at the start and after each lost life.
+FIRE_TO_START = frozenset({"breakout"})
+
 
 class AtariEnv:
     """``reset(seed) -> frame``, ``step(action) -> (frame, reward, terminated, truncated)``; frames uint8 [64, 64, 3]."""
@@ -31,7 +38,7 @@ class AtariEnv:
     name = "atari"
 
     def __init__(self, game: str, max_steps: int = 27_000, frame_size: int = 64, frameskip: int = 4,
-                 noop_max: int = 30, sticky: float = 0.0):
+                 noop_max: int = 30, sticky: float = 0.0, fire_reset: bool = True):
         import ale_py
         import gymnasium as gym
 
@@ -50,7 +57,8 @@ class AtariEnv:
         self.max_steps, self.frame_size, self.frameskip, self.noop_max = max_steps, frame_size, frameskip, noop_max
         h, w = self.ale.getScreenDims()
         self.screens = np.zeros((2, h, w, 3), np.uint8)  # the last two frames of a step, max-pooled
-        self.t = 0
+        self.fire = self.actions[meanings.index("FIRE")] if fire_reset and game in FIRE_TO_START else None
+        self.t = self.lives = 0
         self.frame = None
 
     def _observe(self) -> np.ndarray:
@@ -66,15 +74,18 @@ class AtariEnv:
             if not self.ale.game_over():
                 break
             seed = (seed + 1) % 2**31  # a game over within the no-ops (none of the four games has one)
-        self.ale.getScreenRGB(self.screens[0])
-        self.screens[1] = self.screens[0]
-        self.t = 0
+        if self.fire is not None:
+            self._frames(self.fire)  # its reward (none: the ball is not in play yet) is dropped with the reset's
+        else:
+            self.ale.getScreenRGB(self.screens[0])
+            self.screens[1] = self.screens[0]
+        self.t, self.lives = 0, self.ale.lives()
         self.frame = self._observe()
         return self.frame
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
-        """action float32 [A]: one-hot (any vector: its argmax is played)."""
-        a = self.actions[int(np.argmax(np.asarray(action, np.float32).reshape(-1)))]
+    def _frames(self, a) -> tuple[float, bool]:
+        """One agent step's emulator frames of ALE action ``a`` (fewer at game over): (reward sum, game over);
+        leaves the last two frames in ``screens``."""
         reward, over = 0.0, False
         for i in range(self.frameskip):
             reward += self.ale.act(a)
@@ -86,6 +97,16 @@ class AtariEnv:
         self.ale.getScreenRGB(self.screens[1])
         if over or self.frameskip == 1:  # no second-to-last frame of this step: the last one alone
             self.screens[0] = self.screens[1]
+        return reward, over
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """action float32 [A]: one-hot (any vector: its argmax is played)."""
+        a = self.actions[int(np.argmax(np.asarray(action, np.float32).reshape(-1)))]
+        reward, over = self._frames(a)
+        if self.fire is not None and not over and self.ale.lives() < self.lives:  # a life lost: serve again
+            r, over = self._frames(self.fire)
+            reward += r
+        self.lives = self.ale.lives()
         self.t += 1
         terminated = bool(over)
         truncated = not terminated and self.t >= self.max_steps

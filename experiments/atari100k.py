@@ -51,7 +51,10 @@ FIXED_REAL_EPISODES = 10  # the dream's favourite fixed action, played for real
 # Boxing's dream is easy to exploit: at tau 1 (seed 0, round 0) the dream ES scored +30-36 points per 500 dream steps
 # and that C lost 16 per 1,000 real steps (random play: -0.9); a hotter dream for every C (the paper's remedy in
 # Doom) is the first lever.
-GAME_OVERRIDES = {"freeway": ["env.atari_repeat_max=30"], "boxing": ["es.temperature=1.3", "iterate.tau=1.3"]}
+# Breakout's random games last ~180 steps (5 lives, served by env.atari_fire_reset): 40 of them would spend 7% of
+# the budget, so more, shorter-capped episodes (worst case 100 x 500 + 3 x 33 x 500 = 99,500 steps).
+GAME_OVERRIDES = {"freeway": ["env.atari_repeat_max=30"], "boxing": ["es.temperature=1.3", "iterate.tau=1.3"],
+                  "breakout": ["data.episodes=100", "data.episode_steps=500", "iterate.episodes=33"]}
 
 
 def run_one(game: str, seed: int, scale: str, overrides: list[str], suffix: str = "") -> dict:

@@ -148,6 +148,32 @@ def test_foreground_weighted_loss_by_hand():
                                rtol=1e-5)
 
 
+def test_small_object_weight_marks_isolated_blobs_by_hand():
+    bg = np.zeros((64, 64, 3), np.uint8)
+    bg[:] = FIELD
+    frames = bg[None].copy()
+    frames[0, 10, 20:22] = BALL  # a 1 x 2 ball: isolated
+    frames[0, 40:46, 3:5] = PADDLE  # a 6 x 2 paddle: its middle rows see 8-10 paddle pixels, its end rows 6
+    frames[0, 0, 62:64] = BALL  # 2 pixels in the corner: the window beyond the border counts nothing
+    frames[0, 30, 30:37] = WALL  # a 7-pixel line: its middle pixels see 5, its ends 3, in a 5 x 5 window
+    fg = foreground_mask(frames, bg)
+    iso = np.asarray(L.isolated(jnp.asarray(fg)))
+    assert iso[0, 10, 20:22].all() and iso[0, 0, 62:64].all() and not iso[0, 41:45, 3:5].any()
+    assert iso[0, 40, 3:5].all() and iso[0, 45, 3:5].all()  # a paddle's tips count: where it ends matters too
+    assert iso[0, 30, 30:37].all()  # at most 5 line pixels in any 5 x 5 window: a thin line is "small" too
+    assert iso.sum() == 2 + 2 + 4 + 7
+    recon = jnp.asarray(bg[None] / 255.0, jnp.float32)  # V paints the playfield only
+    w = np.asarray(L.foreground_weights(jnp.asarray(frames), recon, jnp.asarray(bg), 9.0, 90.0))
+    assert w[0, 10, 20] == 1 + 9 + 90 and w[0, 42, 3] == 1 + 9 and w[0, 5, 5] == 1
+    assert w.sum() == 64 * 64 + 9 * fg.sum() + 90 * 15
+    np.testing.assert_array_equal(w, np.asarray(L.foreground_weights(jnp.asarray(frames), recon, jnp.asarray(bg),
+                                                                      9.0)) + 90.0 * iso)
+    with pytest.raises(ConfigError, match="'vae.small_object_weight': adds to vae.foreground_weight"):
+        load_config(None, ["env.name=atari", "vae.small_object_weight=50"])
+    with pytest.raises(ConfigError, match="'vae.small_object_weight': must be >= 0"):
+        load_config(None, ["env.name=atari", "vae.foreground_weight=10", "vae.small_object_weight=-1"])
+
+
 def test_foreground_weight_is_atari_only_and_needs_a_background():
     from wm_jax.train.vae import make_train_step
 

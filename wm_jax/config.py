@@ -125,6 +125,10 @@ class VAEConfig:
     # of a sample of V's training frames, saved as <run>/vae/background.png) weigh 1 + this in the squared error;
     # 0 = the original's loss. Keeps small objects such as Pong's ball in z (beyond the paper; docs/findings.md).
     foreground_weight: float = 0.0
+    # Atari only, with foreground_weight: foreground pixels in small isolated blobs (at most 6 foreground pixels in
+    # their 5x5 neighbourhood: Breakout's and Pong's ball) weigh this much more again. A 1-3 pixel ball is ~1% of
+    # the foreground the foreground weight spreads over (Breakout: the broken bricks, the paddle, the score).
+    small_object_weight: float = 0.0
     # Initial bias of the encoder's log-variance head: the posterior noise V starts with is exp(logvar_init / 2);
     # 0 = flax's zero bias (the original: sigma 1). Where frames differ in a few pixels (Atari), mu varies ~0.004
     # across frames at initialisation, ~250x below sigma 1, and the decoder learns to ignore z (docs/findings.md).

@@ -107,6 +107,9 @@ def check_models(cfg: Config) -> None:
     _need(cfg.vae.foreground_weight >= 0, "vae.foreground_weight", "must be >= 0 (0: the original's loss)")
     _need(cfg.vae.foreground_weight == 0 or cfg.env.name == "atari", "vae.foreground_weight",
           "weighs pixels off a static playfield, which atari has only")
+    _need(cfg.vae.small_object_weight >= 0, "vae.small_object_weight", "must be >= 0 (0: off)")
+    _need(cfg.vae.small_object_weight == 0 or cfg.vae.foreground_weight > 0, "vae.small_object_weight",
+          "adds to vae.foreground_weight's weighting: set vae.foreground_weight > 0 (atari) too")
     _need(not cfg.vae.residual or cfg.env.name == "atari", "vae.residual",
           "encodes the frame minus a static playfield, which atari has only")
     _need(not (cfg.vae.residual and cfg.eval.vae_untrained), "eval.vae_untrained",

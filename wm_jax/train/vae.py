@@ -78,7 +78,7 @@ def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None
     With a mesh: params/opt state replicated, frames split along axis "data" (B must divide).
     `background`: the Atari playfield uint8 [64,64,3] that ``vae.foreground_weight`` > 0 needs; it is fixed for
     a run, so the step holds it as a constant.
-    Cached per (kl_tolerance, fireball_weight, foreground_weight, background, mesh, plan), so reruns in one
+    Cached per (kl_tolerance, the loss weights, background, mesh, plan), so reruns in one
     process reuse the compiled step (the learning rate is read from opt_state).
     """
     from wm_jax.models.vae import resolve_plan
@@ -87,23 +87,27 @@ def make_train_step(v: VAEConfig, mesh=None, plan: tuple[str, ...] | None = None
     if v.foreground_weight > 0 and background is None:
         raise ValueError("vae.foreground_weight > 0 needs the playfield background (uint8 [64,64,3])")
     bg = np.asarray(background, np.uint8).tobytes() if v.foreground_weight > 0 else None
-    return _make_train_step(v.kl_tolerance, v.fireball_weight, v.foreground_weight, bg, mesh, plan)
+    return _make_train_step(v.kl_tolerance, v.fireball_weight, v.foreground_weight, bg, mesh, plan,
+                            v.small_object_weight)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_train_step(kl_tolerance: float, fireball_weight: float, foreground_weight: float,
-                     background: bytes | None, mesh, plan: tuple[str, ...]) -> Callable:
+                     background: bytes | None, mesh, plan: tuple[str, ...],
+                     small_object_weight: float = 0.0) -> Callable:
     from wm_jax.models.vae import compiler_options
     from wm_jax.train.vae_loss import loss_fn
 
-    v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight, foreground_weight=foreground_weight)
+    v = VAEConfig(kl_tolerance=kl_tolerance, fireball_weight=fireball_weight, foreground_weight=foreground_weight,
+                  small_object_weight=small_object_weight)
     optimizer = make_optimizer(v)
     bg = None if background is None else np.frombuffer(background, np.uint8).reshape(64, 64, 3)
 
     def step(params, opt_state, frames, key_data, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frames, key, v.kl_tolerance, plan,
-                                                                       v.fireball_weight, v.foreground_weight, bg)
+                                                                       v.fireball_weight, v.foreground_weight, bg,
+                                                                       v.small_object_weight)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 

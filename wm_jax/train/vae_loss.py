@@ -1,6 +1,6 @@
 """V's training loss: the original's per-image squared error + floored KL, and two small-object weightings:
 TakeCover's fireballs (``vae.fireball_weight``) and Atari's foreground against the playfield
-(``vae.foreground_weight``).
+(``vae.foreground_weight``, and its small isolated blobs: ``vae.small_object_weight``).
 
 Kept out of ``wm_jax.models`` so the model module holds the network alone (no data-preprocessing imports).
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from wm_jax.envs.frames import fireball_mask, foreground_mask
+from wm_jax.envs.frames import SMALL_OBJECT_PIXELS, fireball_mask, foreground_mask
 from wm_jax.models.vae import FAST, VAE, residual_of, z_dim_of
 
 
@@ -41,23 +41,39 @@ def fireball_weights(frames: jax.Array, recon: jax.Array, extra: float) -> jax.A
     return 1.0 + extra * (fireball_mask(frames, jnp) | fireball_mask(painted, jnp)).astype(jnp.float32)
 
 
-def foreground_weights(frames: jax.Array, recon: jax.Array, background: jax.Array, extra: float) -> jax.Array:
+def isolated(mask: jax.Array, window: int = 5, max_pixels: int = SMALL_OBJECT_PIXELS) -> jax.Array:
+    """bool [N,H,W] -> bool [N,H,W]: the True pixels with at most `max_pixels` True pixels in their `window` x
+    `window` neighbourhood (themselves included; beyond the border counts as False). A cheap, jittable stand-in
+    for ``envs.frames.small_objects``' blobs: a ball in flight is isolated, a paddle or a brick row is not."""
+    count = jax.lax.reduce_window(mask.astype(jnp.float32), 0.0, jax.lax.add, (1, window, window), (1, 1, 1), "SAME")
+    return mask & (count <= max_pixels)
+
+
+def foreground_weights(frames: jax.Array, recon: jax.Array, background: jax.Array, extra: float,
+                       small_extra: float = 0.0) -> jax.Array:
     """Per-pixel weights [N,64,64]: 1, plus `extra` where the frame or its reconstruction differs from the Atari
     playfield `background` uint8 [64,64,3] (``wm_jax.envs.frames.foreground_mask``: ball, paddles, score). As
     with the fireballs, the reconstruction's foreground counts too, so a ghost ball costs as much as a lost one
-    (early in training, when V paints no playfield yet, that is nearly every pixel). No gradient."""
+    (early in training, when V paints no playfield yet, that is nearly every pixel). `small_extra` is added where
+    the frame's or the reconstruction's foreground is :func:`isolated` (``vae.small_object_weight``: the ball).
+    No gradient."""
     painted = jnp.round(jax.lax.stop_gradient(recon) * 255.0)
-    fg = foreground_mask(frames, background, xp=jnp) | foreground_mask(painted, background, xp=jnp)
-    return 1.0 + extra * fg.astype(jnp.float32)
+    fg_frame, fg_painted = foreground_mask(frames, background, xp=jnp), foreground_mask(painted, background, xp=jnp)
+    weight = 1.0 + extra * (fg_frame | fg_painted).astype(jnp.float32)
+    if small_extra > 0:
+        weight = weight + small_extra * (isolated(fg_frame) | isolated(fg_painted)).astype(jnp.float32)
+    return weight
 
 
 def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float,
             plan: Sequence[str] = FAST, fireball_weight: float = 0.0, foreground_weight: float = 0.0,
-            background: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+            background: jax.Array | None = None, small_object_weight: float = 0.0
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """frames uint8 [N,64,64,3] (converted to [0,1] here, inside jit); key for the sample -> (loss, terms).
     `fireball_weight` > 0 weighs TakeCover's fireball pixels 1 + fireball_weight times (:func:`fireball_weights`);
     `foreground_weight` > 0 weighs the pixels off the playfield `background` uint8 [64,64,3] 1 + foreground_weight
-    times (:func:`foreground_weights`). The two are exclusive (one game each). A residual V (``params["playfield"]``,
+    times (:func:`foreground_weights`; its small isolated blobs 1 + foreground_weight + small_object_weight
+    times). The two are exclusive (one game each). A residual V (``params["playfield"]``,
     ``models.vae.make_residual``) is detected from `params`; its playfield gets a zero gradient."""
     model = VAE(z_dim_of(params), tuple(plan), residual_of(params))
     recon, mu, logvar = model.apply({"params": params}, frames, key)
@@ -68,6 +84,6 @@ def loss_fn(params: dict, frames: jax.Array, key: jax.Array, kl_tolerance: float
     elif foreground_weight > 0:
         if background is None:
             raise ValueError("vae.foreground_weight > 0 needs the playfield background (uint8 [64,64,3])")
-        weight = foreground_weights(frames, recon, background, foreground_weight)
+        weight = foreground_weights(frames, recon, background, foreground_weight, small_object_weight)
     terms = loss_terms(x, recon, mu, logvar, kl_tolerance, weight)
     return terms["loss"], terms

@@ -44,7 +44,8 @@ def fireball_weights(frames: jax.Array, recon: jax.Array, extra: float) -> jax.A
 def isolated(mask: jax.Array, window: int = 5, max_pixels: int = SMALL_OBJECT_PIXELS) -> jax.Array:
     """bool [N,H,W] -> bool [N,H,W]: the True pixels with at most `max_pixels` True pixels in their `window` x
     `window` neighbourhood (themselves included; beyond the border counts as False). A cheap, jittable stand-in
-    for ``envs.frames.small_objects``' blobs: a ball in flight is isolated, a paddle or a brick row is not."""
+    for ``envs.frames.small_objects``' blobs (no motion test): a ball in flight is isolated, a brick row or a
+    paddle's middle is not (its tips are: where it ends matters too)."""
     count = jax.lax.reduce_window(mask.astype(jnp.float32), 0.0, jax.lax.add, (1, window, window), (1, 1, 1), "SAME")
     return mask & (count <= max_pixels)
 

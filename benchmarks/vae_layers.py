@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from wm_jax.models import conv as C
 from wm_jax.models import vae as V
 
 # (name, input size, C_in, C_out, kernel, transposed)
@@ -43,7 +44,7 @@ def jax_candidate(entry: str, n, c, o, k, transposed, first, forward, batch, opt
     g = jax.numpy.asarray(rng.standard_normal((batch, n_out, n_out, o)).astype(np.float32))
 
     def f(x, w):
-        return jax.nn.relu(V.apply_layer(x, w, entry, transposed))
+        return jax.nn.relu(C.apply_layer(x, w, entry, transposed))
 
     if forward:
         fn, args = jax.jit(f, compiler_options=options), (x, w)
@@ -82,7 +83,7 @@ def torch_candidate(n, c, o, k, transposed, first, forward, batch):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--plans", default="v1,cpu", help="comma-separated plan names (wm_jax.models.vae.PLANS)")
+    ap.add_argument("--plans", default="v1,cpu", help="comma-separated plan names (wm_jax.models.conv.PLANS)")
     ap.add_argument("--torch", action="store_true")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--forward", action="store_true", help="forward only (encode/decode) instead of fwd + bwd")

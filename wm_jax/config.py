@@ -137,7 +137,7 @@ class VAEConfig:
     # logit(playfield)); the playfield (<run>/vae/background.png) travels in V's params as params["playfield"] and is
     # never trained. False = the original V (beyond the paper; models/vae.py, docs/findings.md "A residual V").
     residual: bool = False
-    plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/vae.resolve_plan).
+    plan: str = "auto"  # Conv implementation: auto (by backend), cpu, xla, or 8 entries (models/conv.resolve_plan).
 
 
 @dataclasses.dataclass(frozen=True)

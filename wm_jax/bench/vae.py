@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=100, help="images per training step (paper: 100)")
     parser.add_argument("--z-dim", type=int, default=32, help="latent size Z (32 CarRacing, 64 Doom)")
     parser.add_argument("--plan", default="auto", help="a plan name (auto, cpu, xla, v1) or 8 comma-separated "
-                                                      "entries (wm_jax.models.vae.resolve_plan)")
+                                                      "entries (wm_jax.models.conv.resolve_plan)")
     parser.add_argument("--compare-reference", action="store_true",
                         help="also time the plain lax/flax ConvTranspose model (plan 'xla')")
     parser.add_argument("--compare-torch", action="store_true",

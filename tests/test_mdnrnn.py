@@ -11,6 +11,7 @@ import pytest
 from test_sequences import write_synthetic
 
 from wm_jax.config import load_config
+from wm_jax.models import lstm as LSTM
 from wm_jax.models import mdnrnn as M
 from wm_jax.parallel import make_mesh, replicate, shard_batch
 
@@ -116,7 +117,7 @@ def test_unroll_equals_step_loop_with_resets(params):
     x = jax.random.normal(jax.random.key(1), (B, T, Z + A + 1))
     reset = jnp.zeros((B, T)).at[2, 3].set(1.0)
     s0 = M.LSTMState(jax.random.normal(jax.random.key(2), (B, H)), jax.random.normal(jax.random.key(3), (B, H)))
-    both = jax.jit(lambda p, s, x, r: (M.unroll(p, s, x, r), M.unroll(p, s, x, r, scan_unroll=3)[1]))
+    both = jax.jit(lambda p, s, x, r: (LSTM.unroll(p, s, x, r), LSTM.unroll(p, s, x, r, scan_unroll=3)[1]))
     (final, hs), hs3 = both(params, s0, x, reset)
     s, loop = s0, []
     for t in range(T):

@@ -210,7 +210,7 @@ def test_non_numbers_are_still_refused_for_float_keys(text):
 
 @pytest.mark.parametrize("path", [None, *sorted(CONFIGS.glob("*.yaml"))], ids=lambda p: p.name if p else "defaults")
 def test_format_config_round_trips(tmp_path, path):
-    from wm_jax.config import format_config
+    from wm_jax.config_show import format_config
 
     cfg = load_config(path)
     (tmp_path / "shown.yaml").write_text(format_config(cfg))
@@ -218,7 +218,7 @@ def test_format_config_round_trips(tmp_path, path):
 
 
 def test_format_config_keeps_odd_values_and_shows_each_fields_doc(tmp_path):
-    from wm_jax.config import format_config
+    from wm_jax.config_show import format_config
 
     cfg = load_config(CONFIGS / "quick.yaml", ["vae.learning_rate=1e-10", "es.taus=1e-3,2", "root=/tmp/a b"])
     cfg = cfg.replace(**{"name": "yes", "es.init": "1e-4"})  # strings YAML would read as a bool and a number
@@ -237,7 +237,7 @@ def test_format_config_keeps_odd_values_and_shows_each_fields_doc(tmp_path):
 
 
 def test_config_diff_names_dotted_keys():
-    from wm_jax.config import config_diff
+    from wm_jax.config_show import config_diff
 
     a = load_config(None)
     b = a.replace(**{"vae.z_dim": 64, "es.taus": (0.5,), "name": "other"})

@@ -137,7 +137,8 @@ def check_resume_config(folder: str | os.PathLike, cfg: Config, allow: bool = Fa
     Call it before ``Checkpointer(folder, cfg)``, which writes `cfg` over the saved config.json.
     Returns every key that differs (allowed ones included), for the caller to report.
     """
-    from wm_jax.config import ConfigError, config_diff, flatten
+    from wm_jax.config import ConfigError
+    from wm_jax.config_show import config_diff, flatten
 
     path = Path(folder) / "config.json"
     if not path.exists():

@@ -7,7 +7,8 @@ A config is built in three layers, each validated before any work starts:
 3. dotted overrides from the command line: ``data.episodes=200 vae.batch_size=50``.
 
 Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key; ranges and rules across
-sections are checked by :func:`wm_jax.config_checks.validate`.
+sections are checked by :func:`wm_jax.config_checks.validate`. The generic machinery (typed building, YAML, overrides)
+is wm_jax.config_build; showing a config as commented YAML and comparing two is wm_jax.config_show.
 Derived values (``run_dir``, ``action_dim``, ...) are properties, computed in one place and never stored.
 """
 
@@ -15,15 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import re
-import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from wm_jax.config_build import build, merge, nest, parse_override, read_yaml
 from wm_jax.config_checks import ConfigError, validate
 
 
@@ -310,143 +307,25 @@ class Config:
 
     def replace(self, **overrides: Any) -> "Config":
         """Return a copy with dotted overrides applied, e.g. ``cfg.replace(**{"vae.z_dim": 64})``."""
-        return _build(Config, _merge(self.to_dict(), _nest(overrides, "<replace>")), "")
-
-
-# ---------------------------------------------------------------- building
-
-
-def _check_value(key: str, tp: Any, value: Any) -> Any:
-    """Coerce `value` to the annotated type `tp`, or raise ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if tp is float:
-        return _check_float(key, value)
-    if tp in (int, str, bool):
-        if type(value) is not tp:
-            raise ConfigError(f"config key '{key}' expects {tp.__name__}, got {value!r} ({type(value).__name__})")
-        return value
-    if origin is tuple:
-        (elem, _) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
-        return tuple(_check_value(f"{key}[{i}]", elem, v) for i, v in enumerate(value))
-    raise ConfigError(f"config key '{key}' has unsupported type {tp}")
-
-
-# A decimal number as written in YAML 1.2 or Python: 1e-4, 3E5, .5, -2.5e-3, 10. YAML 1.1 (PyYAML) reads the ones
-# without a dot or with a capital E as strings, so float keys accept those strings too.
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _check_float(key: str, value: Any) -> float:
-    """A finite float from a number or a decimal string, or ConfigError naming `key`."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = float(text)
-        except ValueError:
-            number = None
-        if number is not None and not math.isfinite(number):
-            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-        if number is not None and _FLOAT.fullmatch(text):
-            return number
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-        return float(value)
-    raise ConfigError(f"config key '{key}' expects float, got {value!r} ({type(value).__name__})")
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in values:
-        if k not in names:
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown config key '{prefix}{k}' (known keys here: {known})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        tp, v, key = hints[f.name], values[f.name], prefix + f.name
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(v, dict):
-                raise ConfigError(f"config key '{key}' is a section; expected a mapping, got {v!r}")
-            kwargs[f.name] = _build(tp, v, key + ".")
-        else:
-            kwargs[f.name] = _check_value(key, tp, v)
-    obj = cls(**kwargs)
-    if cls is Config:
-        validate(obj)
-    return obj
-
-
-# ---------------------------------------------------------------- YAML & overrides
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _nest(flat: dict[str, Any], source: str) -> dict:
-    out: dict = {}
-    for dotted, v in flat.items():
-        parts = dotted.split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key '{dotted}' from {source} conflicts with another override")
-        node[parts[-1]] = v
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"config file {path} extends itself")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    parent = raw.pop("extends", None)
-    if parent is not None:
-        raw = _merge(_read_yaml(path.parent / parent, (*seen, path)), raw)
-    return raw
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``'data.episodes=200'`` -> ``('data.episodes', 200)``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. data.episodes=200)")
-    key, value = text.split("=", 1)
-    try:
-        parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
+        return _validated(merge(self.to_dict(), nest(overrides, "<replace>")))
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a validated Config from an optional YAML file and ``key=value`` overrides."""
-    values = _read_yaml(Path(path)) if path else {}
+    values = read_yaml(Path(path)) if path else {}
     flat = dict(parse_override(o) for o in overrides)
-    values = _merge(values, _nest(flat, "the command line"))
-    return _build(Config, values, "")
+    return _validated(merge(values, nest(flat, "the command line")))
 
 
 def config_from_dict(values: dict) -> Config:
     """Rebuild a Config saved by :func:`save_config` (or any nested mapping)."""
-    return _build(Config, values, "")
+    return _validated(values)
+
+
+def _validated(values: dict) -> Config:
+    cfg = build(Config, values)
+    validate(cfg)
+    return cfg
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
@@ -466,99 +345,3 @@ def load_saved_config(path: str | os.PathLike) -> Config:
         return config_from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"no saved config at {path}") from None
-
-
-# ---------------------------------------------------------------- showing and comparing configs
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each field's doc, read from the comments of its definition in this file: the comment lines just above a
-    field and the comment after it on its line (with lines that continue that comment: they start lowercase or
-    with '...'). A field without a comment has no entry."""
-    import inspect
-
-    lines, docs, above, last = inspect.getsourcelines(cls)[0], {}, [], None
-    field = re.compile(r"^    (\w+): [^=]+=[^#]*(?:#\s?(.*))?$")
-    for line in lines[1:]:
-        text = line.rstrip()
-        if text.strip().startswith("#"):
-            comment = text.strip()[1:].strip()
-            if last is not None and not above and (comment[:1].islower() or comment.startswith("...")):
-                docs[last] = f"{docs[last]} {comment}"  # continues the previous field's trailing comment
-            else:
-                above.append(comment)
-            continue
-        m = field.match(text)
-        if m:
-            doc = " ".join([*above, m.group(2) or ""]).strip()
-            if doc:
-                docs[m.group(1)] = doc
-            above, last = [], m.group(1) if m.group(2) else None
-        elif text.strip():
-            above, last = [], None
-    return docs
-
-
-def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-        return f"'{value}'"  # a string that YAML 1.2 would read as a number
-    if isinstance(value, tuple):
-        return yaml.safe_dump(list(value), default_flow_style=True, width=10_000).strip()
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-    return text.removesuffix("\n...").strip()
-
-
-def _comment_lines(doc: str, indent: str, width: int = 116) -> list[str]:
-    import textwrap
-
-    return [f"{indent}# {line}" for line in textwrap.wrap(doc, width - len(indent) - 2)]
-
-
-def format_config(cfg: Config) -> str:
-    """The resolved config as YAML, every field with its doc as a comment (``wm-jax config show``).
-
-    Round trip: writing this text to a file and ``load_config`` of that file gives a Config equal to `cfg`.
-    A doc that fits goes after its value, a longer one above its key."""
-    out = ["# wm-jax config, resolved (defaults < YAML file < overrides). Load it with --config FILE."]
-
-    def section(obj: Any, indent: str) -> None:
-        docs = field_docs(type(obj))
-        for f in dataclasses.fields(obj):
-            value, doc = getattr(obj, f.name), docs.get(f.name, "")
-            if dataclasses.is_dataclass(value):
-                sub_doc = " ".join((type(value).__doc__ or "").split())
-                if sub_doc and not sub_doc.startswith(f"{type(value).__name__}("):  # not dataclass's signature
-                    out.extend(_comment_lines(sub_doc, indent))
-                out.append(f"{indent}{f.name}:")
-                section(value, indent + "  ")
-                continue
-            line = f"{indent}{f.name}: {_yaml_scalar(value)}"
-            if doc and len(line) + 4 + len(doc) <= 120:
-                out.append(f"{line}  # {doc}")
-            else:
-                out.extend(_comment_lines(doc, indent) if doc else [])
-                out.append(line)
-
-    section(cfg, "")
-    return "\n".join(out) + "\n"
-
-
-def flatten(cfg: Config) -> dict[str, Any]:
-    """Dotted key -> value of every field, e.g. ``{'vae.z_dim': 32, ...}``."""
-    out: dict[str, Any] = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v
-
-    walk(cfg.to_dict(), "")
-    return out
-
-
-def config_diff(saved: Config, requested: Config) -> list[str]:
-    """The dotted keys whose values differ between two configs, sorted, e.g. ``['es.generations', 'vae.z_dim']``."""
-    a, b = flatten(saved), flatten(requested)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

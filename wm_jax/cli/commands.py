@@ -301,7 +301,7 @@ def _flags_config(p: argparse.ArgumentParser) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> int:
-    from wm_jax.config import format_config
+    from wm_jax.config_show import format_config
 
     print(format_config(_config(args)), end="")
     return 0

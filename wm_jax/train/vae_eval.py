@@ -29,9 +29,10 @@ def evaluate_vae(cfg: Config, steps: list[int] | None = None, holdout_episodes: 
     V trained on; writes and returns ``eval.json``'s dict."""
     from wm_jax.checkpoint import Checkpointer, write_json_atomic
     from wm_jax.data.dataset import open_dataset
-    from wm_jax.sysinfo import device_info
     from wm_jax.io import load_vae
-    from wm_jax.train.vae import STAGE, holdout_metrics, playfield
+    from wm_jax.sysinfo import device_info
+    from wm_jax.train.vae import STAGE, playfield
+    from wm_jax.train.vae_holdout import holdout_metrics
 
     folder = Path(cfg.run_dir) / STAGE
     if not folder.is_dir():

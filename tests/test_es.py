@@ -310,7 +310,7 @@ def test_scaled_inputs_resume_with_the_checkpoints_scales(tmp):
 def test_input_rms_matches_a_step_by_step_loop():
     """C's input RMS over padded episodes: z drawn from V's posterior, M's state teacher-forced, padding ignored."""
     from wm_jax.models import mdnrnn as M
-    from wm_jax.train.controller import _input_rms
+    from wm_jax.train.controller_inputs import _input_rms
 
     rng = np.random.default_rng(0)
     n, t = 3, 7

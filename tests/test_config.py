@@ -147,6 +147,27 @@ def test_experiment_times_reset_when_run_folder_is_gone(tmp_path):
     assert Experiment(*args, results_root=tmp_path / "results").times == {}
 
 
+def test_iterate_rounds_train_the_models_beside_m_further_too(tmp_path, monkeypatch):
+    """With a dynamics ensemble and a held-out model, every round trains M and each of them to the same raised
+    mdnrnn.steps on the round's data (a member left on the random data alone would dream another game)."""
+    from wm_jax import pipeline
+
+    calls = []
+
+    def record(name):
+        return lambda cfg, *a, member=0, **k: calls.append((name, member, cfg.mdnrnn.steps))
+
+    for name in ("collect", "train_vae", "encode", "train_mdnrnn", "train_controller", "collect_agent"):
+        monkeypatch.setattr(pipeline.stages, name, record(name))
+    exp = pipeline.Experiment("t", "configs/quick.yaml", [f"root={tmp_path}", "es.dream_models=2", "es.select_model=3",
+                                                         "iterate.rounds=2", "mdnrnn.steps=10",
+                                                         "iterate.mdnrnn_steps=5"], results_root=tmp_path / "r")
+    exp.world_model()
+    models = [(m, s) for name, m, s in calls if name == "train_mdnrnn"]
+    assert models == [(0, 10), (1, 10), (3, 10), (0, 15), (1, 15), (3, 15), (0, 20), (1, 20), (3, 20)]
+    assert "iterate 1 train-mdnrnn member 3" in exp.times and "iterate 1 train-mdnrnn" in exp.times
+
+
 def test_cached_evaluation_is_redone_when_the_controller_weights_change(tmp_path):
     import numpy as np
 

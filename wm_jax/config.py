@@ -198,8 +198,9 @@ class ESConfig:
     # state M calls deadly ends the episode sooner (ours; 1 = the calibrated probability).
     done_scale: float = 1.0
     # Dynamics ensemble (ours; wm_jax.envs.dream): the dream's z', reward and end come from this many Ms, trained
-    # the same way on the same data (member e >= 1: `train-mdnrnn --member e`, <run>/mdnrnn_<e>); trial i of every
-    # candidate runs in member i mod E's dream while C reads M's state as in the real env. 1: M alone (original).
+    # the same way on the same data (member e >= 1: `train-mdnrnn --member e`, <run>/mdnrnn_<e>; the pipeline's
+    # iterate rounds train them further with M); trial i of every candidate runs in member i mod E's dream while C
+    # reads M's state as in the real env. 1: M alone (original).
     dream_models: int = 1
     # Held-out selection (ours): the periodic evaluations of the ES mean, which pick the final controller, also run
     # in member e's dream (<run>/mdnrnn_<e>, trained like M with its own init and batch order; e >= dream_models,

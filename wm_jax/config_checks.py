@@ -138,13 +138,9 @@ def check_es(cfg: Config) -> None:
     _need(cfg.es.dream_models >= 1, "es.dream_models", "must be >= 1 (1: M alone)")
     _need(cfg.es.dream_models <= min(cfg.es.trials, cfg.es.eval_trials), "es.dream_models",
           "must be <= es.trials and es.eval_trials (each trial runs in one model's dream)")
-    _need(cfg.es.dream_models == 1 or cfg.iterate.rounds == 0, "es.dream_models",
-          "the iterative rounds retrain M only; use dream_models=1 with iterate.rounds > 0")
     _need(cfg.es.select_model == 0 or cfg.es.select_model >= cfg.es.dream_models, "es.select_model",
           f"must be 0 (M's own dream) or a member C does not train in (>= es.dream_models={cfg.es.dream_models})")
     _need(not cfg.es.scale_inputs or cfg.es.mode == "dream", "es.scale_inputs", "is supported in dream mode only")
-    _need(cfg.es.select_model == 0 or cfg.iterate.rounds == 0, "es.select_model",
-          "the iterative rounds retrain M only; use select_model=0 with iterate.rounds > 0")
     _need(all(t > 0 for t in cfg.es.taus), "es.taus", "temperatures must be > 0")
     _need(cfg.es.temperature > 0, "es.temperature", "must be > 0")
     _need(cfg.es.real_max_steps >= 0, "es.real_max_steps", "must be >= 0 (0: env.max_steps)")

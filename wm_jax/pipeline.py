@@ -81,8 +81,9 @@ class Experiment:
         write_json_atomic(self._times_file, self.times)
 
     def world_model(self) -> None:
-        """collect → V → encode → M, each skipped or resumed by the command itself; then `iterate.rounds`
-        rounds of (C in the dream → real episodes with C → encode → M trained further)."""
+        """collect → V → encode → M (and the models beside it: ``cfg.mdnrnn_members``), each skipped or resumed by
+        the command itself; then `iterate.rounds` rounds of (C in the dream → real episodes with C → encode → M and
+        the models beside it trained further on all the data)."""
         self.stage("collect", stages.collect)
         self.stage("train-vae", stages.train_vae)
         self.stage("encode", stages.encode)
@@ -99,7 +100,9 @@ class Experiment:
             self.stage(f"iterate {r} collect-agent", stages.collect_agent, ctrl_dir, r)
             self.stage(f"iterate {r} encode", stages.encode)
             steps = self.cfg.mdnrnn.steps + (r + 1) * it.mdnrnn_steps
-            self.stage(f"iterate {r} train-mdnrnn", stages.train_mdnrnn, overrides=(f"mdnrnn.steps={steps}",))
+            for e in (0, *self.cfg.mdnrnn_members):  # the models beside M learn the round's episodes too
+                self.stage(f"iterate {r} train-mdnrnn" + (f" member {e}" if e else ""), stages.train_mdnrnn,
+                           member=e, overrides=(f"mdnrnn.steps={steps}",))
 
     def evaluate(self, label: str, out: Path, tag: str, *, policy: str = "agent", controller: Path | None = None,
                  overrides: tuple[str, ...] = (), episodes: int | None = None, seed: int | None = None) -> dict:

@@ -3,7 +3,7 @@
 Plans (``resolve_plan``): one entry per layer (4 convs, then 4 deconvs). An entry is one formulation, used
 for the forward pass and differentiated by JAX, or ``"fwd/dx/dw"``: three formulations of the same linear
 map, one for the forward pass, one whose input gradient and one whose kernel gradient the backward pass uses
-(a ``jax.custom_vjp``). Formulations (all proved equal in tests/test_vae.py):
+(a ``jax.custom_vjp``). Formulations (all proved equal in tests/test_conv.py):
 
 * ``xla``     — plain ``lax.conv_general_dilated`` / ``lax.conv_transpose`` (the reference);
 * ``im2col``  — a strided conv as 16 strided slices concatenated + one matmul;

@@ -212,6 +212,42 @@ def test_loss_pairs_input_t_with_targets_of_step_t(params, dropout):
     np.testing.assert_allclose(loss, (nll + 0.5 * rse + 2.0 * bce) / n, rtol=1e-4)
 
 
+def test_chunked_head_losses_equal_autodiff_for_each_loss(params):
+    """mdn_loss.head_losses (head, NLL, reward, done in chunks of whole steps, gradients formed in the forward)
+    == mdn_head + mdn_nll + squared error + BCE under plain autodiff: the three values, and the gradients of w, b
+    and h for each loss alone and for a weighted sum (cotangents on all three outputs), over several chunks with
+    masked steps."""
+    from wm_jax.models import mdn_loss
+
+    t, b = 600, 4
+    assert mdn_loss.steps_per_chunk(t, b) == 200  # three chunks
+    ks = jax.random.split(jax.random.key(12), 5)
+    h = jax.random.normal(ks[0], (t, b, H))
+    z_next, reward = jax.random.normal(ks[1], (t, b, Z)), jax.random.normal(ks[2], (t, b))
+    done = (jax.random.uniform(ks[3], (t, b)) > 0.9).astype(jnp.float32)
+    mask = (jax.random.uniform(ks[4], (t, b)) > 0.2).astype(jnp.float32)
+    w, bias = params["head"]["w"], params["head"]["b"]
+
+    def plain(w, bias, h):
+        out = M.mdn_head({"head": {"w": w, "b": bias}}, h, Z)
+        n = mask.sum()
+        bce = M.bce_with_logits(out.done_logit, done, 4.0)
+        return ((M.mdn_nll(out, z_next).mean(-1) * mask).sum() / n, ((out.reward - reward) ** 2 * mask).sum() / n,
+                (bce * mask).sum() / n)
+
+    def chunked(w, bias, h):
+        return mdn_loss.head_losses(w, bias, h, z_next, reward, done, mask, Z, 4.0)
+
+    run = jax.jit(lambda c: [jax.grad(lambda *a: sum(ci * li for ci, li in zip(c, f(*a))), (0, 1, 2))(w, bias, h)
+                             for f in (chunked, plain)])
+    np.testing.assert_allclose(jax.jit(chunked)(w, bias, h), jax.jit(plain)(w, bias, h), rtol=1e-5)
+    for c in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.5, 2.0]):
+        got, want = run(jnp.asarray(c))
+        for a, e in zip(got, want):
+            np.testing.assert_allclose(a, e, rtol=2e-4, atol=1e-6)
+            assert float(jnp.abs(e).max()) > 0
+
+
 def test_flops_per_timestep_carracing():
     f = M.flops_per_timestep(32, 3, 256, 5)
     assert f["forward"] == 2 * 35 * 1024 + 2 * 256 * 1024 + 2 * 256 * 482

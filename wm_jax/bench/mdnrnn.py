@@ -178,8 +178,10 @@ def _breakdown(args) -> dict:
     rec = 2 * b * h * 4 * h * t  # one pass of h @ W_h over the window
     head = 2 * b * h * M.head_dim(z, args.mixtures) * t
 
-    def head_loss(hp, hs_):
-        return M.mdn_nll(M.mdn_head(hp, hs_, z), target).mean()
+    ones = jnp.ones((t, b))
+
+    def head_loss(w, bias, hs_):  # the shipped chunked head + losses (wm_jax.models.mdn_loss)
+        return sum(M.head_losses(w, bias, hs_, target, ones, ones, ones, z, 1.0))
 
     parts = {
         "recurrent_matmul_only_fwd": (lambda w, x: jax.lax.scan(lambda c, x_t: ((x_t + c @ w)[:, :h], None),
@@ -191,7 +193,7 @@ def _breakdown(args) -> dict:
                                                                            args.unroll)[0] * hs).sum()),
                                 (p["lstm"], x_raw), 3 * (rec + 2 * b * x_raw.shape[-1] * 4 * h * t)),
         "dW_h_matmul_after_scan": (M.matmul_flat_t, (hs, xp), rec),
-        "head_and_nll_fwd_bwd": (jax.grad(head_loss, (0, 1)), (p, hs), 3 * head),
+        "head_and_losses_fwd_bwd": (jax.grad(head_loss, (0, 1, 2)), (p["head"]["w"], p["head"]["b"], hs), 3 * head),
     }
     out = {}
     for name, (fn, a, flops) in parts.items():

@@ -12,8 +12,9 @@ Gate order in the 4H axis: input, forget, cell candidate, output. Head columns: 
 (each a component-major [K, Z] block), reward, done logit; ``mdn_head`` returns them per dimension [Z, K].
 
 Training speed (``sequence_loss``): the LSTM runs in the custom-VJP scans of wm_jax.models.lstm (its cell and
-state are re-exported here); the head is one big matmul; :func:`mdn_nll_raw` forms the NLL's closed-form gradient in
-its forward pass. All are tested equal to plain autodiff (tests/test_mdnrnn.py). Profile: docs/performance.md.
+state are re-exported here); the head and its losses run in wm_jax.models.mdn_loss, chunked over time with the
+gradients formed in the forward pass. All are tested equal to plain autodiff (tests/test_mdnrnn.py). Profile:
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from wm_jax.models.latent import reparameterize
+from wm_jax.models.mdn_loss import LOG_SQRT_2PI, head_losses
 from wm_jax.models.lstm import (  # noqa: F401  (the LSTM is part of M's API: wm_jax.models.mdnrnn.lstm_step, ...)
     LSTMState,
     lstm_cell,
@@ -102,56 +104,11 @@ def mdn_head(params: dict, h: jax.Array, z_dim: int) -> MDNOutput:
     return MDNOutput(jax.nn.log_softmax(zk(r.logits), axis=-1), zk(r.mu), zk(r.log_sigma), r.reward, r.done_logit)
 
 
-LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
-
-
 def mdn_nll(out: MDNOutput, z_next: jax.Array) -> jax.Array:
     """Negative log-likelihood of z_next [..., Z] under each dimension's mixture: returns [..., Z]."""
     z = z_next[..., None]
     log_n = -0.5 * ((z - out.mu) * jnp.exp(-out.log_sigma)) ** 2 - out.log_sigma - LOG_SQRT_2PI
     return -jax.nn.logsumexp(out.log_pi + log_n, axis=-1)
-
-
-@jax.custom_vjp
-def mdn_nll_raw(logits: jax.Array, mu: jax.Array, log_sigma: jax.Array, z_next: jax.Array) -> jax.Array:
-    """:func:`mdn_nll` from raw component-major head outputs [..., K, Z] (z_next [..., Z]) -> [..., Z].
-
-    Training path: the forward pass also forms the closed-form gradient (γ = posterior responsibilities,
-    u = (z - μ)/σ): ∂/∂logits = π - γ, ∂/∂μ = -γ·u/σ, ∂/∂log σ = γ·(1 - u²), so the backward pass is one
-    multiply instead of re-walking log_softmax and logsumexp. z_next gets no gradient (it is data).
-    """
-    return _nll_raw_fwd(logits, mu, log_sigma, z_next)[0]
-
-
-def _nll_raw_fwd(logits, mu, log_sigma, z_next):
-    z = z_next[..., None, :]
-    inv_s = jnp.exp(-log_sigma)
-    u = (z - mu) * inv_s
-    m = jnp.max(logits, axis=-2, keepdims=True)
-    e = jnp.exp(logits - m)
-    se = e.sum(-2, keepdims=True)
-    joint = logits - 0.5 * u * u - log_sigma  # log π_k + log N(z; μ_k, σ_k) + log Σe + m + log √2π
-    mj = jnp.max(joint, axis=-2, keepdims=True)
-    ej = jnp.exp(joint - mj)
-    sj = ej.sum(-2, keepdims=True)
-    nll = (jnp.log(se) + m - jnp.log(sj) - mj)[..., 0, :] + LOG_SQRT_2PI
-    gamma = ej / sj
-    grads = (e / se - gamma, -gamma * u * inv_s, gamma * (1.0 - u * u))
-    return nll, grads
-
-
-def _nll_raw_vjp_fwd(logits, mu, log_sigma, z_next):
-    nll, grads = _nll_raw_fwd(logits, mu, log_sigma, z_next)
-    return nll, (grads, z_next)
-
-
-def _nll_raw_vjp_bwd(res, ct):
-    (g_logits, g_mu, g_ls), z_next = res
-    c = ct[..., None, :]
-    return c * g_logits, c * g_mu, c * g_ls, jnp.zeros_like(z_next)
-
-
-mdn_nll_raw.defvjp(_nll_raw_vjp_fwd, _nll_raw_vjp_bwd)
 
 
 def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Array:
@@ -177,6 +134,13 @@ def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *,
     keep[b, t] = 0 resets the state to zero before step t (an episode's first step in a packed window).
     `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
+    hs = hidden_sequence(params, x, keep, unroll=unroll, custom_grad=custom_grad, head_mask=head_mask)
+    return (head_raw if raw else mdn_head)(params, hs, z_dim)
+
+
+def hidden_sequence(params: dict, x: jax.Array, keep: jax.Array, *, unroll: int = 1, custom_grad: bool = True,
+                    head_mask: jax.Array | None = None) -> jax.Array:
+    """The LSTM's outputs h [T, B, H] of :func:`forward_sequence` (what its head reads, `head_mask` applied)."""
     hidden, _ = sizes(params)
     lp, x_tm = params["lstm"], jnp.swapaxes(x, 0, 1)  # transpose the narrow x, never a [.., 4H] product
     z0 = jnp.zeros((x.shape[0], hidden), x.dtype)
@@ -185,9 +149,7 @@ def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *,
         hs, _, _ = lstm_scan_inputs(lp["w_x"], lp["b"], lp["w_h"], x_tm, keep, z0, z0, unroll)
     else:
         hs, _, _ = lstm_scan_reference(lp["w_h"], project_inputs(params, x_tm), keep, z0, z0, unroll)
-    if head_mask is not None:
-        hs = hs * head_mask[None]
-    return (head_raw if raw else mdn_head)(params, hs, z_dim)
+    return hs if head_mask is None else hs * head_mask[None]
 
 
 def bce_with_logits(logit: jax.Array, target: jax.Array, pos_weight: float | jax.Array) -> jax.Array:
@@ -231,22 +193,20 @@ def sequence_loss(params: dict, batch: dict, key: jax.Array, *, restart_flag: bo
     head_mask = None
     if head_dropout > 0:  # one mask per window, as the dream holds one per episode
         head_mask = dropout_mask(jax.random.fold_in(key, 1), head_dropout, (x.shape[0], sizes(params)[0]))
-    out = forward_sequence(params, x, 1.0 - batch["restart"], z.shape[-1], unroll=unroll, custom_grad=custom_grad,
-                           raw=True, head_mask=head_mask)
     tm = lambda a: jnp.swapaxes(a, 0, 1).astype(z.dtype)  # noqa: E731  [B, L, ...] -> [L, B, ...]
-    mask = tm(batch["mask"])
-    n = jnp.maximum(mask.sum(), 1.0)
-    target = tm(z[:, 1:])
-    if custom_grad:
-        nll_tbz = mdn_nll_raw(out.logits, out.mu, out.log_sigma, target)
+    mask, target = tm(batch["mask"]), tm(z[:, 1:])
+    rewards = tm(jnp.sign(batch["rewards"]) if reward_sign else batch["rewards"])
+    hs = hidden_sequence(params, x, 1.0 - batch["restart"], unroll=unroll, custom_grad=custom_grad,
+                         head_mask=head_mask)
+    if custom_grad:  # head, NLL, reward and done in one chunked pass (wm_jax.models.mdn_loss)
+        nll, r_mse, d_bce = head_losses(params["head"]["w"], params["head"]["b"], hs, target, rewards,
+                                        tm(batch["dones"]), mask, z.shape[-1], done_pos_weight)
     else:  # plain autodiff through log_softmax / logsumexp (the reference the tests compare with)
-        zk = lambda a: jnp.swapaxes(a, -1, -2)  # noqa: E731
-        nll_tbz = mdn_nll(MDNOutput(jax.nn.log_softmax(zk(out.logits), -1), zk(out.mu), zk(out.log_sigma),
-                                    out.reward, out.done_logit), target)
-    nll = (nll_tbz.mean(-1) * mask).sum() / n
-    rewards = jnp.sign(batch["rewards"]) if reward_sign else batch["rewards"]
-    r_mse = (((out.reward - tm(rewards)) ** 2) * mask).sum() / n
-    d_bce = (bce_with_logits(out.done_logit, tm(batch["dones"]), done_pos_weight) * mask).sum() / n
+        n = jnp.maximum(mask.sum(), 1.0)
+        out = mdn_head(params, hs, z.shape[-1])
+        nll = (mdn_nll(out, target).mean(-1) * mask).sum() / n
+        r_mse = (((out.reward - rewards) ** 2) * mask).sum() / n
+        d_bce = (bce_with_logits(out.done_logit, tm(batch["dones"]), done_pos_weight) * mask).sum() / n
     loss = nll + reward_weight * r_mse + done_weight * d_bce
     return loss, {"nll": nll, "reward_mse": r_mse, "done_bce": d_bce}
 

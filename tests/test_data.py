@@ -253,6 +253,7 @@ def test_collect_resume_after_kill(tmp_path):
     cfg = load_config("configs/takecover.yaml", [*over, "data.episodes=5"])
     records = collect(cfg, progress=False)
     assert [r["index"] for r in records] == [0, 1, 2, 3, 4] and [r["seed"] for r in records] == [40, 41, 42, 43, 44]
+    assert [r["policy"] for r in records] == ["repeat1-10"] * 5  # 0, 1 rebuilt from their shards keep the label
     assert sorted(p.name for p in (data / "episodes").iterdir()) == [shard_name(i) for i in range(5)]
     for i in range(3):  # 0 and 1 untouched, 2 recollected identically (seed 42)
         assert (data / "episodes" / shard_name(i)).read_bytes() == first[i]

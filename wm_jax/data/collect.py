@@ -151,7 +151,8 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
               expected_policy=None) -> dict[int, dict]:
     """Records of every valid episode on disk, by index; shards are the truth, the manifest a cache.
     `expected_policy(index) -> label`: records naming another policy are refused (a config change would
-    mix two policies under one index range); None: any policy (episodes `wm-jax collect-agent` added)."""
+    mix two policies under one index range), and a record rebuilt from its shard (a kill between the shard and
+    the manifest write) gets the label back; None: any policy (episodes `wm-jax collect-agent` added)."""
     from wm_jax.config import ConfigError
 
     ep_dir = data_dir / "episodes"
@@ -173,6 +174,8 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
     for i in sorted(set(on_disk) - set(records)):
         try:
             records[i] = episode_record(i, read_episode(on_disk[i], action_dim))
+            if expected_policy is not None and expected_policy(i) is not None:  # killed before its manifest write
+                records[i]["policy"] = expected_policy(i)
         except CorruptShardError as e:
             bad = on_disk[i].with_name(on_disk[i].name + ".corrupt")
             os.replace(on_disk[i], bad)

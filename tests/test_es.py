@@ -145,6 +145,42 @@ def test_c_mean_scales_the_first_mean_step(tmp):
     np.testing.assert_allclose(steps[1], 0.25 * steps[0], rtol=1e-4, atol=1e-6)
 
 
+def test_lazy_eigen_cma_decomposes_every_kth_generation_and_equals_cma_es_at_1(tmp):
+    """es.eigen_every: k = 1 runs evosax's CMA_ES itself; the lazy class with k = 1 samples the same populations;
+    with k = 3 the covariance's decomposition (B, D) changes only at generations 3, 6 while C changes every
+    generation, and the search still learns the toy task; k = 0 is Hansen's interval from the sizes."""
+    from evosax.algorithms import CMA_ES
+
+    from wm_jax.es import lazy_cma_class, lazy_eigen_every, make_strategy
+
+    cfg = load_config(None, [*OVERRIDES, f"root={tmp / 'lazy'}"])
+    tmpl = C.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, Z, H)
+    assert type(make_strategy(cfg.es, tmpl)[0]) is CMA_ES
+    assert make_strategy(cfg.replace(**{"es.eigen_every": 3}).es, tmpl)[0].eigen_every == 3
+    x0 = jnp.zeros(6)
+    plain, lazy1, lazy3 = (CMA_ES(population_size=8, solution=x0), lazy_cma_class()(8, x0, 1),
+                           lazy_cma_class()(8, x0, 3))
+    p = plain.default_params
+    fit = lambda pop: jnp.sum((pop - 1.0) ** 2, axis=1)  # noqa: E731
+    states = [s.init(jax.random.key(0), x0, p) for s in (plain, lazy1, lazy3)]
+    b_seen = []
+    for g in range(7):
+        k_ask, k_tell = jax.random.split(jax.random.key(g + 1))
+        pops = []
+        for i, s in enumerate((plain, lazy1, lazy3)):
+            pop, st = s.ask(k_ask, states[i], p)
+            states[i], _ = s.tell(k_tell, pop, fit(pop), st, p)
+            pops.append(pop)
+        np.testing.assert_allclose(pops[1], pops[0], rtol=1e-5, atol=1e-6)
+        b_seen.append(np.asarray(states[2].B))
+    changed = [g for g in range(1, 7) if not np.array_equal(b_seen[g], b_seen[g - 1])]
+    assert changed == [3, 6]
+    assert float(fit(states[2].mean[None])[0]) < 0.5 * float(fit(x0[None])[0])
+    assert lazy_eigen_every(5202, 7.4e-8, 1.1e-6) == 16 and lazy_eigen_every(10, 0.02, 0.01) == 1
+    with pytest.raises(Exception, match="es.eigen_every"):
+        load_config(None, ["es.strategy=Sep_CMA_ES", "es.eigen_every=4"])
+
+
 def _two_generations(cfg, taus, devices=None):
     tmpl = C.controller_from_config(jax.random.PRNGKey(0), cfg.controller, cfg.env.name, Z, H)
     prog = get_program(cfg, tmpl, devices=devices)

@@ -188,6 +188,11 @@ class ESConfig:
     # CMA-ES mean learning rate (evosax c_mean; 1 = the standard update). Below 1 the mean moves a fraction of the
     # way to the recombined best candidates each generation: it averages a noisy fitness over ~1/c_mean generations.
     c_mean: float = 1.0
+    # CMA-ES: decompose the covariance (eigh, O(n³)) only every k-th generation and sample with the stored B, D in
+    # between (Hansen's lazy update; ours). 1: every generation (evosax's CMA_ES as is, the original); 0: Hansen's
+    # schedule k = max(1, ⌊1 / (10·n·(c_1 + c_μ))⌋), from the sizes. A controller with 18 actions on [z, h] has
+    # n = 5,202 parameters, where one eigh costs ~5 s on 2 cores, more than the generation's dream rollouts.
+    eigen_every: int = 1
     weight_decay: float = 0.0  # L2 penalty on parameters added to the fitness (original option: 0.01).
     temperature: float = 1.15  # Dream temperature tau (paper's best Doom: 1.15).
     taus: tuple[float, ...] = (0.10, 0.50, 1.00, 1.15, 1.30)  # Sweep values (paper's table).

@@ -147,6 +147,9 @@ def check_es(cfg: Config) -> None:
     _need(cfg.es.select_trials >= 0, "es.select_trials", "must be >= 0 (0: off)")
     _need(cfg.es.select_top >= 1, "es.select_top", "must be >= 1")
     _need(0.0 < cfg.es.c_mean <= 1.0, "es.c_mean", "must be in (0, 1]")
+    _need(cfg.es.eigen_every >= 0, "es.eigen_every", "must be >= 0 (1: every generation, 0: Hansen's schedule)")
+    _need(cfg.es.eigen_every == 1 or cfg.es.strategy == "CMA_ES", "es.eigen_every",
+          f"is a CMA_ES option (es.strategy={cfg.es.strategy!r} keeps no eigendecomposition)")
     _need(cfg.es.real_stall_steps >= 0, "es.real_stall_steps", "must be >= 0 (0: off)")
 
 

@@ -20,6 +20,7 @@ vmapped over temperatures, so train-controller and sweep-temperature share one c
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -45,6 +46,36 @@ METRIC_KEYS = ("mean_return", "best_return", "worst_return", "best_fitness", "me
                "alive_steps", "slot_steps", "std")
 
 
+def lazy_eigen_every(n: int, c_1: float, c_mu: float) -> int:
+    """Hansen's lazy-update interval: decompose C every max(1, ⌊1 / (10·n·(c_1 + c_μ))⌋) generations."""
+    return max(1, int(1.0 / (10.0 * n * (c_1 + c_mu))))
+
+
+@functools.cache
+def lazy_cma_class() -> type:
+    """evosax's CMA_ES with the covariance decomposed only every `eigen_every` asks (``es.eigen_every``)."""
+    from evosax.algorithms import CMA_ES
+    from evosax.algorithms.distribution_based.cma_es import eigen_decomposition
+
+    class LazyEigenCMAES(CMA_ES):
+        """CMA_ES whose ask decomposes C (an O(n³) eigh) only when generation_counter % eigen_every == 0 and
+        otherwise samples with the B, D its state holds; tell is evosax's (it already reads the stored B, D).
+        eigen_every = 1 samples the same population as CMA_ES."""
+
+        def __init__(self, population_size: int, solution, eigen_every: int):
+            super().__init__(population_size=population_size, solution=solution)
+            self.eigen_every = int(eigen_every)
+
+        def _ask(self, key, state, params):
+            c, b, d = jax.lax.cond(state.generation_counter % self.eigen_every == 0, eigen_decomposition,
+                                   lambda _: (state.C, state.B, state.D), state.C)
+            z = jax.random.normal(key, (self.population_size, self.num_dims))
+            population = state.mean + state.std * ((z @ jnp.diag(d).T) @ b.T)
+            return population, state.replace(C=c, B=b, D=d)
+
+    return LazyEigenCMAES
+
+
 def make_strategy(es_cfg, template: dict):
     """(strategy, strategy params) for cfg.es.strategy with the controller pytree as solution template."""
     from evosax.algorithms import algorithms
@@ -59,6 +90,9 @@ def make_strategy(es_cfg, template: dict):
                           "distribution-based evosax algorithms (a mean to start from) are supported")
     strategy = cls(population_size=es_cfg.population, solution=template)
     params = strategy.default_params
+    if es_cfg.strategy == "CMA_ES" and es_cfg.eigen_every != 1:
+        every = es_cfg.eigen_every or lazy_eigen_every(strategy.num_dims, float(params.c_1), float(params.c_mu))
+        strategy = lazy_cma_class()(population_size=es_cfg.population, solution=template, eigen_every=every)
     if hasattr(params, "std_init"):
         params = params.replace(std_init=jnp.asarray(es_cfg.sigma_init, jnp.float32))
     if es_cfg.c_mean != 1.0:

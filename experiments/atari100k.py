@@ -38,7 +38,8 @@ PUBLISHED = {  # game: (random, human, SimPLe)
 }
 SCALES = {
     "cpu": [],
-    "smoke": ["vae.z_dim=8", "mdnrnn.hidden=16", "data.episodes=3", "data.episode_steps=150", "iterate.rounds=1", "iterate.episodes=2",
+    "smoke": ["vae.z_dim=8", "mdnrnn.hidden=16", "data.episodes=3", "data.episode_steps=150", "iterate.rounds=1",
+              "iterate.episodes=2",
               "iterate.mdnrnn_steps=5", "vae.max_steps=10", "vae.batch_size=32", "mdnrnn.steps=10",
               "mdnrnn.seq_len=40", "mdnrnn.batch_size=4", "es.population=8", "es.trials=2", "es.generations=2",
               "es.eval_every=1", "es.eval_trials=4", "es.dream_max_steps=40", "es.initial_states=4",
@@ -52,12 +53,15 @@ FIXED_REAL_EPISODES = 10  # the dream's favourite fixed action, played for real
 # and that C lost 16 per 1,000 real steps (random play: -0.9); a hotter dream for every C (the paper's remedy in
 # Doom) was the first lever and is not the fix: at tau 1.3 C scored -16.1 +- 16.0 over 100 real games (seed 0, random
 # 1 +- 5; the dream's favourite fixed action, up-right-fire, 0.2 in the dream and -31.8 for real). Next: a dynamics
-# ensemble (es.dream_models=2) with the small-object weight (docs/findings.md, Boxing).
+# ensemble (es.dream_models=2) with the small-object weight (docs/findings.md, Boxing). Its 18 actions make C
+# 5,202 parameters, where CMA-ES's eigh every generation cost 5.7 s of a ~7.6 s generation: es.eigen_every=0
+# (Hansen's lazy update, k = 15 here) takes it to 0.8 s (docs/performance.md).
 # Breakout's random games last ~180 steps (5 lives, served by env.atari_fire_reset): 40 of them would spend 7% of
 # the budget, so more, shorter-capped episodes (worst case 100 x 500 + 3 x 33 x 500 = 99,500 steps). Its ball is
 # 2 x 1 pixels at 64 x 64: with foreground weight 10 alone V kept 3.8% of it (eval-vae, seed 0) and C scored 1.7 +- 1.6
 # (random 1.1); vae.small_object_weight=1000 kept 75% and C scored 6.7 +- 2.8 (seed 0, docs/findings.md).
-GAME_OVERRIDES = {"freeway": ["env.atari_repeat_max=30"], "boxing": ["es.temperature=1.3", "iterate.tau=1.3"],
+GAME_OVERRIDES = {"freeway": ["env.atari_repeat_max=30"],
+                  "boxing": ["es.temperature=1.3", "iterate.tau=1.3", "es.eigen_every=0"],
                   "breakout": ["data.episodes=100", "data.episode_steps=500", "iterate.episodes=33",
                                "vae.small_object_weight=1000"]}
 

@@ -52,10 +52,11 @@ FIXED_REAL_EPISODES = 10  # the dream's favourite fixed action, played for real
 # Boxing's dream is easy to exploit: at tau 1 (seed 0, round 0) the dream ES scored +30-36 points per 500 dream steps
 # and that C lost 16 per 1,000 real steps (random play: -0.9); a hotter dream for every C (the paper's remedy in
 # Doom) was the first lever and is not the fix: at tau 1.3 C scored -16.1 +- 16.0 over 100 real games (seed 0, random
-# 1 +- 5; the dream's favourite fixed action, up-right-fire, 0.2 in the dream and -31.8 for real). Next: a dynamics
-# ensemble (es.dream_models=2) with the small-object weight (docs/findings.md, Boxing). Its 18 actions make C
-# 5,202 parameters, where CMA-ES's eigh every generation cost 5.7 s of a ~7.6 s generation: es.eigen_every=0
-# (Hansen's lazy update, k = 15 here) takes it to 0.8 s (docs/performance.md).
+# 1 +- 5; the dream's favourite fixed action, up-right-fire, 0.2 in the dream and -31.8 for real). Neither is a
+# dynamics ensemble (es.dream_models=2) with the small-object weight at tau 1: -15.2 +- 5.7 (seed 0, results/
+# atari100k_cpu_ens; docs/findings.md, Boxing). Its 18 actions make C 5,202 parameters, where CMA-ES's eigh every
+# generation cost 5.7 s of a ~7.6 s generation: es.eigen_every=0 (Hansen's lazy update, k = 15 here) takes it to
+# 0.8 s (docs/performance.md).
 # Breakout's random games last ~180 steps (5 lives, served by env.atari_fire_reset): 40 of them would spend 7% of
 # the budget, so more, shorter-capped episodes (worst case 100 x 500 + 3 x 33 x 500 = 99,500 steps). Its ball is
 # 2 x 1 pixels at 64 x 64: with foreground weight 10 alone V kept 3.8% of it (eval-vae, seed 0) and C scored 1.7 +- 1.6

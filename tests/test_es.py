@@ -148,7 +148,8 @@ def test_c_mean_scales_the_first_mean_step(tmp):
 def test_lazy_eigen_cma_decomposes_every_kth_generation_and_equals_cma_es_at_1(tmp):
     """es.eigen_every: k = 1 runs evosax's CMA_ES itself; the lazy class with k = 1 samples the same populations;
     with k = 3 the covariance's decomposition (B, D) changes only at generations 3, 6 while C changes every
-    generation, and the search still learns the toy task; k = 0 is Hansen's interval from the sizes."""
+    generation, and the search still learns the toy task; k = 0 is Hansen's interval from the sizes; the ES
+    program keeps the skip a real branch."""
     from evosax.algorithms import CMA_ES
 
     from wm_jax.es import lazy_cma_class, lazy_eigen_every, make_strategy
@@ -179,6 +180,11 @@ def test_lazy_eigen_cma_decomposes_every_kth_generation_and_equals_cma_es_at_1(t
     assert lazy_eigen_every(5202, 7.4e-8, 1.1e-6) == 16 and lazy_eigen_every(10, 0.02, 0.01) == 1
     with pytest.raises(Exception, match="es.eigen_every"):
         load_config(None, ["es.strategy=Sep_CMA_ES", "es.eigen_every=4"])
+    # In the ES program (vmapped over τ, even for one τ) the skip must stay a cond: a vmapped cond with a batched
+    # predicate becomes a select, which runs the eigh every generation.
+    prog = get_program(cfg.replace(**{"es.eigen_every": 3}), tmpl)
+    dp = with_taus(dream.make_params(toy_m(), *BANK, max_steps=CAP), (1.0,))
+    assert "cond[" in str(prog._run.trace(prog.init(jax.random.PRNGKey(3), 1), dp, 1).jaxpr)
 
 
 def _two_generations(cfg, taus, devices=None):

@@ -60,7 +60,8 @@ def lazy_cma_class() -> type:
     class LazyEigenCMAES(CMA_ES):
         """CMA_ES whose ask decomposes C (an O(n³) eigh) only when generation_counter % eigen_every == 0 and
         otherwise samples with the B, D its state holds; tell is evosax's (it already reads the stored B, D).
-        eigen_every = 1 samples the same population as CMA_ES."""
+        eigen_every = 1 samples the same population as CMA_ES. Under vmap the cond becomes a select that runs the eigh
+        every time, so ESProgram asks it one τ at a time (``jax.custom_batching.sequential_vmap``)."""
 
         def __init__(self, population_size: int, solution, eigen_every: int):
             super().__init__(population_size=population_size, solution=solution)
@@ -149,8 +150,11 @@ class ESProgram:
         # device count on forced host devices: when each pool thread holds a device's eigh (or a collective
         # waiting for the device whose eigh is stuck), the batch chunks never run and the process hangs idle (gdb
         # stacks: ParallelBatchMap -> BlockingCounter::Wait). One matrix per call runs inline; the same eigh per
-        # τ, so the same numbers. Single device or accelerators: the batched call.
-        sequential = self.n_devices > 1 and devices[0].platform == "cpu"
+        # τ, so the same numbers. Single device or accelerators: the batched call. A lazy-eigen CMA-ES
+        # (es.eigen_every) asks one τ at a time too: vmapped, its cond would become a select that runs the eigh
+        # every generation (the τ axis is there even for one τ).
+        lazy = getattr(self.strategy, "eigen_every", 1) > 1
+        sequential = lazy or (self.n_devices > 1 and devices[0].platform == "cpu")
         self._ask = jax.custom_batching.sequential_vmap(self.strategy.ask) if sequential else self.strategy.ask
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self._run = jax.jit(self._run_impl, static_argnums=(2,))
@@ -338,8 +342,9 @@ def get_program(cfg: Config, template: dict, devices: list | None = None, early_
     rms = None if input_rms is None else np.asarray(input_rms, np.float32)
     devs = tuple(jax.devices() if devices is None else devices)
     es = cfg.es  # only the fields the compiled program depends on
-    key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.weight_decay, es.dream_chunk,
-           es.dream_compact, es.dream_compact_ratio, es.unroll, cfg.controller, cfg.env.id, shapes, devs, early_exit,
+    key = (es.strategy, es.population, es.trials, es.sigma_init, es.c_mean, es.eigen_every, es.weight_decay,
+           es.dream_chunk, es.dream_compact, es.dream_compact_ratio, es.unroll, cfg.controller, cfg.env.id, shapes,
+           devs, early_exit,
            None if rms is None else rms.tobytes())
     if key not in _PROGRAMS:
         _PROGRAMS[key] = ESProgram(cfg, template, devices=list(devs), early_exit=early_exit, input_rms=rms)

@@ -174,8 +174,9 @@ def reconcile(data_dir: Path, env: str, action_dim: int, base_seed: int,
     for i in sorted(set(on_disk) - set(records)):
         try:
             records[i] = episode_record(i, read_episode(on_disk[i], action_dim))
-            if expected_policy is not None and expected_policy(i) is not None:  # killed before its manifest write
-                records[i]["policy"] = expected_policy(i)
+            label = None if expected_policy is None else expected_policy(i)
+            if label is not None:  # killed between its shard and its manifest write
+                records[i]["policy"] = label
         except CorruptShardError as e:
             bad = on_disk[i].with_name(on_disk[i].name + ".corrupt")
             os.replace(on_disk[i], bad)

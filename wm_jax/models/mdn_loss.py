@@ -45,6 +45,11 @@ def nll_with_grads(logits: jax.Array, mu: jax.Array, log_sigma: jax.Array, z_nex
     return nll, (e / se - gamma, -gamma * u * inv_s, gamma * (1.0 - u * u))
 
 
+def bce_with_logits(logit: jax.Array, target: jax.Array, pos_weight: float | jax.Array) -> jax.Array:
+    """Binary cross-entropy, positive class weighted: -w·y·log σ(l) - (1-y)·log(1-σ(l)), elementwise."""
+    return pos_weight * target * jax.nn.softplus(-logit) + (1.0 - target) * jax.nn.softplus(logit)
+
+
 def steps_per_chunk(t: int, b: int, rows: int | None = None) -> int:
     """The largest divisor of T whose steps × B fit in `rows` (default CHUNK_ROWS; at least 1)."""
     rows = CHUNK_ROWS if rows is None else rows
@@ -80,10 +85,9 @@ def _forward(w, b, h, z_next, reward, done, mask, z_dim, pos_weight):
         g_mix = jnp.stack(grads, 1).reshape(-1, kz) * (m_c / (n * z_dim))[:, None]
         err = out[:, kz] - r_c
         logit = out[:, kz + 1]
-        sig = jax.nn.sigmoid(logit)
-        bce = pos_weight * y_c * jax.nn.softplus(-logit) + (1.0 - y_c) * jax.nn.softplus(logit)
+        bce = bce_with_logits(logit, y_c, pos_weight)
         g_r = 2.0 * err * m_c / n
-        g_d = (sig * (pos_weight * y_c + 1.0 - y_c) - pos_weight * y_c) * m_c / n
+        g_d = (jax.nn.sigmoid(logit) * (pos_weight * y_c + 1.0 - y_c) - pos_weight * y_c) * m_c / n  # ∂bce/∂logit
         g = jnp.concatenate([g_mix, g_r[:, None], g_d[:, None]], -1)
         sums = sums + jnp.stack([(nll.mean(-1) * m_c).sum(), (err * err * m_c).sum(), (bce * m_c).sum()])
         return (sums, dw + jax.lax.dot_general(jnp.concatenate([h_c, jnp.ones_like(h_c[:, :1])], -1), g,
@@ -93,10 +97,6 @@ def _forward(w, b, h, z_next, reward, done, mask, z_dim, pos_weight):
     (sums, dwb), (dh_mix, g_r, g_d) = jax.lax.scan(body, init, chunked)
     losses = tuple(sums / n)
     return losses, (dwb, dh_mix.reshape(h.shape), g_r.reshape(t, bsz), g_d.reshape(t, bsz), w, z_next, mask)
-
-
-def _fwd(w, b, h, z_next, reward, done, mask, z_dim, pos_weight):
-    return _forward(w, b, h, z_next, reward, done, mask, z_dim, pos_weight)
 
 
 def _bwd(z_dim, pos_weight, res, cot):
@@ -110,4 +110,4 @@ def _bwd(z_dim, pos_weight, res, cot):
     return dwb[:-1], dwb[-1], dh, zeros(z_next), zeros(g_r), zeros(g_d), zeros(mask)
 
 
-head_losses.defvjp(_fwd, _bwd)
+head_losses.defvjp(_forward, _bwd)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from wm_jax.models.latent import reparameterize
-from wm_jax.models.mdn_loss import LOG_SQRT_2PI, head_losses
+from wm_jax.models.mdn_loss import LOG_SQRT_2PI, bce_with_logits, head_losses  # noqa: F401  (M's API)
 from wm_jax.models.lstm import (  # noqa: F401  (the LSTM is part of M's API: wm_jax.models.mdnrnn.lstm_step, ...)
     LSTMState,
     lstm_cell,
@@ -126,16 +126,14 @@ def sample_z(key: jax.Array, out: MDNOutput, tau: jax.Array | float) -> jax.Arra
 
 
 def forward_sequence(params: dict, x: jax.Array, keep: jax.Array, z_dim: int, *, unroll: int = 1,
-                     custom_grad: bool = True, raw: bool = False,
-                     head_mask: jax.Array | None = None) -> MDNOutput | MDNRaw:
-    """Teacher-forced pass from zero state. x: [B, T, I], keep: [B, T] -> MDNOutput (MDNRaw if `raw`) with
-    leading axes [T, B].
+                     custom_grad: bool = True, head_mask: jax.Array | None = None) -> MDNOutput:
+    """Teacher-forced pass from zero state. x: [B, T, I], keep: [B, T] -> MDNOutput with leading axes [T, B].
 
     keep[b, t] = 0 resets the state to zero before step t (an episode's first step in a packed window).
     `head_mask` [B, H]: multiplies the head's input h at every step of sequence b (dropout; the state is unmasked).
     """
     hs = hidden_sequence(params, x, keep, unroll=unroll, custom_grad=custom_grad, head_mask=head_mask)
-    return (head_raw if raw else mdn_head)(params, hs, z_dim)
+    return mdn_head(params, hs, z_dim)
 
 
 def hidden_sequence(params: dict, x: jax.Array, keep: jax.Array, *, unroll: int = 1, custom_grad: bool = True,
@@ -150,11 +148,6 @@ def hidden_sequence(params: dict, x: jax.Array, keep: jax.Array, *, unroll: int 
     else:
         hs, _, _ = lstm_scan_reference(lp["w_h"], project_inputs(params, x_tm), keep, z0, z0, unroll)
     return hs if head_mask is None else hs * head_mask[None]
-
-
-def bce_with_logits(logit: jax.Array, target: jax.Array, pos_weight: float | jax.Array) -> jax.Array:
-    """Binary cross-entropy, positive class weighted: -w·y·log σ(l) - (1-y)·log(1-σ(l)), elementwise."""
-    return pos_weight * target * jax.nn.softplus(-logit) + (1.0 - target) * jax.nn.softplus(logit)
 
 
 def sample_latents(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
